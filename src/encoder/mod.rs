@@ -1,0 +1,340 @@
+//! Encoders: text in, one vector per text out (`[n, d]` f32), like sentence-transformers.
+//!
+//! An [`Encoder`] is a Hugging Face folder (config.json, model.safetensors, tokenizer.json and the
+//! sentence-transformers pooling files) loaded with the architecture its config.json names.
+//!
+//! ```no_run
+//! # fn main() -> relstitch::Result<()> {
+//! use relstitch::encoder::{Encoder, EncoderOptions};
+//! let encoder = Encoder::load("all-MiniLM-L6-v2", &EncoderOptions::default())?;
+//! let e = encoder.embed(&["a cat sits on the mat", "un chat"])?; // [2, 384]
+//! # Ok(()) }
+//! ```
+
+mod arch;
+mod pooling;
+mod st_files;
+
+use std::path::{Path, PathBuf};
+
+use candle_core::{Device, Tensor};
+use tokenizers::{Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
+
+pub use arch::{ArchConfig, Architecture};
+pub use pooling::{l2_normalize, Pooling};
+pub use st_files::SentenceTransformersConfig;
+
+use crate::device::DeviceChoice;
+use crate::error::CandleContext;
+use crate::resolve::{resolve_model, ResolvedModel};
+use crate::{Error, Result};
+
+/// How to load and run an encoder. `Default` follows the model folder's own settings.
+#[derive(Debug, Clone)]
+pub struct EncoderOptions {
+    /// Where to run.
+    pub device: DeviceChoice,
+    /// Texts per forward pass.
+    pub batch_size: usize,
+    /// Overrides the folder's pooling.
+    pub pooling: Option<Pooling>,
+    /// Overrides the folder's normalisation.
+    pub normalize: Option<bool>,
+    /// Overrides `max_seq_length` (still capped by the position embeddings).
+    pub max_length: Option<usize>,
+    /// Prepended to every text (e.g. `query: ` for e5 models).
+    pub prefix: Option<String>,
+    /// Shows a progress bar on stderr while embedding.
+    pub progress: bool,
+}
+
+impl Default for EncoderOptions {
+    fn default() -> Self {
+        Self {
+            device: DeviceChoice::Auto,
+            batch_size: 32,
+            pooling: None,
+            normalize: None,
+            max_length: None,
+            prefix: None,
+            progress: false,
+        }
+    }
+}
+
+impl EncoderOptions {
+    /// Runs on `device`.
+    #[must_use]
+    pub fn with_device(mut self, device: DeviceChoice) -> Self {
+        self.device = device;
+        self
+    }
+    /// Uses `n` texts per forward pass.
+    #[must_use]
+    pub fn with_batch_size(mut self, n: usize) -> Self {
+        self.batch_size = n;
+        self
+    }
+    /// Overrides the pooling.
+    #[must_use]
+    pub fn with_pooling(mut self, pooling: Pooling) -> Self {
+        self.pooling = Some(pooling);
+        self
+    }
+    /// Overrides the normalisation.
+    #[must_use]
+    pub fn with_normalize(mut self, normalize: bool) -> Self {
+        self.normalize = Some(normalize);
+        self
+    }
+    /// Overrides the maximum number of tokens.
+    #[must_use]
+    pub fn with_max_length(mut self, n: usize) -> Self {
+        self.max_length = Some(n);
+        self
+    }
+    /// Prepends `prefix` to every text.
+    #[must_use]
+    pub fn with_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = Some(prefix.into());
+        self
+    }
+    /// Shows a progress bar.
+    #[must_use]
+    pub fn with_progress(mut self, progress: bool) -> Self {
+        self.progress = progress;
+        self
+    }
+}
+
+/// Everything that identifies the vectors an encoder produces; written into every output.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ModelIdentity {
+    /// The name the model was asked for by (catalog name, Hub id or folder).
+    pub name: String,
+    /// The Hugging Face Hub id, when known.
+    pub hub_id: Option<String>,
+    /// The Hub revision, when known.
+    pub revision: Option<String>,
+    /// The folder the model was loaded from.
+    pub path: PathBuf,
+    /// The sha256 of the weights file.
+    pub weights_sha256: String,
+    /// config.json's `model_type`.
+    pub architecture: String,
+    /// The pooling in use.
+    pub pooling: Pooling,
+    /// Whether outputs are L2-normalised.
+    pub normalize: bool,
+    /// The maximum number of tokens per text (special tokens included).
+    pub max_length: usize,
+    /// The prefix prepended to every text, if any.
+    pub prefix: Option<String>,
+    /// The width of the vectors.
+    pub dim: usize,
+}
+
+/// A loaded text encoder.
+pub struct Encoder {
+    model: Architecture,
+    tokenizer: Tokenizer,
+    identity: ModelIdentity,
+    lowercase: bool,
+    batch_size: usize,
+    progress: bool,
+    device: Device,
+}
+
+impl std::fmt::Debug for Encoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Encoder")
+            .field("identity", &self.identity)
+            .field("device", &self.device)
+            .finish()
+    }
+}
+
+impl Encoder {
+    /// Loads the model named `model`: a local folder, a catalog name, a Hub id in the local
+    /// Hugging Face cache, or (for catalog names) its registry source, fetched on first use.
+    pub fn load(model: &str, options: &EncoderOptions) -> Result<Self> {
+        let resolved = resolve_model(model)?;
+        Self::from_resolved(&resolved, options)
+    }
+
+    /// Loads a Hugging Face model folder.
+    pub fn from_dir(dir: &Path, options: &EncoderOptions) -> Result<Self> {
+        Self::from_resolved(&ResolvedModel::local(dir), options)
+    }
+
+    fn from_resolved(resolved: &ResolvedModel, options: &EncoderOptions) -> Result<Self> {
+        let dir = &resolved.dir;
+        if options.batch_size == 0 {
+            return Err(Error::invalid("batch size", "must be at least 1"));
+        }
+        let device = options.device.device()?;
+        let config = ArchConfig::read(&dir.join("config.json"))?;
+        let (st, lowercase) = SentenceTransformersConfig::read(dir)?;
+        let (vb, weights_path) = arch::weights(dir, &device)?;
+        let model = Architecture::load(&config, vb).map_err(|e| Error::ModelFolder {
+            path: weights_path.clone(),
+            reason: format!(
+                "the weights do not fit config.json's {} architecture ({e}); the folder is corrupt or mixes two models",
+                config.model_type()
+            ),
+        })?;
+        let tok_path = dir.join("tokenizer.json");
+        let mut tokenizer = Tokenizer::from_file(&tok_path).map_err(|e| Error::Tokenizer {
+            path: tok_path.clone(),
+            reason: format!("{e}; the folder needs a tokenizer.json (fast tokenizer)"),
+        })?;
+        let max_length = options
+            .max_length
+            .or(st.max_seq_length)
+            .unwrap_or(usize::MAX)
+            .min(config.max_tokens());
+        if max_length < 2 {
+            return Err(Error::invalid("max length", "must leave room for the special tokens (≥ 2)"));
+        }
+        tokenizer
+            .with_truncation(Some(TruncationParams {
+                max_length,
+                strategy: TruncationStrategy::LongestFirst,
+                stride: 0,
+                direction: TruncationDirection::Right,
+            }))
+            .map_err(|e| Error::Tokenizer {
+                path: tok_path.clone(),
+                reason: e.to_string(),
+            })?;
+        tokenizer.with_padding(None);
+        let weights_sha256 = match crate::fetch::Provenance::read(dir) {
+            Some(p) => p.weights_sha256,
+            None => crate::io::sha256_file(&weights_path)?,
+        };
+        let identity = ModelIdentity {
+            name: resolved.name.clone(),
+            hub_id: resolved.hub_id.clone(),
+            revision: resolved.revision.clone(),
+            path: dir.clone(),
+            weights_sha256,
+            architecture: config.model_type().into(),
+            pooling: options.pooling.unwrap_or(st.pooling),
+            normalize: options.normalize.unwrap_or(st.normalize),
+            max_length,
+            prefix: options.prefix.clone(),
+            dim: config.hidden_size(),
+        };
+        tracing::info!(model = %identity.name, dir = %dir.display(), arch = %identity.architecture, "encoder loaded");
+        Ok(Self {
+            model,
+            tokenizer,
+            identity,
+            lowercase,
+            batch_size: options.batch_size,
+            progress: options.progress,
+            device,
+        })
+    }
+
+    /// What this encoder is.
+    pub fn identity(&self) -> &ModelIdentity {
+        &self.identity
+    }
+
+    /// The width of its vectors.
+    pub fn dim(&self) -> usize {
+        self.identity.dim
+    }
+
+    /// The device it runs on.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// Token ids of each text after prefixing, lower-casing and truncation.
+    pub fn tokenize<S: AsRef<str>>(&self, texts: &[S]) -> Result<Vec<Vec<u32>>> {
+        let inputs: Vec<String> = texts
+            .iter()
+            .map(|t| {
+                let t = match &self.identity.prefix {
+                    Some(p) => format!("{p}{}", t.as_ref()),
+                    None => t.as_ref().to_string(),
+                };
+                if self.lowercase {
+                    t.to_lowercase()
+                } else {
+                    t
+                }
+            })
+            .collect();
+        let encodings = self
+            .tokenizer
+            .encode_batch(inputs, true)
+            .map_err(|e| Error::Tokenizer {
+                path: self.identity.path.join("tokenizer.json"),
+                reason: e.to_string(),
+            })?;
+        Ok(encodings.into_iter().map(|e| e.get_ids().to_vec()).collect())
+    }
+
+    /// Embeds `texts`, returning one row per text in input order.
+    ///
+    /// Texts are grouped by length into batches (less padding), padded with an attention mask and
+    /// truncated at the model's maximum length.
+    ///
+    /// # Shapes
+    /// - returns `[texts.len(), dim]` f32 on the encoder's device
+    pub fn embed<S: AsRef<str>>(&self, texts: &[S]) -> Result<Tensor> {
+        if texts.is_empty() {
+            return Err(Error::invalid("texts", "nothing to embed: the list is empty"));
+        }
+        let ids = self.tokenize(texts)?;
+        let mut order: Vec<usize> = (0..ids.len()).collect();
+        order.sort_by_key(|&i| std::cmp::Reverse(ids[i].len()));
+        let bar = crate::progress::bar(texts.len() as u64, "embedding", self.progress);
+        let mut chunks = Vec::with_capacity(order.len().div_ceil(self.batch_size));
+        for batch in order.chunks(self.batch_size) {
+            let rows: Vec<&[u32]> = batch.iter().map(|&i| ids[i].as_slice()).collect();
+            let pooled = self
+                .embed_ids(&rows)
+                .context(|| format!("running {} on a batch", self.identity.name))?;
+            chunks.push(pooled);
+            bar.inc(batch.len() as u64);
+        }
+        bar.finish_and_clear();
+        let sorted = Tensor::cat(&chunks, 0).context(|| "gathering batches".into())?;
+        // Row j of `sorted` is text order[j]; put each back at its input position.
+        let mut inverse = vec![0u32; order.len()];
+        for (j, &i) in order.iter().enumerate() {
+            inverse[i] = j as u32;
+        }
+        let inverse = Tensor::new(inverse, &self.device).context(|| "reordering".into())?;
+        let out = sorted
+            .index_select(&inverse, 0)
+            .context(|| "reordering".into())?;
+        crate::io::check_finite(&out, &format!("embeddings of {}", self.identity.name))?;
+        Ok(out)
+    }
+
+    /// Runs one padded batch of token ids.
+    fn embed_ids(&self, rows: &[&[u32]]) -> candle_core::Result<Tensor> {
+        let t = rows.iter().map(|r| r.len()).max().unwrap_or(0);
+        let b = rows.len();
+        let mut ids = vec![0u32; b * t];
+        let mut mask = vec![0u32; b * t];
+        for (r, row) in rows.iter().enumerate() {
+            ids[r * t..r * t + row.len()].copy_from_slice(row);
+            mask[r * t..r * t + row.len()].fill(1);
+        }
+        let ids = Tensor::from_vec(ids, (b, t), &self.device)?;
+        let mask = Tensor::from_vec(mask, (b, t), &self.device)?;
+        let hidden = self.model.forward(&ids, &mask)?;
+        let pooled = self.identity.pooling.pool(&hidden, &mask)?;
+        if self.identity.normalize {
+            l2_normalize(&pooled)
+        } else {
+            Ok(pooled)
+        }
+    }
+}

@@ -1,0 +1,93 @@
+//! Pooling token states into one vector per text, as sentence-transformers does.
+
+use candle_core::{DType, Result, Tensor, D};
+
+/// How token states become one sentence vector.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Pooling {
+    /// Mean of the non-padding token states.
+    Mean,
+    /// The state of the first token (`[CLS]` / `<s>`).
+    Cls,
+    /// Element-wise maximum over the non-padding token states.
+    Max,
+    /// Sum of the non-padding token states divided by the square root of their number.
+    MeanSqrtLen,
+}
+
+impl Pooling {
+    /// The name used in files and on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Mean => "mean",
+            Self::Cls => "cls",
+            Self::Max => "max",
+            Self::MeanSqrtLen => "mean_sqrt_len",
+        }
+    }
+
+    /// Pools token states over the attention mask.
+    ///
+    /// # Shapes
+    /// - `hidden`: `[batch, seq, dim]` f32
+    /// - `mask`: `[batch, seq]` (any numeric dtype; 1 = token, 0 = padding)
+    /// - returns `[batch, dim]` f32
+    pub fn pool(self, hidden: &Tensor, mask: &Tensor) -> Result<Tensor> {
+        let (b, t, _d) = hidden.dims3()?;
+        let (mb, mt) = mask.dims2()?;
+        if (mb, mt) != (b, t) {
+            candle_core::bail!("pooling: mask is [{mb}, {mt}] but hidden states are [{b}, {t}, _]");
+        }
+        let m = mask.to_dtype(DType::F32)?.unsqueeze(2)?; // [b, t, 1]
+        match self {
+            Self::Cls => hidden.narrow(1, 0, 1)?.squeeze(1),
+            Self::Mean | Self::MeanSqrtLen => {
+                let sum = hidden.broadcast_mul(&m)?.sum(1)?; // [b, d]
+                let n = m.sum(1)?.clamp(1e-9, f32::MAX)?; // [b, 1]
+                let n = match self {
+                    Self::Mean => n,
+                    _ => n.sqrt()?,
+                };
+                sum.broadcast_div(&n)
+            }
+            Self::Max => {
+                // Padding positions are set to -1e9 before the maximum, like sentence-transformers.
+                let neg = ((m.ones_like()? - &m)? * -1e9)?;
+                hidden.broadcast_mul(&m)?.broadcast_add(&neg)?.max(1)
+            }
+        }
+    }
+}
+
+/// L2-normalises each row (`x / max(‖x‖, 1e-12)`, like `torch.nn.functional.normalize`).
+///
+/// # Shapes
+/// - `x`: `[n, d]` f32; returns `[n, d]`
+pub fn l2_normalize(x: &Tensor) -> Result<Tensor> {
+    let norm = x.sqr()?.sum_keepdim(D::Minus1)?.sqrt()?.clamp(1e-12, f32::MAX)?;
+    x.broadcast_div(&norm)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    #[test]
+    fn pooling_ignores_padding() -> Result<()> {
+        let h = Tensor::new(
+            &[[[1f32, 2.], [3., 4.], [100., -100.]], [[5., 6.], [7., 8.], [9., 10.]]],
+            &Device::Cpu,
+        )?;
+        let m = Tensor::new(&[[1u32, 1, 0], [1, 1, 1]], &Device::Cpu)?;
+        assert_eq!(Pooling::Mean.pool(&h, &m)?.to_vec2::<f32>()?, [[2., 3.], [7., 8.]]);
+        assert_eq!(Pooling::Cls.pool(&h, &m)?.to_vec2::<f32>()?, [[1., 2.], [5., 6.]]);
+        assert_eq!(Pooling::Max.pool(&h, &m)?.to_vec2::<f32>()?, [[3., 4.], [9., 10.]]);
+        let s = Pooling::MeanSqrtLen.pool(&h, &m)?.to_vec2::<f32>()?;
+        assert!((s[0][0] - 4. / 2f32.sqrt()).abs() < 1e-6);
+        let n = l2_normalize(&Tensor::new(&[[3f32, 4.], [0., 0.]], &Device::Cpu)?)?;
+        assert_eq!(n.to_vec2::<f32>()?, [[0.6, 0.8], [0., 0.]]);
+        Ok(())
+    }
+}

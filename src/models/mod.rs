@@ -1,0 +1,3 @@
+//! Model architectures that candle-transformers does not provide.
+
+pub mod mpnet;
