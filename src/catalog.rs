@@ -98,6 +98,10 @@ pub struct Package {
 pub enum Registry {
     /// The Python Package Index, through `pip download`.
     Pypi,
+    /// The npm registry, through `npm pack`.
+    Npm,
+    /// Debian's archive, through `apt-get download` (after `apt-get update` when the lists are empty).
+    Debian,
 }
 
 #[derive(Deserialize)]

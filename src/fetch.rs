@@ -249,6 +249,26 @@ impl Fetcher {
                     });
                 }
             }
+            Registry::Npm => {
+                let spec = format!("{}@{}", package.name, package.version);
+                let mut cmd = Command::new("npm");
+                cmd.args(["pack", "--silent", &spec]).current_dir(tmp.path());
+                run_client(cmd, &spec, "npm pack", "install Node.js and npm")?;
+            }
+            Registry::Debian => {
+                let spec = format!("{}={}", package.name, package.version);
+                let mut cmd = Command::new("apt-get");
+                cmd.args(["download", "-q", &spec]).current_dir(tmp.path());
+                if run_client(cmd, &spec, "apt-get download", "run on Debian/Ubuntu").is_err() {
+                    // A fresh machine has empty package lists: refresh them once and retry.
+                    let mut update = Command::new("apt-get");
+                    update.args(["update", "-q"]);
+                    run_client(update, "package lists", "apt-get update", "run as root, or run `apt-get update` first")?;
+                    let mut cmd = Command::new("apt-get");
+                    cmd.args(["download", "-q", &spec]).current_dir(tmp.path());
+                    run_client(cmd, &spec, "apt-get download", "run on Debian/Ubuntu")?;
+                }
+            }
         }
         let mut files = std::fs::read_dir(tmp.path())
             .map_err(|e| Error::io(tmp.path(), e))?
@@ -280,6 +300,23 @@ impl Fetcher {
         std::fs::rename(&file, &dest).map_err(|e| Error::io(&dest, e))?;
         crate::io::write_atomic(&marker, name.as_bytes())?;
         Ok(dest)
+    }
+}
+
+/// Runs a registry client, turning a failure into [`Error::Fetch`].
+fn run_client(mut cmd: Command, what: &str, client: &str, advice: &str) -> Result<()> {
+    tracing::info!(what, client, "downloading");
+    let status = cmd.status().map_err(|e| Error::Fetch {
+        what: what.into(),
+        reason: format!("cannot run `{client}` ({e}); {advice}"),
+    })?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(Error::Fetch {
+            what: what.into(),
+            reason: format!("`{client}` failed ({status}); check that the registry is reachable"),
+        })
     }
 }
 

@@ -8,16 +8,27 @@
 #![warn(missing_docs)]
 
 pub mod bench;
+pub mod anchors;
+pub mod cache;
 pub mod catalog;
+pub mod checkpoint;
+pub mod data;
+pub mod decoder;
 pub mod device;
 pub mod embed;
 pub mod encoder;
 pub mod error;
+pub mod evaluation;
 pub mod fetch;
 pub mod import;
 pub mod io;
+pub mod linalg;
+pub mod metrics;
 pub mod models;
 pub mod progress;
+pub mod projection;
 pub mod resolve;
+pub mod stitch;
+pub mod translation;
 
 pub use error::{Error, Result};

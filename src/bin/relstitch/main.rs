@@ -3,8 +3,11 @@
 mod bench;
 mod common;
 mod compare;
+mod data;
 mod embed;
 mod fetch;
+mod fit;
+mod predict;
 mod relative;
 mod translate;
 
@@ -32,12 +35,20 @@ enum Command {
     Embed(embed::EmbedArgs),
     /// Throughput of relstitch against sentence-transformers, in one run.
     Bench(bench::BenchArgs),
+    /// Train a decoder on a frozen encoder and save a checkpoint.
+    Fit(fit::FitArgs),
+    /// Predict labels with a checkpoint.
+    Predict(predict::PredictArgs),
+    /// Score a checkpoint on labelled data.
+    Eval(predict::EvalArgs),
     /// Project absolute embeddings onto anchors: relative representations.
     Relative(relative::RelativeArgs),
     /// Fit or apply a latent translation between two spaces.
     Translate(translate::TranslateArgs),
     /// Measure how similar two latent spaces are (CKA, Jaccard@k, MRR, ...).
     Compare(compare::CompareArgs),
+    /// Labelled text datasets: fetch the built-in ones or split your own into train/test.
+    Data(data::DataArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -47,9 +58,13 @@ fn main() -> anyhow::Result<()> {
         Command::Fetch(a) => fetch::run(a),
         Command::Embed(a) => embed::run(a),
         Command::Bench(a) => bench::run(a),
+        Command::Fit(a) => fit::run(a),
+        Command::Predict(a) => predict::run_predict(a),
+        Command::Eval(a) => predict::run_eval(a),
         Command::Relative(a) => relative::run(a),
         Command::Translate(a) => translate::run(a),
         Command::Compare(a) => compare::run(a),
+        Command::Data(a) => data::run(a),
     }
 }
 

@@ -1,9 +1,294 @@
-//! `relstitch relative` (being written).
+//! `relstitch relative`: absolute embeddings in, relative representations out.
 
-/// Placeholder arguments.
-#[derive(clap::Args, Debug)]
-pub struct RelativeArgs {}
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 
-pub fn run(_args: RelativeArgs) -> anyhow::Result<()> {
-    anyhow::bail!("`relstitch relative` is not implemented yet")
+use anyhow::{bail, Context};
+use candle_core::{Device, Tensor};
+use clap::{Args, ValueEnum};
+use relstitch::anchors::AnchorSet;
+use relstitch::io::SafetensorsFile;
+use relstitch::projection::{PreTransform, Projection, RelativeProjector};
+
+/// The long help of `relstitch relative` (shown after the options by `--help`; the one-line
+/// summary comes from `main.rs`).
+const RELATIVE_HELP: &str = "\
+Project absolute embeddings onto anchors: each row becomes its similarities to the anchors.
+
+Two encoders that embed the *same anchor samples* produce relative vectors that can be
+compared, or fed to one decoder, without any training (zero-shot stitching). With the default
+cosine projection the result is unchanged by rotations, reflections and rescaling of the
+absolute space; add --center to also ignore translations.
+
+Input: safetensors files holding tensor `embeddings` [n, d] (what `relstitch embed` writes).
+Output: a safetensors file with tensor `relative` [n, k] f32 in input order, and metadata
+`projection` and `pre_transform` (JSON), `num_anchors`, `dim`, `anchor_latents_sha256` (sha256
+of the anchors' f32 latents) and, when the anchors are known samples, `anchor_set_sha256`.
+
+Examples:
+  relstitch relative --embeddings x.safetensors --anchors a.safetensors --output r.safetensors
+  relstitch relative --embeddings x.safetensors --anchors rows:0..768 --center --output r.safetensors
+  relstitch relative --embeddings x.safetensors --anchors rows:3,17,42 --projection sparse_topk --k 2 --output r.safetensors";
+
+/// Arguments of `relstitch relative` (see [`RELATIVE_HELP`]).
+#[derive(Args, Debug)]
+#[command(after_long_help = RELATIVE_HELP)]
+pub struct RelativeArgs {
+    /// The embeddings to project: a safetensors file with tensor `embeddings` [n, d].
+    #[arg(long, value_name = "X.safetensors")]
+    pub embeddings: PathBuf,
+    /// The anchors, as one of: a safetensors file with tensor `embeddings` [k, d] (the anchor
+    /// samples embedded by the same encoder); `rows:I,J,K` or `rows:A..B` (0-based rows of
+    /// --embeddings, B excluded); or an anchor-set .jsonl whose samples carry a `row`.
+    #[arg(long, value_name = "SPEC")]
+    pub anchors: String,
+    /// How each sample is compared with each anchor.
+    #[arg(long, value_enum, default_value_t = ProjectionArg::Cosine)]
+    pub projection: ProjectionArg,
+    /// The order of the Minkowski distance, for `--projection lp` (p ≥ 1).
+    #[arg(long)]
+    pub p: Option<f64>,
+    /// How many anchors to keep per sample, for `--projection sparse_topk`.
+    #[arg(long)]
+    pub k: Option<usize>,
+    /// The sharpening exponent for `--projection sparse_topk` (ASIF uses 8).
+    #[arg(long, default_value_t = 8.0)]
+    pub power: f64,
+    /// Subtract the anchors' mean from anchors and samples first (adds translation invariance).
+    #[arg(long)]
+    pub center: bool,
+    /// Divide every dimension by the anchors' standard deviation first (adds invariance to
+    /// per-dimension rescaling; breaks rotation invariance).
+    #[arg(long)]
+    pub standardize: bool,
+    /// Scale every vector to unit length first (after --center/--standardize).
+    #[arg(long)]
+    pub l2_normalize: bool,
+    /// The tensor to read from the input files.
+    #[arg(long, default_value = "embeddings")]
+    pub tensor: String,
+    /// Where to write the relative representations (written atomically).
+    #[arg(long, value_name = "R.safetensors")]
+    pub output: PathBuf,
+}
+
+/// Projection names on the command line (as in the library's serde names).
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProjectionArg {
+    /// Cosine similarity (the paper's).
+    Cosine,
+    /// Angle / π, in [0, 1].
+    Angular,
+    /// Euclidean distance.
+    Euclidean,
+    /// Manhattan distance.
+    L1,
+    /// Chebyshev distance (largest coordinate difference).
+    Linf,
+    /// Minkowski distance of order --p.
+    Lp,
+    /// Least-squares coordinates in the anchor basis (invariant to any invertible linear map).
+    #[value(name = "change_of_basis", alias = "change-of-basis")]
+    ChangeOfBasis,
+    /// ASIF: the top-k cosine similarities, raised to --power, renormalised.
+    #[value(name = "sparse_topk", alias = "sparse-topk")]
+    SparseTopk,
+}
+
+/// Builds the library's projection from the name and its parameters.
+pub(crate) fn projection_from_args(
+    name: ProjectionArg,
+    p: Option<f64>,
+    k: Option<usize>,
+    power: f64,
+) -> anyhow::Result<Projection> {
+    Ok(match name {
+        ProjectionArg::Cosine => Projection::Cosine,
+        ProjectionArg::Angular => Projection::Angular,
+        ProjectionArg::Euclidean => Projection::Euclidean,
+        ProjectionArg::L1 => Projection::L1,
+        ProjectionArg::Linf => Projection::LInf,
+        ProjectionArg::Lp => Projection::Lp {
+            p: p.context("--projection lp needs --p (e.g. --p 3)")?,
+        },
+        ProjectionArg::ChangeOfBasis => Projection::ChangeOfBasis,
+        ProjectionArg::SparseTopk => Projection::SparseTopK {
+            k: k.context("--projection sparse_topk needs --k (anchors kept per sample)")?,
+            power,
+        },
+    })
+}
+
+/// Where anchors come from.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum AnchorSpec {
+    /// Rows of the embeddings.
+    Rows(Vec<usize>),
+    /// A safetensors file of anchor latents.
+    File(PathBuf),
+    /// An anchor-set JSONL whose samples carry rows.
+    Jsonl(PathBuf),
+}
+
+impl AnchorSpec {
+    /// Parses `rows:…`, a `.jsonl` path or a safetensors path.
+    pub(crate) fn parse(spec: &str) -> anyhow::Result<Self> {
+        if let Some(rows) = spec.strip_prefix("rows:") {
+            return Ok(Self::Rows(parse_rows(rows)?));
+        }
+        let path = PathBuf::from(spec);
+        if matches!(
+            path.extension().and_then(|e| e.to_str()),
+            Some("jsonl") | Some("ndjson")
+        ) {
+            Ok(Self::Jsonl(path))
+        } else {
+            Ok(Self::File(path))
+        }
+    }
+}
+
+/// Parses `I,J,K` and `A..B` (B excluded) lists of 0-based rows.
+pub(crate) fn parse_rows(s: &str) -> anyhow::Result<Vec<usize>> {
+    let mut rows = Vec::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        if let Some((a, b)) = part.split_once("..") {
+            let a: usize = a
+                .trim()
+                .parse()
+                .with_context(|| format!("bad row range `{part}`"))?;
+            let b: usize = b
+                .trim()
+                .parse()
+                .with_context(|| format!("bad row range `{part}`"))?;
+            if b <= a {
+                bail!("empty row range `{part}` (write A..B with A < B; B is excluded)");
+            }
+            rows.extend(a..b);
+        } else {
+            rows.push(
+                part.parse().with_context(|| {
+                    format!("bad row `{part}` (expected rows:I,J,K or rows:A..B)")
+                })?,
+            );
+        }
+    }
+    if rows.is_empty() {
+        bail!("no rows given (expected rows:I,J,K or rows:A..B)");
+    }
+    Ok(rows)
+}
+
+/// Anchor latents resolved against one embedding matrix.
+pub(crate) struct ResolvedAnchors {
+    /// `[k, d]`.
+    pub latents: Tensor,
+    /// The anchor set's hash, when the anchors are known samples.
+    pub set_hash: Option<String>,
+}
+
+/// Resolves `spec` against `embeddings` (rows) or reads the anchor file.
+pub(crate) fn resolve_anchors(
+    spec: &AnchorSpec,
+    embeddings: &Tensor,
+    tensor: &str,
+) -> anyhow::Result<ResolvedAnchors> {
+    match spec {
+        AnchorSpec::Rows(rows) => {
+            let set = AnchorSet::from_rows(rows)?;
+            Ok(ResolvedAnchors {
+                latents: set.latents(embeddings)?,
+                set_hash: Some(set.hash()),
+            })
+        }
+        AnchorSpec::Jsonl(path) => {
+            let set = AnchorSet::load_jsonl(path)?;
+            Ok(ResolvedAnchors {
+                latents: set
+                    .latents(embeddings)
+                    .with_context(|| format!("taking the rows named by {}", path.display()))?,
+                set_hash: Some(set.hash()),
+            })
+        }
+        AnchorSpec::File(path) => {
+            let f = SafetensorsFile::read(path, &Device::Cpu)?;
+            Ok(ResolvedAnchors {
+                latents: f.matrix(tensor)?,
+                set_hash: f.metadata.get("anchor_set_sha256").cloned(),
+            })
+        }
+    }
+}
+
+/// Reads tensor `name` of a safetensors file as an f32 matrix.
+pub(crate) fn read_matrix(path: &Path, name: &str) -> anyhow::Result<Tensor> {
+    Ok(SafetensorsFile::read(path, &Device::Cpu)?.matrix(name)?)
+}
+
+/// The sha256 of a matrix's f32 little-endian bytes.
+pub(crate) fn latents_sha256(t: &Tensor) -> anyhow::Result<String> {
+    use sha2::{Digest, Sha256};
+    let v = t.flatten_all()?.to_vec1::<f32>()?;
+    let mut h = Sha256::new();
+    for x in v {
+        h.update(x.to_le_bytes());
+    }
+    Ok(hex::encode(h.finalize()))
+}
+
+pub fn run(args: RelativeArgs) -> anyhow::Result<()> {
+    let projection = projection_from_args(args.projection, args.p, args.k, args.power)?;
+    let pre = PreTransform::default()
+        .with_center(args.center)
+        .with_standardize(args.standardize)
+        .with_l2_normalize(args.l2_normalize);
+    let x = read_matrix(&args.embeddings, &args.tensor)?;
+    let spec = AnchorSpec::parse(&args.anchors)?;
+    let anchors = resolve_anchors(&spec, &x, &args.tensor)?;
+    let projector = RelativeProjector::fit(&anchors.latents, projection, pre)
+        .context("fitting the projection on the anchors")?;
+    let rel = projector
+        .project(&x)
+        .with_context(|| format!("projecting {}", args.embeddings.display()))?;
+    let mut meta: HashMap<String, String> = projector.metadata();
+    meta.insert(
+        "anchor_latents_sha256".into(),
+        latents_sha256(&anchors.latents)?,
+    );
+    if let Some(h) = &anchors.set_hash {
+        meta.insert("anchor_set_sha256".into(), h.clone());
+    }
+    meta.insert("anchors".into(), args.anchors.clone());
+    meta.insert("source".into(), args.embeddings.display().to_string());
+    relstitch::io::write_safetensors(&args.output, &[("relative", &rel)], &meta)?;
+    let (n, k) = rel.dims2()?;
+    eprintln!(
+        "{n} samples × {k} anchors ({projection}, pre-transform {pre}) -> {}",
+        args.output.display()
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_parse() -> anyhow::Result<()> {
+        assert_eq!(parse_rows("3, 1,2")?, vec![3, 1, 2]);
+        assert_eq!(parse_rows("0..3,7")?, vec![0, 1, 2, 7]);
+        assert!(parse_rows("").is_err());
+        assert!(parse_rows("4..2").is_err());
+        assert!(parse_rows("x").is_err());
+        assert_eq!(AnchorSpec::parse("rows:1")?, AnchorSpec::Rows(vec![1]));
+        assert!(matches!(
+            AnchorSpec::parse("a.jsonl")?,
+            AnchorSpec::Jsonl(_)
+        ));
+        assert!(matches!(
+            AnchorSpec::parse("a.safetensors")?,
+            AnchorSpec::File(_)
+        ));
+        Ok(())
+    }
 }

@@ -1,0 +1,183 @@
+//! `relstitch fit`: train a decoder on a frozen encoder and save a checkpoint.
+
+use std::path::PathBuf;
+
+use clap::{Args, ValueEnum};
+use relstitch::anchors::AnchorStrategy;
+use relstitch::checkpoint::Space;
+use relstitch::data::{read_table, Fields};
+use relstitch::decoder::{HeadKind, TrainOptions};
+use relstitch::projection::PreTransform;
+use relstitch::stitch::{fit, AnchorChoice, FitOptions};
+
+use crate::common::RunArgs;
+use crate::relative::{projection_from_args, ProjectionArg};
+
+/// Train a classification head on a frozen encoder's relative (default) or absolute latents.
+///
+/// Embeds the training texts (cached per model and text, so a second fit does not re-embed),
+/// chooses anchors among them, projects onto the anchors, and trains the paper's head (LayerNorm,
+/// then Linear) with AdamW and early stopping on a validation split. Deterministic for a given
+/// --seed on CPU. The checkpoint is a directory: config.json, model.safetensors, anchors.jsonl.
+///
+/// Example: `relstitch fit --model all-MiniLM-L6-v2 --train train.jsonl --out ckpt-minilm`
+#[derive(Args, Debug)]
+pub struct FitArgs {
+    /// The encoder: a folder, a catalog name or a Hub id in the HF cache.
+    #[arg(long, short)]
+    pub model: String,
+    /// Labelled training data: .jsonl (`text`, `label`) or .csv/.tsv with a header.
+    #[arg(long)]
+    pub train: PathBuf,
+    /// The text field / column.
+    #[arg(long, default_value = "text")]
+    pub text_field: String,
+    /// The label field / column.
+    #[arg(long, default_value = "label")]
+    pub label_field: String,
+    /// Where to write the checkpoint directory (written atomically).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Number of anchors chosen from the training set, or an anchors .jsonl file (with texts).
+    #[arg(long, default_value = "768")]
+    pub anchors: String,
+    /// How anchors are chosen.
+    #[arg(long, value_enum, default_value_t = StrategyArg::Stratified)]
+    pub anchor_strategy: StrategyArg,
+    /// Which space the head reads.
+    #[arg(long, value_enum, default_value_t = SpaceArg::Relative)]
+    pub space: SpaceArg,
+    /// The relative projection.
+    #[arg(long, value_enum, default_value_t = ProjectionArg::Cosine)]
+    pub projection: ProjectionArg,
+    /// The order p of `--projection lp`.
+    #[arg(long)]
+    pub p: Option<f64>,
+    /// Anchors kept per sample by `--projection sparse_topk`.
+    #[arg(long)]
+    pub k: Option<usize>,
+    /// Exponent of `--projection sparse_topk`.
+    #[arg(long, default_value_t = 8.0)]
+    pub power: f64,
+    /// Centre the space on the anchors' mean before projecting.
+    #[arg(long)]
+    pub center: bool,
+    /// Standard-scale the space with the anchors' statistics before projecting.
+    #[arg(long)]
+    pub standardize: bool,
+    /// The head: linear (LayerNorm + Linear, the paper's) or mlp (one hidden layer).
+    #[arg(long, value_enum, default_value_t = HeadArg::Linear)]
+    pub head: HeadArg,
+    /// Hidden width of --head mlp.
+    #[arg(long, default_value_t = 256)]
+    pub hidden: usize,
+    /// Maximum epochs.
+    #[arg(long, default_value_t = 40)]
+    pub epochs: usize,
+    /// Seed of anchors, initialisation, validation split and shuffling.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Share of the training set held out for early stopping.
+    #[arg(long, default_value_t = 0.1)]
+    pub val_fraction: f64,
+    /// AdamW learning rate.
+    #[arg(long, default_value_t = 1e-3)]
+    pub lr: f64,
+    /// Do not read or write the embedding cache.
+    #[arg(long)]
+    pub no_cache: bool,
+    /// No progress bars.
+    #[arg(long, short)]
+    pub quiet: bool,
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+/// Anchor strategies on the command line.
+#[derive(ValueEnum, Clone, Copy, Debug)]
+pub enum StrategyArg {
+    /// Seeded uniform sample.
+    Uniform,
+    /// Class-stratified round-robin over a seeded shuffle (the paper's).
+    Stratified,
+    /// Farthest-point traversal in the encoder's space.
+    #[value(name = "farthest_point", alias = "farthest-point")]
+    FarthestPoint,
+    /// The sample nearest to each k-means centroid.
+    Kmeans,
+}
+
+/// Spaces on the command line.
+#[derive(ValueEnum, Clone, Copy, Debug)]
+pub enum SpaceArg {
+    /// Similarities to the anchors.
+    Relative,
+    /// The encoder's own embeddings.
+    Absolute,
+}
+
+/// Heads on the command line.
+#[derive(ValueEnum, Clone, Copy, Debug)]
+pub enum HeadArg {
+    /// LayerNorm, Linear.
+    Linear,
+    /// LayerNorm, Linear, GELU, LayerNorm, Linear.
+    Mlp,
+}
+
+pub fn run(args: FitArgs) -> anyhow::Result<()> {
+    let fields = Fields::default().with_text(&args.text_field).with_label(&args.label_field);
+    let train = read_table(&args.train, &fields)?;
+    let strategy = match args.anchor_strategy {
+        StrategyArg::Uniform => AnchorStrategy::Uniform { seed: args.seed },
+        StrategyArg::Stratified => AnchorStrategy::Stratified { seed: args.seed },
+        StrategyArg::FarthestPoint => AnchorStrategy::FarthestPoint { seed: args.seed },
+        StrategyArg::Kmeans => AnchorStrategy::KMeans { seed: args.seed, iterations: 20 },
+    };
+    let anchors = match args.anchors.parse::<usize>() {
+        Ok(count) => AnchorChoice::Select { count, strategy },
+        Err(_) => AnchorChoice::File(PathBuf::from(&args.anchors)),
+    };
+    let space = match args.space {
+        SpaceArg::Absolute => Space::Absolute,
+        SpaceArg::Relative => Space::Relative {
+            projection: projection_from_args(args.projection, args.p, args.k, args.power)?,
+            pre_transform: PreTransform::NONE.with_center(args.center).with_standardize(args.standardize),
+        },
+    };
+    let options = FitOptions {
+        encoder: args.run.options(!args.quiet)?,
+        anchors,
+        space,
+        head: match args.head {
+            HeadArg::Linear => HeadKind::Linear,
+            HeadArg::Mlp => HeadKind::Mlp { hidden: args.hidden },
+        },
+        train: TrainOptions {
+            epochs: args.epochs,
+            seed: args.seed,
+            val_fraction: args.val_fraction,
+            learning_rate: args.lr,
+            progress: !args.quiet,
+            ..TrainOptions::default()
+        },
+        cache: !args.no_cache,
+    };
+    let ckpt = fit(&args.model, &train, &options)?;
+    ckpt.save(&args.out)?;
+    let report = ckpt.config.training.as_ref().map(|t| &t.report);
+    eprintln!(
+        "trained on {} samples ({} labels, {} anchors, {} space); best epoch {}; validation weighted F1 {}",
+        train.len(),
+        train.labels.len(),
+        ckpt.anchors.len(),
+        ckpt.config.space.name(),
+        report.map(|r| r.best_epoch).unwrap_or(0),
+        report
+            .and_then(|r| r.validation)
+            .map(|v| format!("{:.4}", v.weighted_f1))
+            .unwrap_or_else(|| "-".into())
+    );
+    println!("{}", args.out.display());
+    Ok(())
+}

@@ -1,0 +1,341 @@
+//! Decoders: the classification heads trained on (relative or absolute) latents with candle-nn.
+//!
+//! The paper's head starts with a LayerNorm on the input vector, then a Linear layer; the MLP
+//! variant adds a hidden layer with normalisation between layers. Training is AdamW on cross-entropy
+//! with early stopping on a validation split, and is deterministic for a given seed on CPU (weights
+//! are initialised from a seeded ChaCha generator, batches shuffled by it).
+
+use std::collections::HashMap;
+
+use candle_core::{DType, Device, Tensor, Var, D};
+use candle_nn::{layer_norm, linear, LayerNorm, LayerNormConfig, Linear, Module, Optimizer, VarBuilder, VarMap};
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::error::CandleContext;
+use crate::evaluation::{score, Scores};
+use crate::{Error, Result};
+
+/// The shape of a head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum HeadKind {
+    /// LayerNorm, then Linear (the paper's).
+    Linear,
+    /// LayerNorm, Linear to `hidden`, GELU, LayerNorm, Linear.
+    Mlp {
+        /// Width of the hidden layer.
+        hidden: usize,
+    },
+}
+
+/// Everything needed to rebuild a head from its weights.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeadConfig {
+    /// The head's shape.
+    pub kind: HeadKind,
+    /// Width of the input vectors (number of anchors for relative heads).
+    pub input_dim: usize,
+    /// Number of classes.
+    pub num_classes: usize,
+}
+
+/// A classification head.
+#[derive(Debug, Clone)]
+pub struct Head {
+    config: HeadConfig,
+    norm: LayerNorm,
+    layers: Vec<Linear>,
+    hidden_norm: Option<LayerNorm>,
+}
+
+const LN_EPS: f64 = 1e-5;
+
+impl Head {
+    /// Builds the head from `vb` (names: `norm`, `fc0`, `hidden_norm`, `fc1`).
+    pub fn load(vb: VarBuilder, config: &HeadConfig) -> candle_core::Result<Self> {
+        let ln = LayerNormConfig { eps: LN_EPS, ..Default::default() };
+        let norm = layer_norm(config.input_dim, ln, vb.pp("norm"))?;
+        let (layers, hidden_norm) = match config.kind {
+            HeadKind::Linear => (vec![linear(config.input_dim, config.num_classes, vb.pp("fc0"))?], None),
+            HeadKind::Mlp { hidden } => (
+                vec![
+                    linear(config.input_dim, hidden, vb.pp("fc0"))?,
+                    linear(hidden, config.num_classes, vb.pp("fc1"))?,
+                ],
+                Some(layer_norm(hidden, ln, vb.pp("hidden_norm"))?),
+            ),
+        };
+        Ok(Self { config: config.clone(), norm, layers, hidden_norm })
+    }
+
+    /// The head's configuration.
+    pub fn config(&self) -> &HeadConfig {
+        &self.config
+    }
+
+    /// Class logits.
+    ///
+    /// # Shapes
+    /// - `x`: `[n, input_dim]` f32; returns `[n, num_classes]`
+    pub fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let (_, d) = x.dims2()?;
+        if d != self.config.input_dim {
+            candle_core::bail!("head expects vectors of width {}, got {d}", self.config.input_dim);
+        }
+        let mut h = self.norm.forward(x)?;
+        for (i, layer) in self.layers.iter().enumerate() {
+            h = layer.forward(&h)?;
+            if i + 1 < self.layers.len() {
+                h = h.gelu_erf()?;
+                if let Some(n) = &self.hidden_norm {
+                    h = n.forward(&h)?;
+                }
+            }
+        }
+        Ok(h)
+    }
+
+    /// Class probabilities (softmax of the logits).
+    ///
+    /// # Shapes
+    /// - `x`: `[n, input_dim]`; returns `[n, num_classes]`
+    pub fn probabilities(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        candle_nn::ops::softmax_last_dim(&self.forward(x)?)
+    }
+}
+
+/// Fills `varmap` with seeded initial weights for a head of `config`: LayerNorms at (1, 0), Linear
+/// layers uniform in ±1/√fan_in like PyTorch's defaults.
+fn seeded_vars(varmap: &VarMap, config: &HeadConfig, seed: u64, device: &Device) -> candle_core::Result<()> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut shapes: Vec<(String, Vec<usize>, f32)> = vec![
+        ("norm.weight".into(), vec![config.input_dim], f32::NAN),
+        ("norm.bias".into(), vec![config.input_dim], 0.0),
+    ];
+    let dims: Vec<(usize, usize)> = match config.kind {
+        HeadKind::Linear => vec![(config.input_dim, config.num_classes)],
+        HeadKind::Mlp { hidden } => {
+            shapes.push(("hidden_norm.weight".into(), vec![hidden], f32::NAN));
+            shapes.push(("hidden_norm.bias".into(), vec![hidden], 0.0));
+            vec![(config.input_dim, hidden), (hidden, config.num_classes)]
+        }
+    };
+    let mut data = varmap.data().lock().map_err(|_| candle_core::Error::Msg("poisoned var map".into()))?;
+    for (name, shape, value) in shapes {
+        let v = if value.is_nan() { 1.0 } else { value };
+        data.insert(name, Var::from_tensor(&Tensor::full(v, shape, device)?)?);
+    }
+    for (i, (fan_in, fan_out)) in dims.into_iter().enumerate() {
+        let bound = 1.0 / (fan_in as f32).sqrt();
+        let w: Vec<f32> = (0..fan_in * fan_out).map(|_| rng.random_range(-bound..bound)).collect();
+        let b: Vec<f32> = (0..fan_out).map(|_| rng.random_range(-bound..bound)).collect();
+        data.insert(format!("fc{i}.weight"), Var::from_tensor(&Tensor::from_vec(w, (fan_out, fan_in), device)?)?);
+        data.insert(format!("fc{i}.bias"), Var::from_tensor(&Tensor::from_vec(b, fan_out, device)?)?);
+    }
+    Ok(())
+}
+
+/// How to train a head.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainOptions {
+    /// Maximum passes over the training set.
+    pub epochs: usize,
+    /// AdamW learning rate.
+    pub learning_rate: f64,
+    /// AdamW weight decay.
+    pub weight_decay: f64,
+    /// Samples per step.
+    pub batch_size: usize,
+    /// Seed of initialisation, validation split and shuffling.
+    pub seed: u64,
+    /// Fraction of the training set held out for early stopping (stratified).
+    pub val_fraction: f64,
+    /// Epochs without validation improvement before stopping.
+    pub patience: usize,
+    /// Shows a progress bar.
+    #[serde(skip)]
+    pub progress: bool,
+}
+
+impl Default for TrainOptions {
+    fn default() -> Self {
+        Self {
+            epochs: 40,
+            learning_rate: 1e-3,
+            weight_decay: 0.01,
+            batch_size: 32,
+            seed: 0,
+            val_fraction: 0.1,
+            patience: 5,
+            progress: false,
+        }
+    }
+}
+
+/// What training did.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainReport {
+    /// Epochs run.
+    pub epochs_run: usize,
+    /// The epoch whose weights were kept (1-based).
+    pub best_epoch: usize,
+    /// Final training loss (mean over the last epoch).
+    pub train_loss: f64,
+    /// Validation scores of the kept weights.
+    pub validation: Option<Scores>,
+    /// Training samples (after the validation split).
+    pub train_size: usize,
+    /// Validation samples.
+    pub val_size: usize,
+}
+
+/// A trained head and its weights, ready to save.
+pub struct TrainedHead {
+    /// The head.
+    pub head: Head,
+    /// Its weights by name (what `model.safetensors` holds).
+    pub weights: HashMap<String, Tensor>,
+    /// What training did.
+    pub report: TrainReport,
+}
+
+/// A stratified, seeded split of sample indices into (train, validation).
+pub fn stratified_split(labels: &[usize], fraction: f64, seed: u64) -> (Vec<usize>, Vec<usize>) {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5eed_5911);
+    let mut by_class: std::collections::BTreeMap<usize, Vec<usize>> = Default::default();
+    for (i, &l) in labels.iter().enumerate() {
+        by_class.entry(l).or_default().push(i);
+    }
+    let (mut train, mut val) = (Vec::new(), Vec::new());
+    for (_, mut idx) in by_class {
+        idx.shuffle(&mut rng);
+        let k = ((idx.len() as f64) * fraction).round() as usize;
+        let k = if fraction > 0.0 && idx.len() >= 2 { k.clamp(1, idx.len() - 1) } else { 0 };
+        val.extend_from_slice(&idx[..k]);
+        train.extend_from_slice(&idx[k..]);
+    }
+    train.sort_unstable();
+    val.sort_unstable();
+    (train, val)
+}
+
+/// Predicted class of each row of `x`.
+///
+/// # Shapes
+/// - `x`: `[n, input_dim]`; returns n class indices
+pub fn predict_classes(head: &Head, x: &Tensor) -> Result<Vec<usize>> {
+    let idx = head
+        .forward(x)
+        .and_then(|l| l.argmax(D::Minus1))
+        .and_then(|a| a.to_vec1::<u32>())
+        .context(|| "running the head".into())?;
+    Ok(idx.into_iter().map(|i| i as usize).collect())
+}
+
+/// Trains a head on `x` with class indices `labels`.
+///
+/// # Shapes
+/// - `x`: `[n, d]` f32 (any device); `labels`: n indices below `num_classes`
+pub fn train_head(x: &Tensor, labels: &[usize], kind: HeadKind, num_classes: usize, options: &TrainOptions) -> Result<TrainedHead> {
+    let (n, d) = x.dims2().context(|| "training inputs".into())?;
+    if n != labels.len() {
+        return Err(Error::invalid("training labels", format!("{} labels for {n} samples", labels.len())));
+    }
+    if num_classes < 2 {
+        return Err(Error::invalid("labels", "need at least two classes to train a classifier"));
+    }
+    if let Some(bad) = labels.iter().find(|&&l| l >= num_classes) {
+        return Err(Error::invalid("labels", format!("class index {bad} out of range for {num_classes} classes")));
+    }
+    if options.batch_size == 0 || options.epochs == 0 {
+        return Err(Error::invalid("training options", "epochs and batch size must be at least 1"));
+    }
+    if !(0.0..0.9).contains(&options.val_fraction) {
+        return Err(Error::invalid("validation fraction", "must be in [0, 0.9)"));
+    }
+    crate::io::check_finite(x, "training inputs")?;
+    let device = x.device().clone();
+    let config = HeadConfig { kind, input_dim: d, num_classes };
+    let (train_idx, val_idx) = stratified_split(labels, options.val_fraction, options.seed);
+    if train_idx.is_empty() {
+        return Err(Error::invalid("training set", "empty after the validation split"));
+    }
+    let varmap = VarMap::new();
+    seeded_vars(&varmap, &config, options.seed, &device).context(|| "initialising the head".into())?;
+    let head = Head::load(VarBuilder::from_varmap(&varmap, DType::F32, &device), &config)
+        .context(|| "building the head".into())?;
+    let params = candle_nn::ParamsAdamW {
+        lr: options.learning_rate,
+        weight_decay: options.weight_decay,
+        ..Default::default()
+    };
+    // AdamW updates each parameter independently, so the order of the vars does not matter.
+    let mut opt = candle_nn::AdamW::new(varmap.all_vars(), params).context(|| "creating the optimiser".into())?;
+    let gather = |idx: &[usize]| -> candle_core::Result<(Tensor, Tensor)> {
+        let i = Tensor::from_vec(idx.iter().map(|&i| i as u32).collect::<Vec<_>>(), idx.len(), &device)?;
+        let y = Tensor::from_vec(idx.iter().map(|&i| labels[i] as u32).collect::<Vec<_>>(), idx.len(), &device)?;
+        Ok((x.index_select(&i, 0)?, y))
+    };
+    let (val_x, _) = if val_idx.is_empty() { (None, None) } else {
+        let (vx, vy) = gather(&val_idx).context(|| "validation split".into())?;
+        (Some(vx), Some(vy))
+    };
+    let val_truth: Vec<usize> = val_idx.iter().map(|&i| labels[i]).collect();
+    let snapshot = |vm: &VarMap| -> candle_core::Result<HashMap<String, Tensor>> {
+        let data = vm.data().lock().map_err(|_| candle_core::Error::Msg("poisoned var map".into()))?;
+        data.iter().map(|(k, v)| Ok((k.clone(), v.as_tensor().copy()?))).collect()
+    };
+    let mut rng = ChaCha8Rng::seed_from_u64(options.seed.wrapping_add(1));
+    let mut order = train_idx.clone();
+    let mut best: Option<(f64, usize, HashMap<String, Tensor>, Scores)> = None;
+    let mut since_best = 0usize;
+    let mut epochs_run = 0usize;
+    let mut train_loss = f64::NAN;
+    let bar = crate::progress::bar(options.epochs as u64, "training", options.progress);
+    for epoch in 1..=options.epochs {
+        epochs_run = epoch;
+        order.shuffle(&mut rng);
+        let mut total = 0.0;
+        let mut steps = 0usize;
+        for batch in order.chunks(options.batch_size) {
+            let loss = gather(batch)
+                .and_then(|(bx, by)| candle_nn::loss::cross_entropy(&head.forward(&bx)?, &by))
+                .context(|| format!("training step, epoch {epoch}"))?;
+            opt.backward_step(&loss).context(|| format!("optimiser step, epoch {epoch}"))?;
+            total += loss.to_scalar::<f32>().context(|| "reading the loss".into())? as f64;
+            steps += 1;
+        }
+        train_loss = total / steps.max(1) as f64;
+        if !train_loss.is_finite() {
+            return Err(Error::invalid("training", format!("the loss became {train_loss} at epoch {epoch}; lower the learning rate or check the inputs")));
+        }
+        bar.inc(1);
+        let Some(vx) = &val_x else { continue };
+        let s = score(&val_truth, &predict_classes(&head, vx)?, num_classes)?;
+        // Early stopping on validation weighted F1; ties go to the earlier epoch.
+        if best.as_ref().is_none_or(|(b, ..)| s.weighted_f1 > *b + 1e-9) {
+            best = Some((s.weighted_f1, epoch, snapshot(&varmap).context(|| "saving the best weights".into())?, s));
+            since_best = 0;
+        } else {
+            since_best += 1;
+            if since_best >= options.patience {
+                break;
+            }
+        }
+    }
+    bar.finish_and_clear();
+    let (best_epoch, weights, validation) = match best {
+        Some((_, e, w, s)) => (e, w, Some(s)),
+        None => (epochs_run, snapshot(&varmap).context(|| "saving the weights".into())?, None),
+    };
+    let vb = VarBuilder::from_tensors(weights.clone(), DType::F32, &device);
+    let head = Head::load(vb, &config).context(|| "rebuilding the best head".into())?;
+    Ok(TrainedHead {
+        head,
+        weights,
+        report: TrainReport { epochs_run, best_epoch, train_loss, validation, train_size: train_idx.len(), val_size: val_idx.len() },
+    })
+}

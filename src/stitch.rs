@@ -1,0 +1,414 @@
+//! Fitting decoders, running checkpoints, and stitching the encoder of one checkpoint to the
+//! decoder of another — zero-shot.
+//!
+//! ```no_run
+//! # fn main() -> relstitch::Result<()> {
+//! use relstitch::checkpoint::Checkpoint;
+//! use relstitch::stitch::{Pipeline, StitchOptions};
+//! let a = Checkpoint::load("ckpt-minilm".as_ref())?; // trained on all-MiniLM-L6-v2
+//! let b = Checkpoint::load("ckpt-mpnet".as_ref())?;  // trained on all-mpnet-base-v2
+//! // MiniLM's encoder with MPNet's head: no retraining.
+//! let stitched = Pipeline::stitch(&a, &b, &StitchOptions::default())?;
+//! let predictions = stitched.predict(&["the cpu overheated again"])?;
+//! println!("{}", predictions[0].label);
+//! # Ok(()) }
+//! ```
+
+use std::path::Path;
+
+use candle_core::{Device, Tensor};
+use serde::{Deserialize, Serialize};
+
+use crate::anchors::{AnchorPool, AnchorSet, AnchorStrategy};
+use crate::cache::EmbeddingCache;
+use crate::checkpoint::{AnchorsInfo, Checkpoint, CheckpointConfig, Space, StitchedFrom, TrainingInfo, FORMAT, FORMAT_VERSION};
+use crate::data::Dataset;
+use crate::decoder::{train_head, Head, HeadKind, TrainOptions};
+use crate::encoder::{Encoder, EncoderOptions, ModelIdentity};
+use crate::error::CandleContext;
+use crate::evaluation::{score, Scores};
+use crate::projection::{PreTransform, Projection, RelativeProjector};
+use crate::translation::{LatentTranslator, TranslationMethod};
+use crate::{Error, Result};
+
+/// Where the anchors of a new decoder come from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AnchorChoice {
+    /// Choose `count` training samples with `strategy`.
+    Select {
+        /// How many anchors.
+        count: usize,
+        /// How to choose them.
+        strategy: AnchorStrategy,
+    },
+    /// Use the samples of an anchors `.jsonl` file (they must carry their text).
+    File(std::path::PathBuf),
+}
+
+/// Everything `relstitch fit` decides.
+#[derive(Debug, Clone)]
+pub struct FitOptions {
+    /// How the encoder runs.
+    pub encoder: EncoderOptions,
+    /// The anchors.
+    pub anchors: AnchorChoice,
+    /// Relative (with its projection) or absolute.
+    pub space: Space,
+    /// The head's shape.
+    pub head: HeadKind,
+    /// Training.
+    pub train: TrainOptions,
+    /// Reuse and store embeddings in the cache (`$RELSTITCH_HOME/embeddings`).
+    pub cache: bool,
+}
+
+impl Default for FitOptions {
+    fn default() -> Self {
+        Self {
+            encoder: EncoderOptions::default(),
+            anchors: AnchorChoice::Select {
+                count: 768,
+                strategy: AnchorStrategy::Stratified { seed: 0 },
+            },
+            space: Space::Relative {
+                projection: Projection::Cosine,
+                pre_transform: PreTransform::NONE,
+            },
+            head: HeadKind::Linear,
+            train: TrainOptions::default(),
+            cache: true,
+        }
+    }
+}
+
+/// Embeds with the cache when asked to.
+fn embed(encoder: &Encoder, texts: &[String], cache: bool) -> Result<Tensor> {
+    if cache {
+        EmbeddingCache::new(&crate::fetch::home_dir()?, encoder.identity()).embed(encoder, texts)
+    } else {
+        encoder.embed(texts)
+    }
+}
+
+/// Loads the encoder a checkpoint names, with the pooling, normalisation, length and prefix it was
+/// trained with, and checks that its weights are the same.
+pub fn load_encoder(identity: &ModelIdentity, options: &EncoderOptions) -> Result<Encoder> {
+    let mut o = options.clone();
+    o.pooling = Some(identity.pooling);
+    o.normalize = Some(identity.normalize);
+    o.max_length = Some(identity.max_length);
+    o.prefix = identity.prefix.clone();
+    let name = if identity.path.is_dir() && crate::catalog::Catalog::builtin()?.get(&identity.name).is_none() {
+        identity.path.display().to_string()
+    } else {
+        identity.name.clone()
+    };
+    let encoder = Encoder::load(&name, &o)?;
+    if encoder.identity().weights_sha256 != identity.weights_sha256 {
+        return Err(Error::UnknownModel {
+            name: identity.name.clone(),
+            hint: format!(
+                "resolved to {} whose weights (sha256 {}) differ from the ones the checkpoint was trained with ({}); fetch the same model version",
+                encoder.identity().path.display(),
+                &encoder.identity().weights_sha256[..12],
+                &identity.weights_sha256[..identity.weights_sha256.len().min(12)]
+            ),
+        });
+    }
+    Ok(encoder)
+}
+
+/// Trains a decoder on `train` with the encoder `model` and returns the checkpoint (not yet saved).
+pub fn fit(model: &str, train: &Dataset, options: &FitOptions) -> Result<Checkpoint> {
+    if train.labels.len() < 2 {
+        return Err(Error::invalid("training data", "needs at least two labels"));
+    }
+    if matches!(options.space, Space::Translated) {
+        return Err(Error::invalid("space", "`translated` is made by stitching, not by fitting; use relative or absolute"));
+    }
+    let encoder = Encoder::load(model, &options.encoder)?;
+    let texts: Vec<String> = train.records.iter().map(|r| r.text.clone()).collect();
+    let labels: Vec<usize> = train.label_indices();
+    let x = embed(&encoder, &texts, options.cache)?;
+    let (anchors, strategy, anchor_latents) = match &options.anchors {
+        AnchorChoice::Select { count, strategy } => {
+            let label_names: Vec<String> = train.records.iter().map(|r| train.labels[r.label].clone()).collect();
+            let pool = AnchorPool::from_space(&x).with_texts(&texts).with_labels(&label_names);
+            let set = AnchorSet::select(&pool, *count, strategy)?;
+            let lat = set.latents(&x)?;
+            (set, Some(*strategy), lat)
+        }
+        AnchorChoice::File(path) => {
+            let set = AnchorSet::load_jsonl(path)?;
+            let anchor_texts = set.texts().map_err(|e| Error::Input {
+                path: path.clone(),
+                line: None,
+                reason: format!("{e}; anchors for fitting must carry their text"),
+            })?;
+            let lat = embed(&encoder, &anchor_texts, options.cache)?;
+            (set, None, lat)
+        }
+    };
+    let features = match options.space {
+        Space::Relative { projection, pre_transform } => RelativeProjector::fit(&anchor_latents, projection, pre_transform)?.project(&x)?,
+        _ => x.clone(),
+    };
+    let trained = train_head(&features, &labels, options.head, train.labels.len(), &options.train)?;
+    let config = CheckpointConfig {
+        format: FORMAT.into(),
+        format_version: FORMAT_VERSION,
+        relstitch_version: env!("CARGO_PKG_VERSION").into(),
+        encoder: encoder.identity().clone(),
+        space: options.space,
+        anchors: AnchorsInfo { file: "anchors.jsonl".into(), count: anchors.len(), sha256: anchors.hash(), strategy },
+        head: trained.head.config().clone(),
+        labels: train.labels.clone(),
+        training: Some(TrainingInfo { options: options.train.clone(), report: trained.report, train_file: Some(train.source.clone()) }),
+        stitched_from: None,
+        seed: options.train.seed,
+    };
+    Ok(Checkpoint { config, anchors, weights: trained.weights, translation: None, dir: None })
+}
+
+/// How the encoder's latents become the head's input.
+#[derive(Debug, Clone)]
+enum Features {
+    Relative(RelativeProjector),
+    Absolute,
+    Translated(LatentTranslator),
+}
+
+/// How to stitch.
+#[derive(Debug, Clone)]
+pub struct StitchOptions {
+    /// How the encoders run.
+    pub encoder: EncoderOptions,
+    /// The latent translation used when the decoder reads absolute latents.
+    pub translation: TranslationMethod,
+    /// Use the embedding cache.
+    pub cache: bool,
+}
+
+impl Default for StitchOptions {
+    fn default() -> Self {
+        Self { encoder: EncoderOptions::default(), translation: TranslationMethod::Procrustes, cache: true }
+    }
+}
+
+/// One prediction.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Prediction {
+    /// The most probable label.
+    pub label: String,
+    /// Every label's probability, in the checkpoint's label order.
+    pub probabilities: Vec<(String, f32)>,
+}
+
+/// An encoder, the map from its latents to a head's input, and the head: a runnable classifier.
+pub struct Pipeline {
+    encoder: Encoder,
+    features: Features,
+    head: Head,
+    checkpoint: Checkpoint,
+    cache: bool,
+}
+
+impl std::fmt::Debug for Pipeline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pipeline").field("encoder", self.encoder.identity()).field("space", &self.checkpoint.config.space).finish()
+    }
+}
+
+fn anchor_texts(ckpt: &Checkpoint) -> Result<Vec<String>> {
+    ckpt.anchors.texts().map_err(|e| Error::Input {
+        path: ckpt.dir.clone().unwrap_or_default().join(&ckpt.config.anchors.file),
+        line: None,
+        reason: format!("{e}; stitching needs anchors with their text so the other encoder can embed them"),
+    })
+}
+
+impl Pipeline {
+    /// Runs a checkpoint as it was trained (its own encoder).
+    pub fn from_checkpoint(ckpt: &Checkpoint, options: &StitchOptions) -> Result<Self> {
+        let encoder = load_encoder(&ckpt.config.encoder, &options.encoder)?;
+        let features = match ckpt.config.space {
+            Space::Relative { projection, pre_transform } => {
+                let lat = embed(&encoder, &anchor_texts(ckpt)?, options.cache)?;
+                Features::Relative(RelativeProjector::fit(&lat, projection, pre_transform)?)
+            }
+            Space::Absolute => Features::Absolute,
+            Space::Translated => Features::Translated(ckpt.translation.clone().ok_or_else(|| {
+                Error::invalid("checkpoint", "a translated checkpoint without translation.safetensors")
+            })?),
+        };
+        let head = ckpt.head(encoder.device())?;
+        Ok(Self { encoder, features, head, checkpoint: ckpt.clone(), cache: options.cache })
+    }
+
+    /// The encoder of `encoder_from` with the decoder of `decoder_from`.
+    ///
+    /// A relative decoder is stitched zero-shot: its anchors are embedded by the new encoder and
+    /// projected the same way. An absolute decoder gets a latent translation (Procrustes by
+    /// default) fitted on its anchors embedded by both encoders.
+    pub fn stitch(encoder_from: &Checkpoint, decoder_from: &Checkpoint, options: &StitchOptions) -> Result<Self> {
+        let (a, b) = (&encoder_from.config, &decoder_from.config);
+        let mut la = a.labels.clone();
+        let mut lb = b.labels.clone();
+        la.sort();
+        lb.sort();
+        if la != lb {
+            return Err(Error::invalid(
+                "checkpoints",
+                format!("their label sets differ ({:?} vs {:?}); stitch checkpoints trained on the same task", a.labels, b.labels),
+            ));
+        }
+        let encoder = load_encoder(&a.encoder, &options.encoder)?;
+        let texts = anchor_texts(decoder_from)?;
+        let source = embed(&encoder, &texts, options.cache)?;
+        let (features, space, translation, method) = match b.space {
+            Space::Relative { projection, pre_transform } => {
+                let p = RelativeProjector::fit(&source, projection, pre_transform).map_err(|e| {
+                    Error::invalid("stitch", format!("the decoder's {} projection cannot be fitted on the new encoder's anchors ({e})", projection.name()))
+                })?;
+                (Features::Relative(p), b.space, None, None)
+            }
+            Space::Absolute => {
+                let b_encoder = load_encoder(&b.encoder, &options.encoder)?;
+                let target = embed(&b_encoder, &texts, options.cache)?;
+                let t = LatentTranslator::fit(&source, &target, options.translation)?;
+                (Features::Translated(t.clone()), Space::Translated, Some(t), Some(options.translation.name().to_string()))
+            }
+            Space::Translated => {
+                return Err(Error::invalid(
+                    "stitch",
+                    "the decoder checkpoint is itself a translated stitch; stitch from the checkpoint it was made from",
+                ))
+            }
+        };
+        let head = decoder_from.head(encoder.device())?;
+        let name = |c: &Checkpoint| c.dir.as_ref().map(|d| d.display().to_string()).unwrap_or_default();
+        let config = CheckpointConfig {
+            encoder: encoder.identity().clone(),
+            space,
+            training: None,
+            stitched_from: Some(StitchedFrom { encoder_checkpoint: name(encoder_from), decoder_checkpoint: name(decoder_from), translation: method }),
+            relstitch_version: env!("CARGO_PKG_VERSION").into(),
+            ..b.clone()
+        };
+        let checkpoint = Checkpoint { config, anchors: decoder_from.anchors.clone(), weights: decoder_from.weights.clone(), translation, dir: None };
+        Ok(Self { encoder, features, head, checkpoint, cache: options.cache })
+    }
+
+    /// The checkpoint this pipeline runs (for a stitch: the stitched checkpoint, ready to save).
+    pub fn checkpoint(&self) -> &Checkpoint {
+        &self.checkpoint
+    }
+
+    /// The label names, in class order.
+    pub fn labels(&self) -> &[String] {
+        &self.checkpoint.config.labels
+    }
+
+    /// The head's input for `texts`.
+    ///
+    /// # Shapes
+    /// - returns `[texts.len(), head input width]`
+    pub fn features<S: AsRef<str>>(&self, texts: &[S]) -> Result<Tensor> {
+        let texts: Vec<String> = texts.iter().map(|t| t.as_ref().to_string()).collect();
+        let x = embed(&self.encoder, &texts, self.cache)?;
+        match &self.features {
+            Features::Relative(p) => p.project(&x),
+            Features::Absolute => Ok(x),
+            Features::Translated(t) => t.apply(&x),
+        }
+    }
+
+    /// Class probabilities.
+    ///
+    /// # Shapes
+    /// - returns `[texts.len(), num_classes]`
+    pub fn probabilities<S: AsRef<str>>(&self, texts: &[S]) -> Result<Tensor> {
+        let f = self.features(texts)?;
+        let f = f.to_device(self.encoder.device()).context(|| "moving features".into())?;
+        self.head.probabilities(&f).context(|| "running the head".into())
+    }
+
+    /// Predicts the label of each text.
+    pub fn predict<S: AsRef<str>>(&self, texts: &[S]) -> Result<Vec<Prediction>> {
+        let p = self.probabilities(texts)?.to_device(&Device::Cpu).and_then(|p| p.to_vec2::<f32>()).context(|| "reading probabilities".into())?;
+        let labels = self.labels();
+        Ok(p.into_iter()
+            .map(|row| {
+                let best = row.iter().enumerate().fold(0, |b, (i, v)| if *v > row[b] { i } else { b });
+                Prediction { label: labels[best].clone(), probabilities: labels.iter().cloned().zip(row).collect() }
+            })
+            .collect())
+    }
+
+    /// Scores the pipeline on a labelled dataset (its labels must be among the checkpoint's).
+    pub fn evaluate(&self, data: &Dataset) -> Result<Scores> {
+        let labels = self.labels();
+        let truth = data
+            .records
+            .iter()
+            .map(|r| {
+                let name = &data.labels[r.label];
+                labels.iter().position(|l| l == name).ok_or_else(|| {
+                    Error::invalid("evaluation labels", format!("`{name}` (record {}) is not a label of the checkpoint ({})", r.id, labels.join(", ")))
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let texts: Vec<&str> = data.records.iter().map(|r| r.text.as_str()).collect();
+        let predicted: Vec<usize> = self
+            .probabilities(&texts)?
+            .argmax(1)
+            .and_then(|a| a.to_vec1::<u32>())
+            .context(|| "predicting".into())?
+            .into_iter()
+            .map(|i| i as usize)
+            .collect();
+        score(&truth, &predicted, labels.len())
+    }
+}
+
+/// The scores of A alone, B alone and the stitch, on the same test set.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StitchReport {
+    /// The encoder checkpoint run as trained.
+    pub encoder_checkpoint: Scores,
+    /// The decoder checkpoint run as trained.
+    pub decoder_checkpoint: Scores,
+    /// A's encoder with B's decoder.
+    pub stitched: Scores,
+}
+
+impl StitchReport {
+    /// Evaluates the three pipelines on `test`.
+    pub fn evaluate(a: &Checkpoint, b: &Checkpoint, stitched: &Pipeline, test: &Dataset, options: &StitchOptions) -> Result<Self> {
+        Ok(Self {
+            encoder_checkpoint: Pipeline::from_checkpoint(a, options)?.evaluate(test)?,
+            decoder_checkpoint: Pipeline::from_checkpoint(b, options)?.evaluate(test)?,
+            stitched: stitched.evaluate(test)?,
+        })
+    }
+
+    /// The stitch's weighted F1 as a fraction of the decoder checkpoint's own.
+    pub fn retained(&self) -> f64 {
+        self.stitched.weighted_f1 / self.decoder_checkpoint.weighted_f1.max(1e-12)
+    }
+}
+
+impl std::fmt::Display for StitchReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "{:<22} {:>9} {:>9} {:>12} {:>6}", "", "accuracy", "macro F1", "weighted F1", "n")?;
+        for (name, s) in [("encoder checkpoint (A)", &self.encoder_checkpoint), ("decoder checkpoint (B)", &self.decoder_checkpoint), ("stitched A → B", &self.stitched)] {
+            writeln!(f, "{name:<22} {:>9.4} {:>9.4} {:>12.4} {:>6}", s.accuracy, s.macro_f1, s.weighted_f1, s.n)?;
+        }
+        write!(f, "stitched keeps {:.1}% of B's weighted F1", 100.0 * self.retained())
+    }
+}
+
+/// Loads a checkpoint directory (re-exported for the nouns of the API).
+pub fn load_checkpoint(dir: &Path) -> Result<Checkpoint> {
+    Checkpoint::load(dir)
+}

@@ -1,0 +1,184 @@
+//! Zero-shot stitching on real encoders and real data (the `fortunes` topic dataset, fetched from
+//! Debian): decoders trained with one encoder run on another.
+//!
+//! To keep CI fast the tests use a fixed, stratified subset of the real train/test split (every
+//! label kept); embeddings are cached per model and text, so the tests share the work.
+//! Run optimised: `cargo test --release --test stitch_real -- --test-threads 1`.
+
+use std::sync::OnceLock;
+
+use relstitch::anchors::AnchorStrategy;
+use relstitch::checkpoint::{Checkpoint, Space};
+use relstitch::data::{Builtin, Dataset, SplitOptions};
+use relstitch::decoder::TrainOptions;
+use relstitch::fetch::Fetcher;
+use relstitch::projection::{PreTransform, Projection};
+use relstitch::stitch::{fit, AnchorChoice, FitOptions, Pipeline, StitchOptions, StitchReport};
+use relstitch::translation::TranslationMethod;
+use relstitch::Error;
+
+const TRAIN_PER_LABEL: usize = 110;
+const TEST_PER_LABEL: usize = 28;
+const ANCHORS: usize = 384;
+
+/// The first `per_label` records of each label (in source order, after the deterministic split).
+fn subset(d: &Dataset, per_label: usize) -> Dataset {
+    let mut counts = vec![0usize; d.labels.len()];
+    let records = d
+        .records
+        .iter()
+        .filter(|r| {
+            counts[r.label] += 1;
+            counts[r.label] <= per_label
+        })
+        .cloned()
+        .collect();
+    Dataset { records, ..d.clone() }
+}
+
+fn data() -> &'static (Dataset, Dataset) {
+    static DATA: OnceLock<(Dataset, Dataset)> = OnceLock::new();
+    DATA.get_or_init(|| {
+        let fetcher = Fetcher::new().and_then(|f| Ok(f.with_quiet(true)));
+        let full = fetcher
+            .and_then(|f| Dataset::builtin(Builtin::Fortunes, &f))
+            .and_then(|d| d.split(&SplitOptions::default()));
+        match full {
+            Ok(s) => (subset(&s.train, TRAIN_PER_LABEL), subset(&s.test, TEST_PER_LABEL)),
+            Err(e) => panic!("cannot fetch the fortunes dataset: {e}"),
+        }
+    })
+}
+
+fn options(space: Space) -> FitOptions {
+    FitOptions {
+        anchors: AnchorChoice::Select { count: ANCHORS, strategy: AnchorStrategy::Stratified { seed: 0 } },
+        space,
+        train: TrainOptions { epochs: 60, patience: 8, ..TrainOptions::default() },
+        ..FitOptions::default()
+    }
+}
+
+fn relative() -> Space {
+    Space::Relative { projection: Projection::Cosine, pre_transform: PreTransform::NONE }
+}
+
+fn chance(test: &Dataset) -> f64 {
+    // Weighted F1 of always predicting the majority class.
+    let counts = test.label_counts();
+    let max = *counts.iter().max().unwrap_or(&0) as f64;
+    let n = test.len() as f64;
+    let p = max / n;
+    (2.0 * p / (1.0 + p)) * p
+}
+
+#[test]
+fn relative_stitching_keeps_90_percent_across_three_encoders() -> anyhow::Result<()> {
+    let (train, test) = data();
+    let names = ["all-MiniLM-L6-v2", "all-mpnet-base-v2", "paraphrase-MiniLM-L3-v2"];
+    let ckpts: Vec<Checkpoint> = names.iter().map(|m| fit(m, train, &options(relative()))).collect::<Result<_, _>>()?;
+    let o = StitchOptions::default();
+    for (i, a) in ckpts.iter().enumerate() {
+        for (j, b) in ckpts.iter().enumerate() {
+            if i == j {
+                continue;
+            }
+            let stitched = Pipeline::stitch(a, b, &o)?;
+            let report = StitchReport::evaluate(a, b, &stitched, test, &o)?;
+            eprintln!("{} -> {}:\n{report}", names[i], names[j]);
+            assert!(report.decoder_checkpoint.weighted_f1 > 3.0 * chance(test), "{report}");
+            assert!(
+                report.retained() >= 0.9,
+                "encoder {} with decoder {}: stitched keeps only {:.3}\n{report}",
+                names[i],
+                names[j],
+                report.retained()
+            );
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn absolute_stitching_is_near_chance_and_procrustes_repairs_it() -> anyhow::Result<()> {
+    let (train, test) = data();
+    // Two 384-wide encoders trained separately: their absolute spaces do not line up.
+    let a = fit("all-MiniLM-L6-v2", train, &options(Space::Absolute))?;
+    let b = fit("paraphrase-MiniLM-L3-v2", train, &options(Space::Absolute))?;
+    let own = Pipeline::from_checkpoint(&b, &StitchOptions::default())?.evaluate(test)?;
+
+    // Naive absolute stitch: B's head fed A's raw embeddings (the paper's control).
+    let naive = Checkpoint { config: relstitch::checkpoint::CheckpointConfig { encoder: a.config.encoder.clone(), ..b.config.clone() }, ..b.clone() };
+    let naive = Pipeline::from_checkpoint(&naive, &StitchOptions::default())?.evaluate(test)?;
+
+    let translated = Pipeline::stitch(&a, &b, &StitchOptions { translation: TranslationMethod::Procrustes, ..Default::default() })?.evaluate(test)?;
+    let c = chance(test);
+    eprintln!("B own {:.3}, naive absolute stitch {:.3}, Procrustes {:.3}, chance {:.3}", own.weighted_f1, naive.weighted_f1, translated.weighted_f1, c);
+    assert!(naive.weighted_f1 < 0.5 * own.weighted_f1, "naive absolute stitching should collapse: {naive:?} vs {own:?}");
+    assert!(translated.weighted_f1 > 0.8 * own.weighted_f1 && translated.weighted_f1 > 3.0 * c, "Procrustes: {translated:?} vs {own:?}");
+    Ok(())
+}
+
+#[test]
+fn checkpoints_round_trip_and_training_is_deterministic() -> anyhow::Result<()> {
+    let (train, test) = data();
+    let o = options(relative());
+    let a = fit("all-MiniLM-L6-v2", train, &o)?;
+    let again = fit("all-MiniLM-L6-v2", train, &o)?;
+    for (k, w) in &a.weights {
+        let w2 = &again.weights[k];
+        assert_eq!(w.to_vec1::<f32>().or_else(|_| w.flatten_all()?.to_vec1::<f32>())?, w2.flatten_all()?.to_vec1::<f32>()?, "weight {k} differs between two fits with the same seed");
+    }
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("ckpt");
+    a.save(&path)?;
+    let loaded = Checkpoint::load(&path)?;
+    assert_eq!(loaded.config, a.config);
+    let texts: Vec<&str> = test.records.iter().take(40).map(|r| r.text.as_str()).collect();
+    let p1 = Pipeline::from_checkpoint(&a, &StitchOptions::default())?.probabilities(&texts)?.flatten_all()?.to_vec1::<f32>()?;
+    let p2 = Pipeline::from_checkpoint(&loaded, &StitchOptions::default())?.probabilities(&texts)?.flatten_all()?.to_vec1::<f32>()?;
+    assert_eq!(p1, p2, "save -> load -> predict must be bitwise identical");
+
+    // Corruption: every case is a typed error naming the file, and nothing is half-written.
+    let bad = dir.path().join("bad");
+    let reset = || -> anyhow::Result<()> {
+        let _ = std::fs::remove_dir_all(&bad);
+        a.save(&bad)?;
+        Ok(())
+    };
+    reset()?;
+    let st = bad.join("model.safetensors");
+    let bytes = std::fs::read(&st)?;
+    std::fs::write(&st, &bytes[..bytes.len() / 2])?;
+    assert!(matches!(Checkpoint::load(&bad), Err(Error::Safetensors { .. })));
+    reset()?;
+    let anchors = bad.join("anchors.jsonl");
+    let text = std::fs::read_to_string(&anchors)?;
+    std::fs::write(&anchors, text.lines().skip(1).collect::<Vec<_>>().join("\n"))?;
+    let e = Checkpoint::load(&bad).err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(e.contains("anchors.jsonl"), "{e}");
+    reset()?;
+    let cfg = bad.join("config.json");
+    let mut json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&cfg)?)?;
+    json["labels"] = serde_json::json!(["only-one"]);
+    std::fs::write(&cfg, json.to_string())?;
+    assert!(matches!(Checkpoint::load(&bad), Err(Error::Input { .. })));
+    std::fs::write(&cfg, "{\"format\": \"relstitch-checkpoint\"")?;
+    assert!(matches!(Checkpoint::load(&bad), Err(Error::Json { .. })));
+    assert!(matches!(Checkpoint::load(&dir.path().join("nope")), Err(Error::Input { .. })));
+
+    // Mismatched label sets cannot be stitched.
+    let mut other = a.clone();
+    other.config.labels[0] = "something-else".into();
+    assert!(matches!(Pipeline::stitch(&a, &other, &StitchOptions::default()), Err(Error::InvalidArgument { .. })));
+
+    // Saving over a folder that is not a checkpoint is refused and leaves it untouched.
+    let foreign = dir.path().join("foreign");
+    std::fs::create_dir_all(&foreign)?;
+    std::fs::write(foreign.join("notes.txt"), "mine")?;
+    assert!(a.save(&foreign).is_err());
+    assert_eq!(std::fs::read_to_string(foreign.join("notes.txt"))?, "mine");
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path())?.filter_map(|e| e.ok()).filter(|e| e.file_name().to_string_lossy().starts_with(".relstitch")).collect();
+    assert!(leftovers.is_empty(), "temporary folders left behind: {leftovers:?}");
+    Ok(())
+}
