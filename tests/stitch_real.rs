@@ -39,7 +39,7 @@ fn subset(d: &Dataset, per_label: usize) -> Dataset {
 fn data() -> &'static (Dataset, Dataset) {
     static DATA: OnceLock<(Dataset, Dataset)> = OnceLock::new();
     DATA.get_or_init(|| {
-        let fetcher = Fetcher::new().and_then(|f| Ok(f.with_quiet(true)));
+        let fetcher = Fetcher::new().map(|f| f.with_quiet(true));
         let full = fetcher
             .and_then(|f| Dataset::builtin(Builtin::Fortunes, &f))
             .and_then(|d| d.split(&SplitOptions::default()));

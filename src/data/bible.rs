@@ -23,6 +23,7 @@
 //! and Revelation, which calls itself "the words of this prophecy"), `gospels` (Matthew–John) and
 //! `letters` (Romans–Jude).
 
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -648,50 +649,12 @@ fn read_testament(dir: &Path, testament: &str, books: &[Book]) -> Result<Vec<(Ve
         let text = if size == 0 {
             String::new()
         } else {
-            if !blocks.contains_key(&block) {
-                let b = block as usize;
-                if (b + 1) * 12 > bzs.len() {
-                    return Err(bad(
-                        &bzv_path,
-                        format!(
-                            "entry {i} names block {block}, but {} has only {} blocks",
-                            bzs_path.display(),
-                            bzs.len() / 12
-                        ),
-                    ));
+            let data = match blocks.entry(block) {
+                Entry::Occupied(o) => o.into_mut(),
+                Entry::Vacant(v) => {
+                    v.insert(inflate_block(&bzs, &bzz, block, &bzs_path, &bzz_path)?)
                 }
-                let (start, len, full) = (
-                    u32_at(&bzs, b * 12) as usize,
-                    u32_at(&bzs, b * 12 + 4) as usize,
-                    u32_at(&bzs, b * 12 + 8) as usize,
-                );
-                let raw = bzz.get(start..start.saturating_add(len)).ok_or_else(|| {
-                    bad(
-                        &bzz_path,
-                        format!("block {block} ends past the end of the file: truncated"),
-                    )
-                })?;
-                let mut inflated = Vec::with_capacity(full);
-                flate2::read::ZlibDecoder::new(raw)
-                    .read_to_end(&mut inflated)
-                    .map_err(|e| {
-                        bad(
-                            &bzz_path,
-                            format!("block {block} is not a zlib stream ({e})"),
-                        )
-                    })?;
-                if inflated.len() != full {
-                    return Err(bad(
-                        &bzz_path,
-                        format!(
-                            "block {block} inflates to {} bytes, the index says {full}",
-                            inflated.len()
-                        ),
-                    ));
-                }
-                blocks.insert(block, inflated);
-            }
-            let data = blocks.get(&block).map(Vec::as_slice).unwrap_or_default();
+            };
             let bytes = data.get(offset..offset + size).ok_or_else(|| {
                 bad(
                     &bzv_path,
@@ -719,6 +682,62 @@ fn read_testament(dir: &Path, testament: &str, books: &[Book]) -> Result<Vec<(Ve
         }
     }
     Ok(out)
+}
+
+/// Inflates block `block` of a `.bzz` file, checked against its `.bzs` entry.
+fn inflate_block(
+    bzs: &[u8],
+    bzz: &[u8],
+    block: u32,
+    bzs_path: &Path,
+    bzz_path: &Path,
+) -> Result<Vec<u8>> {
+    let bad = |path: &Path, reason: String| Error::Input {
+        path: path.to_path_buf(),
+        line: None,
+        reason,
+    };
+    let b = block as usize;
+    let entry = bzs.get(b * 12..b * 12 + 12).ok_or_else(|| {
+        bad(
+            bzs_path,
+            format!(
+                "the index names block {block}, but there are only {} blocks",
+                bzs.len() / 12
+            ),
+        )
+    })?;
+    let u32_at = |i: usize| {
+        u32::from_le_bytes([entry[i], entry[i + 1], entry[i + 2], entry[i + 3]]) as usize
+    };
+    let (start, len, full) = (u32_at(0), u32_at(4), u32_at(8));
+    let raw = bzz.get(start..start.saturating_add(len)).ok_or_else(|| {
+        bad(
+            bzz_path,
+            format!(
+                "block {block} ends past the end of the file: truncated; fetch the module again"
+            ),
+        )
+    })?;
+    let mut inflated = Vec::with_capacity(full);
+    flate2::read::ZlibDecoder::new(raw)
+        .read_to_end(&mut inflated)
+        .map_err(|e| {
+            bad(
+                bzz_path,
+                format!("block {block} is not a zlib stream ({e})"),
+            )
+        })?;
+    if inflated.len() != full {
+        return Err(bad(
+            bzz_path,
+            format!(
+                "block {block} inflates to {} bytes, the index says {full}",
+                inflated.len()
+            ),
+        ));
+    }
+    Ok(inflated)
 }
 
 /// The `osisID` of the first `<chapter …>` tag, if any.
@@ -822,9 +841,8 @@ fn strip_usfm_markers(text: &str) -> String {
             chars.next();
             marker = true;
         }
-        if chars.peek() == Some(&'*') {
-            chars.next();
-        } else if marker && chars.peek() == Some(&' ') {
+        // A closing `*`, or the space after an opening marker, goes with the marker.
+        if chars.peek() == Some(&'*') || (marker && chars.peek() == Some(&' ')) {
             chars.next();
         }
     }

@@ -137,8 +137,8 @@ struct Headers {
 
 /// Splits a message or part into its headers and body at the first blank line.
 fn split_headers(msg: &str) -> (Headers, &str) {
-    let (head, body) = if msg.starts_with('\n') {
-        ("", &msg[1..])
+    let (head, body) = if let Some(rest) = msg.strip_prefix('\n') {
+        ("", rest)
     } else {
         match msg.find("\n\n") {
             Some(i) => (&msg[..i], &msg[i + 2..]),
