@@ -692,10 +692,10 @@ pub struct AnchorDiagnostics {
     pub num_anchors: usize,
     /// The width `d` of the space.
     pub dim: usize,
-    /// The numerical rank: singular values above `max(k, d) · ε_f32 · σ_max`.
+    /// The numerical rank: singular values above `10 · ε_f32 · σ_max` (the f32 noise floor).
     pub rank: usize,
     /// `σ_max / σ_min` over the `min(k, d)` singular values; infinite (`null` in JSON) when the
-    /// matrix is rank-deficient. Values above ~10⁷ are at the limit of f32 data.
+    /// matrix is rank-deficient (beyond ≈ 8·10⁵, the f32 noise floor of [`rank`](Self::rank)).
     pub condition_number: f64,
     /// The singular values, largest first (computed in f64).
     pub singular_values: Vec<f64>,
@@ -721,7 +721,7 @@ pub fn diagnose(anchor_latents: &Tensor) -> Result<AnchorDiagnostics> {
     let ctx = || "diagnosing the anchor matrix".to_string();
     let s = linalg::singular_values(&a).context(ctx)?;
     let smax = s.first().copied().unwrap_or(0.0);
-    let tol = linalg::rank_tolerance(k, d, smax);
+    let tol = linalg::rank_tolerance(smax);
     let rank = s.iter().filter(|&&v| v > tol).count();
     let smin = s.last().copied().unwrap_or(0.0);
     let condition_number = if rank == s.len() && smin > 0.0 {

@@ -30,11 +30,20 @@ pub struct Throughput {
 
 /// The Python peer script shipped in the repository.
 pub fn default_peer_script() -> PathBuf {
-    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/bench/st_throughput.py"))
+    PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/scripts/bench/st_throughput.py"
+    ))
 }
 
 /// Times `encoder.embed(texts)`: one warm-up run, then the best of `repeats`.
-pub fn time_relstitch(encoder: &Encoder, texts: &[String], batch_size: usize, threads: usize, repeats: usize) -> Result<Throughput> {
+pub fn time_relstitch(
+    encoder: &Encoder,
+    texts: &[String],
+    batch_size: usize,
+    threads: usize,
+    repeats: usize,
+) -> Result<Throughput> {
     encoder.embed(texts)?;
     let mut best = f64::INFINITY;
     for _ in 0..repeats.max(1) {
@@ -85,12 +94,19 @@ pub fn time_sentence_transformers(
                 "`{python} {}` failed ({}): {}",
                 script.display(),
                 out.status,
-                String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or("")
+                String::from_utf8_lossy(&out.stderr)
+                    .lines()
+                    .last()
+                    .unwrap_or("")
             ),
         });
     }
     let stdout = String::from_utf8_lossy(&out.stdout);
-    let line = stdout.lines().rev().find(|l| l.trim_start().starts_with('{')).unwrap_or("");
+    let line = stdout
+        .lines()
+        .rev()
+        .find(|l| l.trim_start().starts_with('{'))
+        .unwrap_or("");
     let mut t: Throughput = serde_json::from_str(line).map_err(|e| Error::Fetch {
         what: "sentence-transformers peer".into(),
         reason: format!("its output is not the expected JSON line ({e}): {line}"),

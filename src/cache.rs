@@ -40,7 +40,9 @@ impl EmbeddingCache {
             identity.prefix.as_deref().unwrap_or("")
         );
         let key = hex::encode(Sha256::digest(key.as_bytes()));
-        Self { dir: home.join("embeddings").join(&key[..32]) }
+        Self {
+            dir: home.join("embeddings").join(&key[..32]),
+        }
     }
 
     /// The cache folder.
@@ -55,7 +57,10 @@ impl EmbeddingCache {
     /// - returns `[texts.len(), dim]` f32 on the encoder's device, in input order
     pub fn embed<S: AsRef<str>>(&self, encoder: &Encoder, texts: &[S]) -> Result<Tensor> {
         if texts.is_empty() {
-            return Err(Error::invalid("texts", "nothing to embed: the list is empty"));
+            return Err(Error::invalid(
+                "texts",
+                "nothing to embed: the list is empty",
+            ));
         }
         let (mut blocks, mut index) = self.load()?;
         let hashes: Vec<String> = texts.iter().map(|t| text_hash(t.as_ref())).collect();
@@ -72,19 +77,31 @@ impl EmbeddingCache {
             let e = encoder.embed(&new_texts)?;
             let new_hashes: Vec<&String> = missing.iter().map(|&i| &hashes[i]).collect();
             let meta = HashMap::from([
-                (HASHES.to_string(), serde_json::to_string(&new_hashes).unwrap_or_default()),
+                (
+                    HASHES.to_string(),
+                    serde_json::to_string(&new_hashes).unwrap_or_default(),
+                ),
                 ("model".to_string(), encoder.identity().name.clone()),
             ]);
-            let name = format!("shard-{}.safetensors", &text_hash(&new_hashes.iter().map(|s| s.as_str()).collect::<String>())[..16]);
+            let name = format!(
+                "shard-{}.safetensors",
+                &text_hash(&new_hashes.iter().map(|s| s.as_str()).collect::<String>())[..16]
+            );
             write_safetensors(&self.dir.join(name), &[("embeddings", &e)], &meta)?;
             let base = blocks.iter().map(|b| b.dims()[0]).sum::<usize>();
             for (j, h) in new_hashes.into_iter().enumerate() {
                 index.insert(h.clone(), base + j);
             }
-            blocks.push(e.to_device(&Device::Cpu).context(|| "caching embeddings".into())?);
+            blocks.push(
+                e.to_device(&Device::Cpu)
+                    .context(|| "caching embeddings".into())?,
+            );
         }
         let all = Tensor::cat(&blocks, 0).context(|| "assembling cached embeddings".into())?;
-        let rows: Vec<u32> = hashes.iter().map(|h| index.get(h).copied().unwrap_or(0) as u32).collect();
+        let rows: Vec<u32> = hashes
+            .iter()
+            .map(|h| index.get(h).copied().unwrap_or(0) as u32)
+            .collect();
         let rows = Tensor::new(rows, &Device::Cpu).context(|| "cache index".into())?;
         all.index_select(&rows, 0)
             .and_then(|t| t.to_device(encoder.device()))
@@ -113,11 +130,14 @@ impl EmbeddingCache {
                     continue;
                 }
             };
-            let hashes: Vec<String> = match shard.metadata.get(HASHES).map(|h| serde_json::from_str(h)) {
-                Some(Ok(h)) => h,
-                _ => continue,
+            let hashes: Vec<String> =
+                match shard.metadata.get(HASHES).map(|h| serde_json::from_str(h)) {
+                    Some(Ok(h)) => h,
+                    _ => continue,
+                };
+            let Ok(m) = shard.matrix("embeddings") else {
+                continue;
             };
-            let Ok(m) = shard.matrix("embeddings") else { continue };
             if m.dims()[0] != hashes.len() {
                 continue;
             }

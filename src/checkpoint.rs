@@ -160,15 +160,24 @@ impl Checkpoint {
         for (k, v) in &self.weights {
             w.insert(
                 k.clone(),
-                v.to_device(device).map_err(|e| Error::candle("moving the head", e))?,
+                v.to_device(device)
+                    .map_err(|e| Error::candle("moving the head", e))?,
             );
         }
-        Head::load(VarBuilder::from_tensors(w, DType::F32, device), &self.config.head).map_err(|e| {
-            Error::Input {
-                path: self.dir.clone().unwrap_or_default().join("model.safetensors"),
-                line: None,
-                reason: format!("the weights do not fit the head in config.json ({e}); the checkpoint is corrupt"),
-            }
+        Head::load(
+            VarBuilder::from_tensors(w, DType::F32, device),
+            &self.config.head,
+        )
+        .map_err(|e| Error::Input {
+            path: self
+                .dir
+                .clone()
+                .unwrap_or_default()
+                .join("model.safetensors"),
+            line: None,
+            reason: format!(
+                "the weights do not fit the head in config.json ({e}); the checkpoint is corrupt"
+            ),
         })
     }
 
@@ -177,27 +186,43 @@ impl Checkpoint {
     pub fn save(&self, dir: &Path) -> Result<()> {
         let parent = crate::io::parent_dir(dir);
         std::fs::create_dir_all(&parent).map_err(|e| Error::io(&parent, e))?;
-        if dir.exists() && !dir.join("config.json").is_file() && std::fs::read_dir(dir).map(|mut d| d.next().is_some()).unwrap_or(true) {
+        if dir.exists()
+            && !dir.join("config.json").is_file()
+            && std::fs::read_dir(dir)
+                .map(|mut d| d.next().is_some())
+                .unwrap_or(true)
+        {
             return Err(Error::invalid(
                 "checkpoint output",
-                format!("{} exists and is not a relstitch checkpoint; choose another --out", dir.display()),
+                format!(
+                    "{} exists and is not a relstitch checkpoint; choose another --out",
+                    dir.display()
+                ),
             ));
         }
         let tmp = tempfile::Builder::new()
             .prefix(".relstitch-ckpt-")
             .tempdir_in(&parent)
             .map_err(|e| Error::io(&parent, e))?;
-        let json = serde_json::to_vec_pretty(&self.config).map_err(|e| Error::invalid("checkpoint config", e.to_string()))?;
+        let json = serde_json::to_vec_pretty(&self.config)
+            .map_err(|e| Error::invalid("checkpoint config", e.to_string()))?;
         crate::io::write_atomic(&tmp.path().join("config.json"), &json)?;
         let mut names: Vec<&String> = self.weights.keys().collect();
         names.sort();
-        let tensors: Vec<(&str, &Tensor)> = names.iter().map(|k| (k.as_str(), &self.weights[*k])).collect();
+        let tensors: Vec<(&str, &Tensor)> = names
+            .iter()
+            .map(|k| (k.as_str(), &self.weights[*k]))
+            .collect();
         let meta = HashMap::from([
             ("format".to_string(), FORMAT.to_string()),
-            ("labels".to_string(), serde_json::to_string(&self.config.labels).unwrap_or_default()),
+            (
+                "labels".to_string(),
+                serde_json::to_string(&self.config.labels).unwrap_or_default(),
+            ),
         ]);
         crate::io::write_safetensors(&tmp.path().join("model.safetensors"), &tensors, &meta)?;
-        self.anchors.save_jsonl(&tmp.path().join(&self.config.anchors.file))?;
+        self.anchors
+            .save_jsonl(&tmp.path().join(&self.config.anchors.file))?;
         if let Some(t) = &self.translation {
             t.save(&tmp.path().join("translation.safetensors"))?;
         }
@@ -219,7 +244,8 @@ impl Checkpoint {
             return Err(Error::Input {
                 path: dir.to_path_buf(),
                 line: None,
-                reason: "not a directory; a checkpoint is the folder `relstitch fit --out` wrote".into(),
+                reason: "not a directory; a checkpoint is the folder `relstitch fit --out` wrote"
+                    .into(),
             });
         }
         let cfg_path = dir.join("config.json");
@@ -230,7 +256,11 @@ impl Checkpoint {
             source,
         })?;
         if config.format != FORMAT {
-            return Err(bad(dir, "config.json", format!("format is `{}`, expected `{FORMAT}`", config.format)));
+            return Err(bad(
+                dir,
+                "config.json",
+                format!("format is `{}`, expected `{FORMAT}`", config.format),
+            ));
         }
         if config.format_version > FORMAT_VERSION {
             return Err(bad(dir, "config.json", format!(
@@ -239,11 +269,15 @@ impl Checkpoint {
             )));
         }
         if config.labels.len() != config.head.num_classes || config.labels.len() < 2 {
-            return Err(bad(dir, "config.json", format!(
-                "{} label names for a head with {} classes",
-                config.labels.len(),
-                config.head.num_classes
-            )));
+            return Err(bad(
+                dir,
+                "config.json",
+                format!(
+                    "{} label names for a head with {} classes",
+                    config.labels.len(),
+                    config.head.num_classes
+                ),
+            ));
         }
         let mut uniq = config.labels.clone();
         uniq.sort();
@@ -267,19 +301,31 @@ impl Checkpoint {
             Space::Translated => None, // checked against the translation below
         };
         if let Some(w) = expected_width.filter(|w| *w != config.head.input_dim) {
-            return Err(bad(dir, "config.json", format!(
-                "the head reads vectors of width {} but the {} space has width {w}",
-                config.head.input_dim,
-                config.space.name()
-            )));
+            return Err(bad(
+                dir,
+                "config.json",
+                format!(
+                    "the head reads vectors of width {} but the {} space has width {w}",
+                    config.head.input_dim,
+                    config.space.name()
+                ),
+            ));
         }
         let weights_file = read_weights(&dir.join("model.safetensors"))?;
         let translation = if config.space == Space::Translated {
-            Some(LatentTranslator::load(&dir.join("translation.safetensors"))?)
+            Some(LatentTranslator::load(
+                &dir.join("translation.safetensors"),
+            )?)
         } else {
             None
         };
-        let ckpt = Self { config, anchors, weights: weights_file, translation, dir: Some(dir.to_path_buf()) };
+        let ckpt = Self {
+            config,
+            anchors,
+            weights: weights_file,
+            translation,
+            dir: Some(dir.to_path_buf()),
+        };
         ckpt.head(&Device::Cpu)?; // shapes and names of every weight
         Ok(ckpt)
     }

@@ -8,7 +8,9 @@
 use std::collections::HashMap;
 
 use candle_core::{DType, Device, Tensor, Var, D};
-use candle_nn::{layer_norm, linear, LayerNorm, LayerNormConfig, Linear, Module, Optimizer, VarBuilder, VarMap};
+use candle_nn::{
+    layer_norm, linear, LayerNorm, LayerNormConfig, Linear, Module, Optimizer, VarBuilder, VarMap,
+};
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -56,10 +58,16 @@ const LN_EPS: f64 = 1e-5;
 impl Head {
     /// Builds the head from `vb` (names: `norm`, `fc0`, `hidden_norm`, `fc1`).
     pub fn load(vb: VarBuilder, config: &HeadConfig) -> candle_core::Result<Self> {
-        let ln = LayerNormConfig { eps: LN_EPS, ..Default::default() };
+        let ln = LayerNormConfig {
+            eps: LN_EPS,
+            ..Default::default()
+        };
         let norm = layer_norm(config.input_dim, ln, vb.pp("norm"))?;
         let (layers, hidden_norm) = match config.kind {
-            HeadKind::Linear => (vec![linear(config.input_dim, config.num_classes, vb.pp("fc0"))?], None),
+            HeadKind::Linear => (
+                vec![linear(config.input_dim, config.num_classes, vb.pp("fc0"))?],
+                None,
+            ),
             HeadKind::Mlp { hidden } => (
                 vec![
                     linear(config.input_dim, hidden, vb.pp("fc0"))?,
@@ -68,7 +76,12 @@ impl Head {
                 Some(layer_norm(hidden, ln, vb.pp("hidden_norm"))?),
             ),
         };
-        Ok(Self { config: config.clone(), norm, layers, hidden_norm })
+        Ok(Self {
+            config: config.clone(),
+            norm,
+            layers,
+            hidden_norm,
+        })
     }
 
     /// The head's configuration.
@@ -83,7 +96,10 @@ impl Head {
     pub fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         let (_, d) = x.dims2()?;
         if d != self.config.input_dim {
-            candle_core::bail!("head expects vectors of width {}, got {d}", self.config.input_dim);
+            candle_core::bail!(
+                "head expects vectors of width {}, got {d}",
+                self.config.input_dim
+            );
         }
         let mut h = self.norm.forward(x)?;
         for (i, layer) in self.layers.iter().enumerate() {
@@ -109,7 +125,12 @@ impl Head {
 
 /// Fills `varmap` with seeded initial weights for a head of `config`: LayerNorms at (1, 0), Linear
 /// layers uniform in ±1/√fan_in like PyTorch's defaults.
-fn seeded_vars(varmap: &VarMap, config: &HeadConfig, seed: u64, device: &Device) -> candle_core::Result<()> {
+fn seeded_vars(
+    varmap: &VarMap,
+    config: &HeadConfig,
+    seed: u64,
+    device: &Device,
+) -> candle_core::Result<()> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut shapes: Vec<(String, Vec<usize>, f32)> = vec![
         ("norm.weight".into(), vec![config.input_dim], f32::NAN),
@@ -123,17 +144,30 @@ fn seeded_vars(varmap: &VarMap, config: &HeadConfig, seed: u64, device: &Device)
             vec![(config.input_dim, hidden), (hidden, config.num_classes)]
         }
     };
-    let mut data = varmap.data().lock().map_err(|_| candle_core::Error::Msg("poisoned var map".into()))?;
+    let mut data = varmap
+        .data()
+        .lock()
+        .map_err(|_| candle_core::Error::Msg("poisoned var map".into()))?;
     for (name, shape, value) in shapes {
         let v = if value.is_nan() { 1.0 } else { value };
         data.insert(name, Var::from_tensor(&Tensor::full(v, shape, device)?)?);
     }
     for (i, (fan_in, fan_out)) in dims.into_iter().enumerate() {
         let bound = 1.0 / (fan_in as f32).sqrt();
-        let w: Vec<f32> = (0..fan_in * fan_out).map(|_| rng.random_range(-bound..bound)).collect();
-        let b: Vec<f32> = (0..fan_out).map(|_| rng.random_range(-bound..bound)).collect();
-        data.insert(format!("fc{i}.weight"), Var::from_tensor(&Tensor::from_vec(w, (fan_out, fan_in), device)?)?);
-        data.insert(format!("fc{i}.bias"), Var::from_tensor(&Tensor::from_vec(b, fan_out, device)?)?);
+        let w: Vec<f32> = (0..fan_in * fan_out)
+            .map(|_| rng.random_range(-bound..bound))
+            .collect();
+        let b: Vec<f32> = (0..fan_out)
+            .map(|_| rng.random_range(-bound..bound))
+            .collect();
+        data.insert(
+            format!("fc{i}.weight"),
+            Var::from_tensor(&Tensor::from_vec(w, (fan_out, fan_in), device)?)?,
+        );
+        data.insert(
+            format!("fc{i}.bias"),
+            Var::from_tensor(&Tensor::from_vec(b, fan_out, device)?)?,
+        );
     }
     Ok(())
 }
@@ -213,7 +247,11 @@ pub fn stratified_split(labels: &[usize], fraction: f64, seed: u64) -> (Vec<usiz
     for (_, mut idx) in by_class {
         idx.shuffle(&mut rng);
         let k = ((idx.len() as f64) * fraction).round() as usize;
-        let k = if fraction > 0.0 && idx.len() >= 2 { k.clamp(1, idx.len() - 1) } else { 0 };
+        let k = if fraction > 0.0 && idx.len() >= 2 {
+            k.clamp(1, idx.len() - 1)
+        } else {
+            0
+        };
         val.extend_from_slice(&idx[..k]);
         train.extend_from_slice(&idx[k..]);
     }
@@ -239,54 +277,99 @@ pub fn predict_classes(head: &Head, x: &Tensor) -> Result<Vec<usize>> {
 ///
 /// # Shapes
 /// - `x`: `[n, d]` f32 (any device); `labels`: n indices below `num_classes`
-pub fn train_head(x: &Tensor, labels: &[usize], kind: HeadKind, num_classes: usize, options: &TrainOptions) -> Result<TrainedHead> {
+pub fn train_head(
+    x: &Tensor,
+    labels: &[usize],
+    kind: HeadKind,
+    num_classes: usize,
+    options: &TrainOptions,
+) -> Result<TrainedHead> {
     let (n, d) = x.dims2().context(|| "training inputs".into())?;
     if n != labels.len() {
-        return Err(Error::invalid("training labels", format!("{} labels for {n} samples", labels.len())));
+        return Err(Error::invalid(
+            "training labels",
+            format!("{} labels for {n} samples", labels.len()),
+        ));
     }
     if num_classes < 2 {
-        return Err(Error::invalid("labels", "need at least two classes to train a classifier"));
+        return Err(Error::invalid(
+            "labels",
+            "need at least two classes to train a classifier",
+        ));
     }
     if let Some(bad) = labels.iter().find(|&&l| l >= num_classes) {
-        return Err(Error::invalid("labels", format!("class index {bad} out of range for {num_classes} classes")));
+        return Err(Error::invalid(
+            "labels",
+            format!("class index {bad} out of range for {num_classes} classes"),
+        ));
     }
     if options.batch_size == 0 || options.epochs == 0 {
-        return Err(Error::invalid("training options", "epochs and batch size must be at least 1"));
+        return Err(Error::invalid(
+            "training options",
+            "epochs and batch size must be at least 1",
+        ));
     }
     if !(0.0..0.9).contains(&options.val_fraction) {
         return Err(Error::invalid("validation fraction", "must be in [0, 0.9)"));
     }
     crate::io::check_finite(x, "training inputs")?;
     let device = x.device().clone();
-    let config = HeadConfig { kind, input_dim: d, num_classes };
+    let config = HeadConfig {
+        kind,
+        input_dim: d,
+        num_classes,
+    };
     let (train_idx, val_idx) = stratified_split(labels, options.val_fraction, options.seed);
     if train_idx.is_empty() {
-        return Err(Error::invalid("training set", "empty after the validation split"));
+        return Err(Error::invalid(
+            "training set",
+            "empty after the validation split",
+        ));
     }
     let varmap = VarMap::new();
-    seeded_vars(&varmap, &config, options.seed, &device).context(|| "initialising the head".into())?;
-    let head = Head::load(VarBuilder::from_varmap(&varmap, DType::F32, &device), &config)
-        .context(|| "building the head".into())?;
+    seeded_vars(&varmap, &config, options.seed, &device)
+        .context(|| "initialising the head".into())?;
+    let head = Head::load(
+        VarBuilder::from_varmap(&varmap, DType::F32, &device),
+        &config,
+    )
+    .context(|| "building the head".into())?;
     let params = candle_nn::ParamsAdamW {
         lr: options.learning_rate,
         weight_decay: options.weight_decay,
         ..Default::default()
     };
     // AdamW updates each parameter independently, so the order of the vars does not matter.
-    let mut opt = candle_nn::AdamW::new(varmap.all_vars(), params).context(|| "creating the optimiser".into())?;
+    let mut opt = candle_nn::AdamW::new(varmap.all_vars(), params)
+        .context(|| "creating the optimiser".into())?;
     let gather = |idx: &[usize]| -> candle_core::Result<(Tensor, Tensor)> {
-        let i = Tensor::from_vec(idx.iter().map(|&i| i as u32).collect::<Vec<_>>(), idx.len(), &device)?;
-        let y = Tensor::from_vec(idx.iter().map(|&i| labels[i] as u32).collect::<Vec<_>>(), idx.len(), &device)?;
+        let i = Tensor::from_vec(
+            idx.iter().map(|&i| i as u32).collect::<Vec<_>>(),
+            idx.len(),
+            &device,
+        )?;
+        let y = Tensor::from_vec(
+            idx.iter().map(|&i| labels[i] as u32).collect::<Vec<_>>(),
+            idx.len(),
+            &device,
+        )?;
         Ok((x.index_select(&i, 0)?, y))
     };
-    let (val_x, _) = if val_idx.is_empty() { (None, None) } else {
+    let (val_x, _) = if val_idx.is_empty() {
+        (None, None)
+    } else {
         let (vx, vy) = gather(&val_idx).context(|| "validation split".into())?;
         (Some(vx), Some(vy))
     };
     let val_truth: Vec<usize> = val_idx.iter().map(|&i| labels[i]).collect();
     let snapshot = |vm: &VarMap| -> candle_core::Result<HashMap<String, Tensor>> {
-        let data = vm.data().lock().map_err(|_| candle_core::Error::Msg("poisoned var map".into()))?;
-        data.iter().map(|(k, v)| Ok((k.clone(), v.as_tensor().copy()?))).collect()
+        let data = vm
+            .data()
+            .lock()
+            .map_err(|_| candle_core::Error::Msg("poisoned var map".into()))?;
+        data.iter()
+            .map(|(k, v)| Ok((k.clone(), v.as_tensor().copy()?)))
+            .collect()
     };
     let mut rng = ChaCha8Rng::seed_from_u64(options.seed.wrapping_add(1));
     let mut order = train_idx.clone();
@@ -304,8 +387,11 @@ pub fn train_head(x: &Tensor, labels: &[usize], kind: HeadKind, num_classes: usi
             let loss = gather(batch)
                 .and_then(|(bx, by)| candle_nn::loss::cross_entropy(&head.forward(&bx)?, &by))
                 .context(|| format!("training step, epoch {epoch}"))?;
-            opt.backward_step(&loss).context(|| format!("optimiser step, epoch {epoch}"))?;
-            total += loss.to_scalar::<f32>().context(|| "reading the loss".into())? as f64;
+            opt.backward_step(&loss)
+                .context(|| format!("optimiser step, epoch {epoch}"))?;
+            total += loss
+                .to_scalar::<f32>()
+                .context(|| "reading the loss".into())? as f64;
             steps += 1;
         }
         train_loss = total / steps.max(1) as f64;
@@ -316,8 +402,16 @@ pub fn train_head(x: &Tensor, labels: &[usize], kind: HeadKind, num_classes: usi
         let Some(vx) = &val_x else { continue };
         let s = score(&val_truth, &predict_classes(&head, vx)?, num_classes)?;
         // Early stopping on validation weighted F1; ties go to the earlier epoch.
-        if best.as_ref().is_none_or(|(b, ..)| s.weighted_f1 > *b + 1e-9) {
-            best = Some((s.weighted_f1, epoch, snapshot(&varmap).context(|| "saving the best weights".into())?, s));
+        if best
+            .as_ref()
+            .is_none_or(|(b, ..)| s.weighted_f1 > *b + 1e-9)
+        {
+            best = Some((
+                s.weighted_f1,
+                epoch,
+                snapshot(&varmap).context(|| "saving the best weights".into())?,
+                s,
+            ));
             since_best = 0;
         } else {
             since_best += 1;
@@ -329,13 +423,24 @@ pub fn train_head(x: &Tensor, labels: &[usize], kind: HeadKind, num_classes: usi
     bar.finish_and_clear();
     let (best_epoch, weights, validation) = match best {
         Some((_, e, w, s)) => (e, w, Some(s)),
-        None => (epochs_run, snapshot(&varmap).context(|| "saving the weights".into())?, None),
+        None => (
+            epochs_run,
+            snapshot(&varmap).context(|| "saving the weights".into())?,
+            None,
+        ),
     };
     let vb = VarBuilder::from_tensors(weights.clone(), DType::F32, &device);
     let head = Head::load(vb, &config).context(|| "rebuilding the best head".into())?;
     Ok(TrainedHead {
         head,
         weights,
-        report: TrainReport { epochs_run, best_epoch, train_loss, validation, train_size: train_idx.len(), val_size: val_idx.len() },
+        report: TrainReport {
+            epochs_run,
+            best_epoch,
+            train_loss,
+            validation,
+            train_size: train_idx.len(),
+            val_size: val_idx.len(),
+        },
     })
 }

@@ -98,7 +98,10 @@ pub fn set_num_threads(n: usize) {
     }
     // candle reads RAYON_NUM_THREADS for its gemm parallelism; rayon's global pool runs the rest.
     std::env::set_var("RAYON_NUM_THREADS", n.to_string());
-    if let Err(e) = rayon::ThreadPoolBuilder::new().num_threads(n).build_global() {
+    if let Err(e) = rayon::ThreadPoolBuilder::new()
+        .num_threads(n)
+        .build_global()
+    {
         tracing::warn!("could not set the thread count to {n}: {e}");
     }
 }
@@ -110,11 +113,20 @@ mod tests {
     #[test]
     fn parses_devices() -> anyhow::Result<()> {
         assert_eq!("cpu".parse::<DeviceChoice>()?, DeviceChoice::Cpu);
-        assert_eq!("cuda:1".parse::<DeviceChoice>()?, DeviceChoice::Cuda { ordinal: 1 });
-        assert_eq!("metal".parse::<DeviceChoice>()?, DeviceChoice::Metal { ordinal: 0 });
+        assert_eq!(
+            "cuda:1".parse::<DeviceChoice>()?,
+            DeviceChoice::Cuda { ordinal: 1 }
+        );
+        assert_eq!(
+            "metal".parse::<DeviceChoice>()?,
+            DeviceChoice::Metal { ordinal: 0 }
+        );
         assert!("tpu".parse::<DeviceChoice>().is_err());
         assert!("cuda:x".parse::<DeviceChoice>().is_err());
-        assert!(matches!(DeviceChoice::Auto.device()?, Device::Cpu | Device::Cuda(_) | Device::Metal(_)));
+        assert!(matches!(
+            DeviceChoice::Auto.device()?,
+            Device::Cpu | Device::Cuda(_) | Device::Metal(_)
+        ));
         Ok(())
     }
 }

@@ -34,7 +34,10 @@ impl ModelIdentity {
             ("normalize".to_string(), self.normalize.to_string()),
             ("max_length".to_string(), self.max_length.to_string()),
             ("dim".to_string(), self.dim.to_string()),
-            ("relstitch_version".to_string(), env!("CARGO_PKG_VERSION").to_string()),
+            (
+                "relstitch_version".to_string(),
+                env!("CARGO_PKG_VERSION").to_string(),
+            ),
         ]);
         if let Some(h) = &self.hub_id {
             m.insert("hub_id".into(), h.clone());
@@ -55,7 +58,12 @@ impl ModelIdentity {
 /// Embeds the texts of `input` (`.txt`, one per line, or `.jsonl` with the text in `field`) and
 /// writes `output` atomically: tensor `embeddings` `[n, d]` f32 in input order plus the encoder's
 /// identity as metadata.
-pub fn embed_file(encoder: &Encoder, input: &Path, field: &str, output: &Path) -> Result<EmbedSummary> {
+pub fn embed_file(
+    encoder: &Encoder,
+    input: &Path,
+    field: &str,
+    output: &Path,
+) -> Result<EmbedSummary> {
     let texts = crate::io::read_texts(input, field)?;
     let start = std::time::Instant::now();
     let e = encoder.embed(&texts)?;

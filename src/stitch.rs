@@ -21,7 +21,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::anchors::{AnchorPool, AnchorSet, AnchorStrategy};
 use crate::cache::EmbeddingCache;
-use crate::checkpoint::{AnchorsInfo, Checkpoint, CheckpointConfig, Space, StitchedFrom, TrainingInfo, FORMAT, FORMAT_VERSION};
+use crate::checkpoint::{
+    AnchorsInfo, Checkpoint, CheckpointConfig, Space, StitchedFrom, TrainingInfo, FORMAT,
+    FORMAT_VERSION,
+};
 use crate::data::Dataset;
 use crate::decoder::{train_head, Head, HeadKind, TrainOptions};
 use crate::encoder::{Encoder, EncoderOptions, ModelIdentity};
@@ -98,7 +101,11 @@ pub fn load_encoder(identity: &ModelIdentity, options: &EncoderOptions) -> Resul
     o.normalize = Some(identity.normalize);
     o.max_length = Some(identity.max_length);
     o.prefix = identity.prefix.clone();
-    let name = if identity.path.is_dir() && crate::catalog::Catalog::builtin()?.get(&identity.name).is_none() {
+    let name = if identity.path.is_dir()
+        && crate::catalog::Catalog::builtin()?
+            .get(&identity.name)
+            .is_none()
+    {
         identity.path.display().to_string()
     } else {
         identity.name.clone()
@@ -124,7 +131,10 @@ pub fn fit(model: &str, train: &Dataset, options: &FitOptions) -> Result<Checkpo
         return Err(Error::invalid("training data", "needs at least two labels"));
     }
     if matches!(options.space, Space::Translated) {
-        return Err(Error::invalid("space", "`translated` is made by stitching, not by fitting; use relative or absolute"));
+        return Err(Error::invalid(
+            "space",
+            "`translated` is made by stitching, not by fitting; use relative or absolute",
+        ));
     }
     let encoder = Encoder::load(model, &options.encoder)?;
     let texts: Vec<String> = train.records.iter().map(|r| r.text.clone()).collect();
@@ -132,8 +142,14 @@ pub fn fit(model: &str, train: &Dataset, options: &FitOptions) -> Result<Checkpo
     let x = embed(&encoder, &texts, options.cache)?;
     let (anchors, strategy, anchor_latents) = match &options.anchors {
         AnchorChoice::Select { count, strategy } => {
-            let label_names: Vec<String> = train.records.iter().map(|r| train.labels[r.label].clone()).collect();
-            let pool = AnchorPool::from_space(&x).with_texts(&texts).with_labels(&label_names);
+            let label_names: Vec<String> = train
+                .records
+                .iter()
+                .map(|r| train.labels[r.label].clone())
+                .collect();
+            let pool = AnchorPool::from_space(&x)
+                .with_texts(&texts)
+                .with_labels(&label_names);
             let set = AnchorSet::select(&pool, *count, strategy)?;
             let lat = set.latents(&x)?;
             (set, Some(*strategy), lat)
@@ -150,24 +166,48 @@ pub fn fit(model: &str, train: &Dataset, options: &FitOptions) -> Result<Checkpo
         }
     };
     let features = match options.space {
-        Space::Relative { projection, pre_transform } => RelativeProjector::fit(&anchor_latents, projection, pre_transform)?.project(&x)?,
+        Space::Relative {
+            projection,
+            pre_transform,
+        } => RelativeProjector::fit(&anchor_latents, projection, pre_transform)?.project(&x)?,
         _ => x.clone(),
     };
-    let trained = train_head(&features, &labels, options.head, train.labels.len(), &options.train)?;
+    let trained = train_head(
+        &features,
+        &labels,
+        options.head,
+        train.labels.len(),
+        &options.train,
+    )?;
     let config = CheckpointConfig {
         format: FORMAT.into(),
         format_version: FORMAT_VERSION,
         relstitch_version: env!("CARGO_PKG_VERSION").into(),
         encoder: encoder.identity().clone(),
         space: options.space,
-        anchors: AnchorsInfo { file: "anchors.jsonl".into(), count: anchors.len(), sha256: anchors.hash(), strategy },
+        anchors: AnchorsInfo {
+            file: "anchors.jsonl".into(),
+            count: anchors.len(),
+            sha256: anchors.hash(),
+            strategy,
+        },
         head: trained.head.config().clone(),
         labels: train.labels.clone(),
-        training: Some(TrainingInfo { options: options.train.clone(), report: trained.report, train_file: Some(train.source.clone()) }),
+        training: Some(TrainingInfo {
+            options: options.train.clone(),
+            report: trained.report,
+            train_file: Some(train.source.clone()),
+        }),
         stitched_from: None,
         seed: options.train.seed,
     };
-    Ok(Checkpoint { config, anchors, weights: trained.weights, translation: None, dir: None })
+    Ok(Checkpoint {
+        config,
+        anchors,
+        weights: trained.weights,
+        translation: None,
+        dir: None,
+    })
 }
 
 /// How the encoder's latents become the head's input.
@@ -191,7 +231,11 @@ pub struct StitchOptions {
 
 impl Default for StitchOptions {
     fn default() -> Self {
-        Self { encoder: EncoderOptions::default(), translation: TranslationMethod::Procrustes, cache: true }
+        Self {
+            encoder: EncoderOptions::default(),
+            translation: TranslationMethod::Procrustes,
+            cache: true,
+        }
     }
 }
 
@@ -215,15 +259,24 @@ pub struct Pipeline {
 
 impl std::fmt::Debug for Pipeline {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Pipeline").field("encoder", self.encoder.identity()).field("space", &self.checkpoint.config.space).finish()
+        f.debug_struct("Pipeline")
+            .field("encoder", self.encoder.identity())
+            .field("space", &self.checkpoint.config.space)
+            .finish()
     }
 }
 
 fn anchor_texts(ckpt: &Checkpoint) -> Result<Vec<String>> {
     ckpt.anchors.texts().map_err(|e| Error::Input {
-        path: ckpt.dir.clone().unwrap_or_default().join(&ckpt.config.anchors.file),
+        path: ckpt
+            .dir
+            .clone()
+            .unwrap_or_default()
+            .join(&ckpt.config.anchors.file),
         line: None,
-        reason: format!("{e}; stitching needs anchors with their text so the other encoder can embed them"),
+        reason: format!(
+            "{e}; stitching needs anchors with their text so the other encoder can embed them"
+        ),
     })
 }
 
@@ -232,17 +285,31 @@ impl Pipeline {
     pub fn from_checkpoint(ckpt: &Checkpoint, options: &StitchOptions) -> Result<Self> {
         let encoder = load_encoder(&ckpt.config.encoder, &options.encoder)?;
         let features = match ckpt.config.space {
-            Space::Relative { projection, pre_transform } => {
+            Space::Relative {
+                projection,
+                pre_transform,
+            } => {
                 let lat = embed(&encoder, &anchor_texts(ckpt)?, options.cache)?;
                 Features::Relative(RelativeProjector::fit(&lat, projection, pre_transform)?)
             }
             Space::Absolute => Features::Absolute,
-            Space::Translated => Features::Translated(ckpt.translation.clone().ok_or_else(|| {
-                Error::invalid("checkpoint", "a translated checkpoint without translation.safetensors")
-            })?),
+            Space::Translated => {
+                Features::Translated(ckpt.translation.clone().ok_or_else(|| {
+                    Error::invalid(
+                        "checkpoint",
+                        "a translated checkpoint without translation.safetensors",
+                    )
+                })?)
+            }
         };
         let head = ckpt.head(encoder.device())?;
-        Ok(Self { encoder, features, head, checkpoint: ckpt.clone(), cache: options.cache })
+        Ok(Self {
+            encoder,
+            features,
+            head,
+            checkpoint: ckpt.clone(),
+            cache: options.cache,
+        })
     }
 
     /// The encoder of `encoder_from` with the decoder of `decoder_from`.
@@ -250,7 +317,11 @@ impl Pipeline {
     /// A relative decoder is stitched zero-shot: its anchors are embedded by the new encoder and
     /// projected the same way. An absolute decoder gets a latent translation (Procrustes by
     /// default) fitted on its anchors embedded by both encoders.
-    pub fn stitch(encoder_from: &Checkpoint, decoder_from: &Checkpoint, options: &StitchOptions) -> Result<Self> {
+    pub fn stitch(
+        encoder_from: &Checkpoint,
+        decoder_from: &Checkpoint,
+        options: &StitchOptions,
+    ) -> Result<Self> {
         let (a, b) = (&encoder_from.config, &decoder_from.config);
         let mut la = a.labels.clone();
         let mut lb = b.labels.clone();
@@ -286,17 +357,38 @@ impl Pipeline {
             }
         };
         let head = decoder_from.head(encoder.device())?;
-        let name = |c: &Checkpoint| c.dir.as_ref().map(|d| d.display().to_string()).unwrap_or_default();
+        let name = |c: &Checkpoint| {
+            c.dir
+                .as_ref()
+                .map(|d| d.display().to_string())
+                .unwrap_or_default()
+        };
         let config = CheckpointConfig {
             encoder: encoder.identity().clone(),
             space,
             training: None,
-            stitched_from: Some(StitchedFrom { encoder_checkpoint: name(encoder_from), decoder_checkpoint: name(decoder_from), translation: method }),
+            stitched_from: Some(StitchedFrom {
+                encoder_checkpoint: name(encoder_from),
+                decoder_checkpoint: name(decoder_from),
+                translation: method,
+            }),
             relstitch_version: env!("CARGO_PKG_VERSION").into(),
             ..b.clone()
         };
-        let checkpoint = Checkpoint { config, anchors: decoder_from.anchors.clone(), weights: decoder_from.weights.clone(), translation, dir: None };
-        Ok(Self { encoder, features, head, checkpoint, cache: options.cache })
+        let checkpoint = Checkpoint {
+            config,
+            anchors: decoder_from.anchors.clone(),
+            weights: decoder_from.weights.clone(),
+            translation,
+            dir: None,
+        };
+        Ok(Self {
+            encoder,
+            features,
+            head,
+            checkpoint,
+            cache: options.cache,
+        })
     }
 
     /// The checkpoint this pipeline runs (for a stitch: the stitched checkpoint, ready to save).
@@ -329,18 +421,32 @@ impl Pipeline {
     /// - returns `[texts.len(), num_classes]`
     pub fn probabilities<S: AsRef<str>>(&self, texts: &[S]) -> Result<Tensor> {
         let f = self.features(texts)?;
-        let f = f.to_device(self.encoder.device()).context(|| "moving features".into())?;
-        self.head.probabilities(&f).context(|| "running the head".into())
+        let f = f
+            .to_device(self.encoder.device())
+            .context(|| "moving features".into())?;
+        self.head
+            .probabilities(&f)
+            .context(|| "running the head".into())
     }
 
     /// Predicts the label of each text.
     pub fn predict<S: AsRef<str>>(&self, texts: &[S]) -> Result<Vec<Prediction>> {
-        let p = self.probabilities(texts)?.to_device(&Device::Cpu).and_then(|p| p.to_vec2::<f32>()).context(|| "reading probabilities".into())?;
+        let p = self
+            .probabilities(texts)?
+            .to_device(&Device::Cpu)
+            .and_then(|p| p.to_vec2::<f32>())
+            .context(|| "reading probabilities".into())?;
         let labels = self.labels();
         Ok(p.into_iter()
             .map(|row| {
-                let best = row.iter().enumerate().fold(0, |b, (i, v)| if *v > row[b] { i } else { b });
-                Prediction { label: labels[best].clone(), probabilities: labels.iter().cloned().zip(row).collect() }
+                let best = row
+                    .iter()
+                    .enumerate()
+                    .fold(0, |b, (i, v)| if *v > row[b] { i } else { b });
+                Prediction {
+                    label: labels[best].clone(),
+                    probabilities: labels.iter().cloned().zip(row).collect(),
+                }
             })
             .collect())
     }
@@ -354,7 +460,14 @@ impl Pipeline {
             .map(|r| {
                 let name = &data.labels[r.label];
                 labels.iter().position(|l| l == name).ok_or_else(|| {
-                    Error::invalid("evaluation labels", format!("`{name}` (record {}) is not a label of the checkpoint ({})", r.id, labels.join(", ")))
+                    Error::invalid(
+                        "evaluation labels",
+                        format!(
+                            "`{name}` (record {}) is not a label of the checkpoint ({})",
+                            r.id,
+                            labels.join(", ")
+                        ),
+                    )
                 })
             })
             .collect::<Result<Vec<_>>>()?;
@@ -384,7 +497,13 @@ pub struct StitchReport {
 
 impl StitchReport {
     /// Evaluates the three pipelines on `test`.
-    pub fn evaluate(a: &Checkpoint, b: &Checkpoint, stitched: &Pipeline, test: &Dataset, options: &StitchOptions) -> Result<Self> {
+    pub fn evaluate(
+        a: &Checkpoint,
+        b: &Checkpoint,
+        stitched: &Pipeline,
+        test: &Dataset,
+        options: &StitchOptions,
+    ) -> Result<Self> {
         Ok(Self {
             encoder_checkpoint: Pipeline::from_checkpoint(a, options)?.evaluate(test)?,
             decoder_checkpoint: Pipeline::from_checkpoint(b, options)?.evaluate(test)?,
@@ -400,11 +519,27 @@ impl StitchReport {
 
 impl std::fmt::Display for StitchReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        writeln!(f, "{:<22} {:>9} {:>9} {:>12} {:>6}", "", "accuracy", "macro F1", "weighted F1", "n")?;
-        for (name, s) in [("encoder checkpoint (A)", &self.encoder_checkpoint), ("decoder checkpoint (B)", &self.decoder_checkpoint), ("stitched A → B", &self.stitched)] {
-            writeln!(f, "{name:<22} {:>9.4} {:>9.4} {:>12.4} {:>6}", s.accuracy, s.macro_f1, s.weighted_f1, s.n)?;
+        writeln!(
+            f,
+            "{:<22} {:>9} {:>9} {:>12} {:>6}",
+            "", "accuracy", "macro F1", "weighted F1", "n"
+        )?;
+        for (name, s) in [
+            ("encoder checkpoint (A)", &self.encoder_checkpoint),
+            ("decoder checkpoint (B)", &self.decoder_checkpoint),
+            ("stitched A → B", &self.stitched),
+        ] {
+            writeln!(
+                f,
+                "{name:<22} {:>9.4} {:>9.4} {:>12.4} {:>6}",
+                s.accuracy, s.macro_f1, s.weighted_f1, s.n
+            )?;
         }
-        write!(f, "stitched keeps {:.1}% of B's weighted F1", 100.0 * self.retained())
+        write!(
+            f,
+            "stitched keeps {:.1}% of B's weighted F1",
+            100.0 * self.retained()
+        )
     }
 }
 

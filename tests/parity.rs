@@ -29,9 +29,16 @@ fn cosines(a: &[Vec<f32>], b: &[Vec<f32>]) -> Vec<f64> {
 fn check(name: &str, min_cosine: f64) -> anyhow::Result<()> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
     let texts = read_texts(&root.join("parity_texts.jsonl"), "text")?;
-    let fixture = SafetensorsFile::read(&root.join(format!("reference/{name}.safetensors")), &Device::Cpu)?;
+    let fixture = SafetensorsFile::read(
+        &root.join(format!("reference/{name}.safetensors")),
+        &Device::Cpu,
+    )?;
     let reference = fixture.matrix("embeddings")?.to_vec2::<f32>()?;
-    assert_eq!(reference.len(), texts.len(), "{name}: fixture rows vs texts");
+    assert_eq!(
+        reference.len(),
+        texts.len(),
+        "{name}: fixture rows vs texts"
+    );
     let mut options = EncoderOptions::default().with_batch_size(16);
     if let Some(prefix) = fixture.metadata.get("prefix").filter(|p| !p.is_empty()) {
         options = options.with_prefix(prefix.clone());
@@ -46,20 +53,42 @@ fn check(name: &str, min_cosine: f64) -> anyhow::Result<()> {
     let windowed: Vec<usize> = fixture
         .metadata
         .get("windowed_rows")
-        .map(|w| w.split(',').filter(|s| !s.trim().is_empty()).map(|s| s.trim().parse()).collect::<Result<_, _>>())
+        .map(|w| {
+            w.split(',')
+                .filter(|s| !s.trim().is_empty())
+                .map(|s| s.trim().parse())
+                .collect::<Result<_, _>>()
+        })
         .transpose()?
         .unwrap_or_default();
     for &i in &windowed {
-        eprintln!("{name}: text {i} is windowed by the reference: cosine {:.5} (bound 0.97)", cos[i]);
-        assert!(cos[i] >= 0.97, "{name}: windowed text {i} has cosine {}", cos[i]);
+        eprintln!(
+            "{name}: text {i} is windowed by the reference: cosine {:.5} (bound 0.97)",
+            cos[i]
+        );
+        assert!(
+            cos[i] >= 0.97,
+            "{name}: windowed text {i} has cosine {}",
+            cos[i]
+        );
     }
-    let cos: Vec<f64> = cos.iter().enumerate().map(|(i, c)| if windowed.contains(&i) { 1.0 } else { *c }).collect();
-    let (worst, at) = cos
+    let cos: Vec<f64> = cos
         .iter()
         .enumerate()
-        .map(|(i, c)| (*c, i))
-        .fold((f64::INFINITY, 0), |acc, x| if x.0 < acc.0 { x } else { acc });
-    eprintln!("{name}: min cosine {worst:.7} (text {at}: {:?})", texts[at].chars().take(60).collect::<String>());
+        .map(|(i, c)| if windowed.contains(&i) { 1.0 } else { *c })
+        .collect();
+    let (worst, at) =
+        cos.iter()
+            .enumerate()
+            .map(|(i, c)| (*c, i))
+            .fold(
+                (f64::INFINITY, 0),
+                |acc, x| if x.0 < acc.0 { x } else { acc },
+            );
+    eprintln!(
+        "{name}: min cosine {worst:.7} (text {at}: {:?})",
+        texts[at].chars().take(60).collect::<String>()
+    );
     for (i, c) in cos.iter().enumerate() {
         assert!(
             *c >= min_cosine,
@@ -74,7 +103,11 @@ fn check(name: &str, min_cosine: f64) -> anyhow::Result<()> {
 fn every_catalog_model_has_a_reference_fixture() -> anyhow::Result<()> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/reference");
     for m in Catalog::builtin()?.models() {
-        assert!(root.join(format!("{}.safetensors", m.name)).is_file(), "no fixture for {}", m.name);
+        assert!(
+            root.join(format!("{}.safetensors", m.name)).is_file(),
+            "no fixture for {}",
+            m.name
+        );
     }
     Ok(())
 }

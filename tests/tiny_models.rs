@@ -6,17 +6,25 @@ use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
-use relstitch::encoder::{ArchConfig, Architecture, Encoder, EncoderOptions, SentenceTransformersConfig, Pooling};
+use relstitch::encoder::{
+    ArchConfig, Architecture, Encoder, EncoderOptions, Pooling, SentenceTransformersConfig,
+};
 use relstitch::Error;
 use serde_json::json;
 
-const WORDS: &[&str] = &["the", "cat", "sat", "on", "mat", "a", "dog", "ran", "far", "away", "##s", "##ing", ".", ","];
+const WORDS: &[&str] = &[
+    "the", "cat", "sat", "on", "mat", "a", "dog", "ran", "far", "away", "##s", "##ing", ".", ",",
+];
 
 /// A WordPiece tokenizer.json whose special tokens fit every architecture here:
 /// id 0 = [CLS], 1 = [PAD], 2 = [SEP], 3 = [UNK].
 fn tokenizer_json() -> serde_json::Value {
     let mut vocab = serde_json::Map::new();
-    for (i, t) in ["[CLS]", "[PAD]", "[SEP]", "[UNK]"].iter().chain(WORDS).enumerate() {
+    for (i, t) in ["[CLS]", "[PAD]", "[SEP]", "[UNK]"]
+        .iter()
+        .chain(WORDS)
+        .enumerate()
+    {
         vocab.insert(t.to_string(), json!(i));
     }
     json!({
@@ -80,7 +88,12 @@ fn tiny_folder(dir: &Path, model_type: &str, pooling: Pooling) -> anyhow::Result
     let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
     Architecture::load(&cfg, vb)?;
     varmap.save(dir.join("model.safetensors"))?;
-    SentenceTransformersConfig { pooling, normalize: true, max_seq_length: Some(12) }.write(dir, 16)?;
+    SentenceTransformersConfig {
+        pooling,
+        normalize: true,
+        max_seq_length: Some(12),
+    }
+    .write(dir, 16)?;
     Ok(())
 }
 
@@ -109,12 +122,21 @@ fn every_architecture_loads_and_embeds_in_input_order() -> anyhow::Result<()> {
             // Each text alone gives the same vector as inside a padded, length-sorted batch.
             for (i, t) in TEXTS.iter().enumerate() {
                 let alone = enc.embed(&[*t])?;
-                let diff = (alone - all.narrow(0, i, 1)?)?.abs()?.max_all()?.to_scalar::<f32>()?;
-                assert!(diff < 1e-4, "{arch} {pooling:?}: text {i} differs by {diff} when batched");
+                let diff = (alone - all.narrow(0, i, 1)?)?
+                    .abs()?
+                    .max_all()?
+                    .to_scalar::<f32>()?;
+                assert!(
+                    diff < 1e-4,
+                    "{arch} {pooling:?}: text {i} differs by {diff} when batched"
+                );
             }
             // Normalised output.
             let norms = all.sqr()?.sum(1)?.sqrt()?.to_vec1::<f32>()?;
-            assert!(norms.iter().all(|n| (n - 1.).abs() < 1e-4), "{arch}: {norms:?}");
+            assert!(
+                norms.iter().all(|n| (n - 1.).abs() < 1e-4),
+                "{arch}: {norms:?}"
+            );
             // Truncation at max_seq_length = 12 tokens.
             let ids = enc.tokenize(&[TEXTS[2]])?;
             assert_eq!(ids[0].len(), 12, "{arch}");
@@ -130,11 +152,17 @@ fn bad_model_folders_give_typed_errors() -> anyhow::Result<()> {
     let dir = tmp.path().join("m");
 
     // Missing folder.
-    assert!(matches!(Encoder::from_dir(&dir, &options), Err(Error::Io { .. })));
+    assert!(matches!(
+        Encoder::from_dir(&dir, &options),
+        Err(Error::Io { .. })
+    ));
 
     // Unknown model_type.
     tiny_folder(&dir, "bert", Pooling::Mean)?;
-    std::fs::write(dir.join("config.json"), json!({"model_type": "gpt9"}).to_string())?;
+    std::fs::write(
+        dir.join("config.json"),
+        json!({"model_type": "gpt9"}).to_string(),
+    )?;
     match Encoder::from_dir(&dir, &options) {
         Err(Error::UnsupportedArchitecture { model_type, .. }) => assert_eq!(model_type, "gpt9"),
         other => anyhow::bail!("expected UnsupportedArchitecture, got {other:?}"),
@@ -142,8 +170,14 @@ fn bad_model_folders_give_typed_errors() -> anyhow::Result<()> {
 
     // Corrupt weights.
     tiny_folder(&dir, "bert", Pooling::Mean)?;
-    std::fs::write(dir.join("model.safetensors"), b"\x10\x00\x00\x00\x00\x00\x00\x00{not json")?;
-    let e = Encoder::from_dir(&dir, &options).err().map(|e| e.to_string()).unwrap_or_default();
+    std::fs::write(
+        dir.join("model.safetensors"),
+        b"\x10\x00\x00\x00\x00\x00\x00\x00{not json",
+    )?;
+    let e = Encoder::from_dir(&dir, &options)
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
     assert!(e.contains("model.safetensors"), "{e}");
 
     // Weights of the wrong shape: a checkpoint of another width.
@@ -153,7 +187,10 @@ fn bad_model_folders_give_typed_errors() -> anyhow::Result<()> {
     std::fs::write(dir.join("config.json"), cfg.to_string())?;
     match Encoder::from_dir(&dir, &options) {
         Err(Error::ModelFolder { path, reason }) => {
-            assert!(path.ends_with("model.safetensors") && reason.contains("do not fit"), "{reason}")
+            assert!(
+                path.ends_with("model.safetensors") && reason.contains("do not fit"),
+                "{reason}"
+            )
         }
         other => anyhow::bail!("expected ModelFolder, got {other:?}"),
     }
@@ -161,15 +198,24 @@ fn bad_model_folders_give_typed_errors() -> anyhow::Result<()> {
     // Missing weights, missing tokenizer.
     tiny_folder(&dir, "bert", Pooling::Mean)?;
     std::fs::remove_file(dir.join("tokenizer.json"))?;
-    assert!(matches!(Encoder::from_dir(&dir, &options), Err(Error::Tokenizer { .. })));
+    assert!(matches!(
+        Encoder::from_dir(&dir, &options),
+        Err(Error::Tokenizer { .. })
+    ));
     std::fs::remove_file(dir.join("model.safetensors"))?;
-    assert!(matches!(Encoder::from_dir(&dir, &options), Err(Error::ModelFolder { .. })));
+    assert!(matches!(
+        Encoder::from_dir(&dir, &options),
+        Err(Error::ModelFolder { .. })
+    ));
 
     // Empty input.
     tiny_folder(&dir, "bert", Pooling::Mean)?;
     let enc = Encoder::from_dir(&dir, &options)?;
     let none: [&str; 0] = [];
-    assert!(matches!(enc.embed(&none), Err(Error::InvalidArgument { .. })));
+    assert!(matches!(
+        enc.embed(&none),
+        Err(Error::InvalidArgument { .. })
+    ));
     let _ = Tensor::zeros(1, DType::F32, &Device::Cpu)?;
     Ok(())
 }

@@ -68,7 +68,9 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let level = ["warn", "info", "debug"][usize::from(cli.verbose.min(2))];
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| level.into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| level.into()),
+        )
         .with_writer(std::io::stderr)
         .init();
     if let Some(n) = cli.threads {
@@ -96,7 +98,14 @@ fn main() -> anyhow::Result<()> {
         if cli.json {
             println!("{}", serde_json::to_string(&report)?);
         } else {
-            println!("encoder: {} ({})   decoder: {} ({}, {})", a.config.encoder.name, cli.encoder_from.display(), b.config.encoder.name, cli.decoder_from.display(), b.config.space.name());
+            println!(
+                "encoder: {} ({})   decoder: {} ({}, {})",
+                a.config.encoder.name,
+                cli.encoder_from.display(),
+                b.config.encoder.name,
+                cli.decoder_from.display(),
+                b.config.space.name()
+            );
             println!("{report}");
         }
     } else if cli.out.is_none() {

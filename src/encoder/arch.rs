@@ -60,7 +60,9 @@ impl ArchConfig {
         let model_type = head.model_type.unwrap_or_default();
         Ok(match model_type.as_str() {
             "bert" => Self::Bert(serde_json::from_str(&text).map_err(json_err)?),
-            "xlm-roberta" | "roberta" | "camembert" => Self::XlmRoberta(serde_json::from_str(&text).map_err(json_err)?),
+            "xlm-roberta" | "roberta" | "camembert" => {
+                Self::XlmRoberta(serde_json::from_str(&text).map_err(json_err)?)
+            }
             "distilbert" => Self::DistilBert {
                 config: serde_json::from_str(&text).map_err(json_err)?,
                 max_position_embeddings: head.max_position_embeddings.unwrap_or(512),
@@ -104,12 +106,16 @@ impl ArchConfig {
     pub fn max_tokens(&self) -> usize {
         match self {
             Self::Bert(c) => c.max_position_embeddings,
-            Self::XlmRoberta(c) => c.max_position_embeddings.saturating_sub(c.pad_token_id as usize + 1),
+            Self::XlmRoberta(c) => c
+                .max_position_embeddings
+                .saturating_sub(c.pad_token_id as usize + 1),
             Self::DistilBert {
                 max_position_embeddings,
                 ..
             } => *max_position_embeddings,
-            Self::MPNet(c) => c.max_position_embeddings.saturating_sub(c.pad_token_id as usize + 1),
+            Self::MPNet(c) => c
+                .max_position_embeddings
+                .saturating_sub(c.pad_token_id as usize + 1),
         }
     }
 }
@@ -170,12 +176,13 @@ pub fn weights(dir: &Path, device: &Device) -> Result<(VarBuilder<'static>, std:
         // SAFETY: the file is memory-mapped read-only; relstitch never writes to a model's weights
         // while they are loaded, and a user who rewrites them concurrently gets garbage, not UB in
         // safe code paths candle guards.
-        let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[&st], DType::F32, device) }.map_err(
-            |e| Error::ModelFolder {
+        let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[&st], DType::F32, device) }
+            .map_err(|e| Error::ModelFolder {
                 path: st.clone(),
-                reason: format!("not a readable safetensors file ({e}); re-fetch or re-download the model"),
-            },
-        )?;
+                reason: format!(
+                    "not a readable safetensors file ({e}); re-fetch or re-download the model"
+                ),
+            })?;
         return Ok((vb, st));
     }
     let pt = dir.join("pytorch_model.bin");

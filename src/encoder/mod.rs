@@ -194,7 +194,10 @@ impl Encoder {
             .unwrap_or(usize::MAX)
             .min(config.max_tokens());
         if max_length < 2 {
-            return Err(Error::invalid("max length", "must leave room for the special tokens (≥ 2)"));
+            return Err(Error::invalid(
+                "max length",
+                "must leave room for the special tokens (≥ 2)",
+            ));
         }
         tokenizer
             .with_truncation(Some(TruncationParams {
@@ -268,14 +271,17 @@ impl Encoder {
                 }
             })
             .collect();
-        let encodings = self
-            .tokenizer
-            .encode_batch(inputs, true)
-            .map_err(|e| Error::Tokenizer {
-                path: self.identity.path.join("tokenizer.json"),
-                reason: e.to_string(),
-            })?;
-        Ok(encodings.into_iter().map(|e| e.get_ids().to_vec()).collect())
+        let encodings =
+            self.tokenizer
+                .encode_batch(inputs, true)
+                .map_err(|e| Error::Tokenizer {
+                    path: self.identity.path.join("tokenizer.json"),
+                    reason: e.to_string(),
+                })?;
+        Ok(encodings
+            .into_iter()
+            .map(|e| e.get_ids().to_vec())
+            .collect())
     }
 
     /// Embeds `texts`, returning one row per text in input order.
@@ -287,7 +293,10 @@ impl Encoder {
     /// - returns `[texts.len(), dim]` f32 on the encoder's device
     pub fn embed<S: AsRef<str>>(&self, texts: &[S]) -> Result<Tensor> {
         if texts.is_empty() {
-            return Err(Error::invalid("texts", "nothing to embed: the list is empty"));
+            return Err(Error::invalid(
+                "texts",
+                "nothing to embed: the list is empty",
+            ));
         }
         let ids = self.tokenize(texts)?;
         let mut order: Vec<usize> = (0..ids.len()).collect();

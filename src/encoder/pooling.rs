@@ -65,7 +65,11 @@ impl Pooling {
 /// # Shapes
 /// - `x`: `[n, d]` f32; returns `[n, d]`
 pub fn l2_normalize(x: &Tensor) -> Result<Tensor> {
-    let norm = x.sqr()?.sum_keepdim(D::Minus1)?.sqrt()?.clamp(1e-12, f32::MAX)?;
+    let norm = x
+        .sqr()?
+        .sum_keepdim(D::Minus1)?
+        .sqrt()?
+        .clamp(1e-12, f32::MAX)?;
     x.broadcast_div(&norm)
 }
 
@@ -77,13 +81,25 @@ mod tests {
     #[test]
     fn pooling_ignores_padding() -> Result<()> {
         let h = Tensor::new(
-            &[[[1f32, 2.], [3., 4.], [100., -100.]], [[5., 6.], [7., 8.], [9., 10.]]],
+            &[
+                [[1f32, 2.], [3., 4.], [100., -100.]],
+                [[5., 6.], [7., 8.], [9., 10.]],
+            ],
             &Device::Cpu,
         )?;
         let m = Tensor::new(&[[1u32, 1, 0], [1, 1, 1]], &Device::Cpu)?;
-        assert_eq!(Pooling::Mean.pool(&h, &m)?.to_vec2::<f32>()?, [[2., 3.], [7., 8.]]);
-        assert_eq!(Pooling::Cls.pool(&h, &m)?.to_vec2::<f32>()?, [[1., 2.], [5., 6.]]);
-        assert_eq!(Pooling::Max.pool(&h, &m)?.to_vec2::<f32>()?, [[3., 4.], [9., 10.]]);
+        assert_eq!(
+            Pooling::Mean.pool(&h, &m)?.to_vec2::<f32>()?,
+            [[2., 3.], [7., 8.]]
+        );
+        assert_eq!(
+            Pooling::Cls.pool(&h, &m)?.to_vec2::<f32>()?,
+            [[1., 2.], [5., 6.]]
+        );
+        assert_eq!(
+            Pooling::Max.pool(&h, &m)?.to_vec2::<f32>()?,
+            [[3., 4.], [9., 10.]]
+        );
         let s = Pooling::MeanSqrtLen.pool(&h, &m)?.to_vec2::<f32>()?;
         assert!((s[0][0] - 4. / 2f32.sqrt()).abs() < 1e-6);
         let n = l2_normalize(&Tensor::new(&[[3f32, 4.], [0., 0.]], &Device::Cpu)?)?;

@@ -131,11 +131,18 @@ impl SentenceTransformersConfig {
             (p.pooling_mode_mean_tokens, Some(Pooling::Mean)),
             (p.pooling_mode_cls_token, Some(Pooling::Cls)),
             (p.pooling_mode_max_tokens, Some(Pooling::Max)),
-            (p.pooling_mode_mean_sqrt_len_tokens, Some(Pooling::MeanSqrtLen)),
+            (
+                p.pooling_mode_mean_sqrt_len_tokens,
+                Some(Pooling::MeanSqrtLen),
+            ),
             (p.pooling_mode_weightedmean_tokens, None),
             (p.pooling_mode_lasttoken, None),
         ];
-        let on: Vec<_> = modes.iter().filter(|(on, _)| *on).map(|(_, m)| *m).collect();
+        let on: Vec<_> = modes
+            .iter()
+            .filter(|(on, _)| *on)
+            .map(|(_, m)| *m)
+            .collect();
         match on.as_slice() {
             [Some(m)] => Ok(*m),
             [None] => Err(Error::ModelFolder {
@@ -172,7 +179,8 @@ impl SentenceTransformersConfig {
         });
         let sbert = json!({"max_seq_length": self.max_seq_length, "do_lower_case": false});
         let write = |rel: &str, v: &serde_json::Value| -> Result<()> {
-            let bytes = serde_json::to_vec_pretty(v).map_err(|e| Error::invalid(rel, e.to_string()))?;
+            let bytes =
+                serde_json::to_vec_pretty(v).map_err(|e| Error::invalid(rel, e.to_string()))?;
             crate::io::write_atomic(&dir.join(rel), &bytes)
         };
         write("modules.json", &serde_json::Value::Array(modules))?;
@@ -194,18 +202,35 @@ mod tests {
     fn write_then_read_round_trips() -> anyhow::Result<()> {
         let dir = tempfile::tempdir()?;
         for cfg in [
-            SentenceTransformersConfig { pooling: Pooling::Mean, normalize: true, max_seq_length: Some(128) },
-            SentenceTransformersConfig { pooling: Pooling::Cls, normalize: false, max_seq_length: None },
+            SentenceTransformersConfig {
+                pooling: Pooling::Mean,
+                normalize: true,
+                max_seq_length: Some(128),
+            },
+            SentenceTransformersConfig {
+                pooling: Pooling::Cls,
+                normalize: false,
+                max_seq_length: None,
+            },
         ] {
             cfg.write(dir.path(), 8)?;
             let (back, lower) = SentenceTransformersConfig::read(dir.path())?;
             assert_eq!(back, cfg);
             assert!(!lower);
         }
-        std::fs::write(dir.path().join("1_Pooling/config.json"), "{\"pooling_mode_cls_token\": true, \"pooling_mode_mean_tokens\": true}")?;
-        assert!(matches!(SentenceTransformersConfig::read(dir.path()), Err(Error::ModelFolder { .. })));
+        std::fs::write(
+            dir.path().join("1_Pooling/config.json"),
+            "{\"pooling_mode_cls_token\": true, \"pooling_mode_mean_tokens\": true}",
+        )?;
+        assert!(matches!(
+            SentenceTransformersConfig::read(dir.path()),
+            Err(Error::ModelFolder { .. })
+        ));
         std::fs::write(dir.path().join("modules.json"), "[{")?;
-        assert!(matches!(SentenceTransformersConfig::read(dir.path()), Err(Error::Json { .. })));
+        assert!(matches!(
+            SentenceTransformersConfig::read(dir.path()),
+            Err(Error::Json { .. })
+        ));
         Ok(())
     }
 }

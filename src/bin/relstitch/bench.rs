@@ -46,7 +46,9 @@ pub struct BenchArgs {
 
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     let threads = args.run.threads.unwrap_or_else(|| {
-        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
     });
     let mut run = args.run.clone();
     run.threads = Some(threads);
@@ -85,7 +87,10 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             ours.batch_size,
             threads
         );
-        println!("{:<50} {:>10.1} texts/s", ours.implementation, ours.texts_per_s);
+        println!(
+            "{:<50} {:>10.1} texts/s",
+            ours.implementation, ours.texts_per_s
+        );
         if let (Some(p), Some(r)) = (&peer, ratio) {
             println!("{:<50} {:>10.1} texts/s", p.implementation, p.texts_per_s);
             println!("ratio relstitch / sentence-transformers: {r:.2}x");

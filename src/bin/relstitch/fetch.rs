@@ -27,8 +27,15 @@ pub fn run(args: FetchArgs) -> anyhow::Result<()> {
     let fetcher = Fetcher::new()?.with_quiet(args.quiet);
     if args.list {
         for m in catalog.models() {
-            let state = if fetcher.cached(m).is_some() { "fetched" } else { "-" };
-            println!("{:<26} {:<12} {:>4}  {:<8} {}", m.name, m.architecture, m.width, state, m.about);
+            let state = if fetcher.cached(m).is_some() {
+                "fetched"
+            } else {
+                "-"
+            };
+            println!(
+                "{:<26} {:<12} {:>4}  {:<8} {}",
+                m.name, m.architecture, m.width, state, m.about
+            );
         }
         return Ok(());
     }

@@ -126,13 +126,18 @@ pub enum HeadArg {
 }
 
 pub fn run(args: FitArgs) -> anyhow::Result<()> {
-    let fields = Fields::default().with_text(&args.text_field).with_label(&args.label_field);
+    let fields = Fields::default()
+        .with_text(&args.text_field)
+        .with_label(&args.label_field);
     let train = read_table(&args.train, &fields)?;
     let strategy = match args.anchor_strategy {
         StrategyArg::Uniform => AnchorStrategy::Uniform { seed: args.seed },
         StrategyArg::Stratified => AnchorStrategy::Stratified { seed: args.seed },
         StrategyArg::FarthestPoint => AnchorStrategy::FarthestPoint { seed: args.seed },
-        StrategyArg::Kmeans => AnchorStrategy::KMeans { seed: args.seed, iterations: 20 },
+        StrategyArg::Kmeans => AnchorStrategy::KMeans {
+            seed: args.seed,
+            iterations: 20,
+        },
     };
     let anchors = match args.anchors.parse::<usize>() {
         Ok(count) => AnchorChoice::Select { count, strategy },
@@ -142,7 +147,9 @@ pub fn run(args: FitArgs) -> anyhow::Result<()> {
         SpaceArg::Absolute => Space::Absolute,
         SpaceArg::Relative => Space::Relative {
             projection: projection_from_args(args.projection, args.p, args.k, args.power)?,
-            pre_transform: PreTransform::NONE.with_center(args.center).with_standardize(args.standardize),
+            pre_transform: PreTransform::NONE
+                .with_center(args.center)
+                .with_standardize(args.standardize),
         },
     };
     let options = FitOptions {
@@ -151,7 +158,9 @@ pub fn run(args: FitArgs) -> anyhow::Result<()> {
         space,
         head: match args.head {
             HeadArg::Linear => HeadKind::Linear,
-            HeadArg::Mlp => HeadKind::Mlp { hidden: args.hidden },
+            HeadArg::Mlp => HeadKind::Mlp {
+                hidden: args.hidden,
+            },
         },
         train: TrainOptions {
             epochs: args.epochs,

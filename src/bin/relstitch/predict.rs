@@ -50,15 +50,24 @@ pub struct EvalArgs {
 
 pub fn run_predict(args: PredictArgs) -> anyhow::Result<()> {
     let ckpt = Checkpoint::load(&args.checkpoint)?;
-    let options = StitchOptions { encoder: args.run.options(false)?, ..Default::default() };
+    let options = StitchOptions {
+        encoder: args.run.options(false)?,
+        ..Default::default()
+    };
     let pipeline = Pipeline::from_checkpoint(&ckpt, &options)?;
     let texts = relstitch::io::read_texts(&args.input, &args.field)?;
     let predictions = pipeline.predict(&texts)?;
     let mut out = Vec::new();
     for p in &predictions {
-        let probs: serde_json::Map<String, serde_json::Value> =
-            p.probabilities.iter().map(|(l, v)| (l.clone(), serde_json::json!(v))).collect();
-        serde_json::to_writer(&mut out, &serde_json::json!({"label": p.label, "probabilities": probs}))?;
+        let probs: serde_json::Map<String, serde_json::Value> = p
+            .probabilities
+            .iter()
+            .map(|(l, v)| (l.clone(), serde_json::json!(v)))
+            .collect();
+        serde_json::to_writer(
+            &mut out,
+            &serde_json::json!({"label": p.label, "probabilities": probs}),
+        )?;
         out.push(b'\n');
     }
     match &args.output {
@@ -70,14 +79,20 @@ pub fn run_predict(args: PredictArgs) -> anyhow::Result<()> {
 
 pub fn run_eval(args: EvalArgs) -> anyhow::Result<()> {
     let ckpt = Checkpoint::load(&args.checkpoint)?;
-    let options = StitchOptions { encoder: args.run.options(false)?, ..Default::default() };
+    let options = StitchOptions {
+        encoder: args.run.options(false)?,
+        ..Default::default()
+    };
     let pipeline = Pipeline::from_checkpoint(&ckpt, &options)?;
     let test = read_table(&args.test, &Fields::default())?;
     let s = pipeline.evaluate(&test)?;
     if args.json {
         println!("{}", serde_json::to_string(&s)?);
     } else {
-        println!("accuracy {:.4}  macro F1 {:.4}  weighted F1 {:.4}  n {}", s.accuracy, s.macro_f1, s.weighted_f1, s.n);
+        println!(
+            "accuracy {:.4}  macro F1 {:.4}  weighted F1 {:.4}  n {}",
+            s.accuracy, s.macro_f1, s.weighted_f1, s.n
+        );
     }
     Ok(())
 }
