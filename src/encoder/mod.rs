@@ -302,15 +302,23 @@ impl Encoder {
         let mut order: Vec<usize> = (0..ids.len()).collect();
         order.sort_by_key(|&i| std::cmp::Reverse(ids[i].len()));
         let bar = crate::progress::bar(texts.len() as u64, "embedding", self.progress);
-        let mut chunks = Vec::with_capacity(order.len().div_ceil(self.batch_size));
-        for batch in order.chunks(self.batch_size) {
+        let batches: Vec<&[usize]> = order.chunks(self.batch_size).collect();
+        let run = |batch: &&[usize]| {
             let rows: Vec<&[u32]> = batch.iter().map(|&i| ids[i].as_slice()).collect();
             let pooled = self
                 .embed_ids(&rows)
-                .context(|| format!("running {} on a batch", self.identity.name))?;
-            chunks.push(pooled);
+                .context(|| format!("running {} on a batch", self.identity.name));
             bar.inc(batch.len() as u64);
-        }
+            pooled
+        };
+        // On the CPU, batches run in parallel (one per worker thread): candle's element-wise ops
+        // are single-threaded, so data parallelism keeps every core busy, not just in matmuls.
+        let chunks: Vec<Tensor> = if self.device.is_cpu() && rayon::current_num_threads() > 1 {
+            use rayon::prelude::*;
+            batches.par_iter().map(run).collect::<Result<_>>()?
+        } else {
+            batches.iter().map(run).collect::<Result<_>>()?
+        };
         bar.finish_and_clear();
         let sorted = Tensor::cat(&chunks, 0).context(|| "gathering batches".into())?;
         // Row j of `sorted` is text order[j]; put each back at its input position.
