@@ -7,11 +7,10 @@ use relstitch::anchors::AnchorStrategy;
 use relstitch::checkpoint::Space;
 use relstitch::data::{read_table, Fields};
 use relstitch::decoder::{HeadKind, TrainOptions};
-use relstitch::projection::PreTransform;
 use relstitch::stitch::{fit, AnchorChoice, FitOptions};
 
 use crate::common::RunArgs;
-use crate::relative::{projection_from_args, ProjectionArg};
+use crate::relative::ProjectionArgs;
 
 /// Train a classification head on a frozen encoder's relative (default) or absolute latents.
 ///
@@ -47,24 +46,8 @@ pub struct FitArgs {
     /// Which space the head reads.
     #[arg(long, value_enum, default_value_t = SpaceArg::Relative)]
     pub space: SpaceArg,
-    /// The relative projection.
-    #[arg(long, value_enum, default_value_t = ProjectionArg::Cosine)]
-    pub projection: ProjectionArg,
-    /// The order p of `--projection lp`.
-    #[arg(long)]
-    pub p: Option<f64>,
-    /// Anchors kept per sample by `--projection sparse_topk`.
-    #[arg(long)]
-    pub k: Option<usize>,
-    /// Exponent of `--projection sparse_topk`.
-    #[arg(long, default_value_t = 8.0)]
-    pub power: f64,
-    /// Centre the space on the anchors' mean before projecting.
-    #[arg(long)]
-    pub center: bool,
-    /// Standard-scale the space with the anchors' statistics before projecting.
-    #[arg(long)]
-    pub standardize: bool,
+    #[command(flatten)]
+    pub projection: ProjectionArgs,
     /// The head: linear (LayerNorm + Linear, the paper's) or mlp (one hidden layer).
     #[arg(long, value_enum, default_value_t = HeadArg::Linear)]
     pub head: HeadArg,
@@ -146,10 +129,8 @@ pub fn run(args: FitArgs) -> anyhow::Result<()> {
     let space = match args.space {
         SpaceArg::Absolute => Space::Absolute,
         SpaceArg::Relative => Space::Relative {
-            projection: projection_from_args(args.projection, args.p, args.k, args.power)?,
-            pre_transform: PreTransform::NONE
-                .with_center(args.center)
-                .with_standardize(args.standardize),
+            projection: args.projection.projection()?,
+            pre_transform: args.projection.pre_transform(),
         },
     };
     let options = FitOptions {

@@ -42,6 +42,19 @@ pub struct RelativeArgs {
     /// --embeddings, B excluded); or an anchor-set .jsonl whose samples carry a `row`.
     #[arg(long, value_name = "SPEC")]
     pub anchors: String,
+    #[command(flatten)]
+    pub projection: ProjectionArgs,
+    /// The tensor to read from the input files.
+    #[arg(long, default_value = "embeddings")]
+    pub tensor: String,
+    /// Where to write the relative representations (written atomically).
+    #[arg(long, value_name = "R.safetensors")]
+    pub output: PathBuf,
+}
+
+/// The projection and its pre-transforms, shared by `relative` and `fit`.
+#[derive(Args, Debug, Clone)]
+pub struct ProjectionArgs {
     /// How each sample is compared with each anchor.
     #[arg(long, value_enum, default_value_t = ProjectionArg::Cosine)]
     pub projection: ProjectionArg,
@@ -64,12 +77,21 @@ pub struct RelativeArgs {
     /// Scale every vector to unit length first (after --center/--standardize).
     #[arg(long)]
     pub l2_normalize: bool,
-    /// The tensor to read from the input files.
-    #[arg(long, default_value = "embeddings")]
-    pub tensor: String,
-    /// Where to write the relative representations (written atomically).
-    #[arg(long, value_name = "R.safetensors")]
-    pub output: PathBuf,
+}
+
+impl ProjectionArgs {
+    /// The library's projection.
+    pub fn projection(&self) -> anyhow::Result<Projection> {
+        projection_from_args(self.projection, self.p, self.k, self.power)
+    }
+
+    /// The library's pre-transform.
+    pub fn pre_transform(&self) -> PreTransform {
+        PreTransform::default()
+            .with_center(self.center)
+            .with_standardize(self.standardize)
+            .with_l2_normalize(self.l2_normalize)
+    }
 }
 
 /// Projection names on the command line (as in the library's serde names).
@@ -237,11 +259,8 @@ pub(crate) fn latents_sha256(t: &Tensor) -> anyhow::Result<String> {
 }
 
 pub fn run(args: RelativeArgs) -> anyhow::Result<()> {
-    let projection = projection_from_args(args.projection, args.p, args.k, args.power)?;
-    let pre = PreTransform::default()
-        .with_center(args.center)
-        .with_standardize(args.standardize)
-        .with_l2_normalize(args.l2_normalize);
+    let projection = args.projection.projection()?;
+    let pre = args.projection.pre_transform();
     let x = read_matrix(&args.embeddings, &args.tensor)?;
     let spec = AnchorSpec::parse(&args.anchors)?;
     let anchors = resolve_anchors(&spec, &x, &args.tensor)?;
