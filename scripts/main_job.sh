@@ -8,7 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --quiet
-bin=target/release
+bin=${CARGO_TARGET_DIR:-target}/release
 out=${RELSTITCH_DEMO_DIR:-target/demo}
 "$bin/relstitch" data fetch fortunes --out "$out/fortunes"
 "$bin/relstitch" fit --model all-MiniLM-L6-v2 --train "$out/fortunes/train.jsonl" --out "$out/ckpt-minilm"
