@@ -14,8 +14,6 @@
 //! # Ok(()) }
 //! ```
 
-use std::path::Path;
-
 use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
@@ -541,9 +539,4 @@ impl std::fmt::Display for StitchReport {
             100.0 * self.retained()
         )
     }
-}
-
-/// Loads a checkpoint directory (re-exported for the nouns of the API).
-pub fn load_checkpoint(dir: &Path) -> Result<Checkpoint> {
-    Checkpoint::load(dir)
 }
