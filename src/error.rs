@@ -122,6 +122,15 @@ pub enum Error {
         /// Why it is invalid and what to do.
         reason: String,
     },
+    /// Drawing a figure failed.
+    #[error("drawing the figure {figure:?}: {source}")]
+    Plot {
+        /// The figure's title.
+        figure: String,
+        /// The drawing backend's error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
 }
 
 /// The result type of the public API.

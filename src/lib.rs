@@ -35,6 +35,7 @@ pub mod checkpoint;
 pub mod data;
 pub mod decoder;
 pub mod device;
+pub mod display;
 pub mod embed;
 pub mod encoder;
 pub mod error;
@@ -45,6 +46,8 @@ pub mod io;
 mod linalg;
 pub mod metrics;
 pub mod models;
+#[cfg(feature = "plot")]
+pub mod plot;
 pub mod progress;
 pub mod projection;
 pub mod resolve;
