@@ -354,6 +354,40 @@ pub fn mutual_knn(a: &Tensor, b: &Tensor, k: usize) -> Result<f64> {
     Ok(neighbourhood_overlap(&knn(&a, k)?, &knn(&b, k)?, k).1)
 }
 
+/// The paper's Jaccard@k between two spaces (Table 1): for each row `i`, the `k` rows of `b` most
+/// similar to row `i` of `a` (a cross-space query) against the `k` rows of `b` most similar to row
+/// `i` of `b` itself (both sets may include row `i`), by cosine; the mean Jaccard index.
+///
+/// Unlike [`jaccard_at_k`], which compares each space's own neighbourhoods and so ignores how the
+/// spaces are aligned, this needs the two spaces to be *aligned* (same coordinates): two unrelated
+/// absolute spaces score ≈ 0, identical ones 1, and relative spaces built on shared anchors can be
+/// compared directly.
+///
+/// # Shapes
+/// - `a`: `[n, d]`, `b`: `[n, d]` (equal widths), `1 ≤ k < n`.
+pub fn retrieval_jaccard_at_k(a: &Tensor, b: &Tensor, k: usize) -> Result<f64> {
+    let (a, b, n) = pair(a, b)?;
+    same_width(&a, &b, "cross-space Jaccard")?;
+    check_k(k, n)?;
+    let ua = unit_rows(&a, "first space")?;
+    let ub = unit_rows(&b, "second space")?;
+    let mut cross = Vec::with_capacity(n);
+    for_each_similarity_chunk(&ua, &ub, |_, rows| {
+        cross.extend(par_rows(rows, n, |_, sims| {
+            top_k_excluding(sims, k, usize::MAX)
+        })?);
+        Ok(())
+    })?;
+    let mut own = Vec::with_capacity(n);
+    for_each_similarity_chunk(&ub, &ub, |_, rows| {
+        own.extend(par_rows(rows, n, |_, sims| {
+            top_k_excluding(sims, k, usize::MAX)
+        })?);
+        Ok(())
+    })?;
+    Ok(neighbourhood_overlap(&cross, &own, k).0)
+}
+
 /// Cross-space retrieval: for each row `i` of `a`, the rank of row `i` of `b` among all rows of `b`
 /// by cosine similarity (1 + the number of rows strictly more similar).
 ///
