@@ -220,6 +220,11 @@ pub enum Aggregation {
     /// Each one scaled to unit L2 norm per sample, then summed: `[n, k]` (rows that are all zeros
     /// stay zero).
     NormalizedSum,
+    /// Each one scaled to unit L2 norm per sample, then side by side: `[n, k₁ + k₂ + …]`. Keeps
+    /// projections of very different magnitudes (cosines in `[-1, 1]`, L1 distances in the
+    /// hundreds) on an equal footing, and makes distance projections invariant to rescaling the
+    /// space.
+    NormalizedConcat,
 }
 
 /// Per-dimension statistics of a set of vectors, computed in f64.
@@ -735,7 +740,8 @@ impl AggregatedProjector {
     ///
     /// # Shapes
     /// - `x`: `[n, d]`.
-    /// - returns: `[n, k · projections]` for [`Aggregation::Concat`], `[n, k]` for
+    /// - returns: `[n, k · projections]` for [`Aggregation::Concat`] and
+    ///   [`Aggregation::NormalizedConcat`], `[n, k]` for
     ///   [`Aggregation::NormalizedSum`]; f32 on `x`'s device.
     pub fn project(&self, x: &Tensor) -> Result<Tensor> {
         let outs = self
@@ -746,8 +752,8 @@ impl AggregatedProjector {
         let ctx = || format!("aggregating projections ({:?})", self.aggregation);
         match self.aggregation {
             Aggregation::Concat => Tensor::cat(&outs, 1).context(ctx),
-            Aggregation::NormalizedSum => {
-                let mut acc: Option<Tensor> = None;
+            Aggregation::NormalizedSum | Aggregation::NormalizedConcat => {
+                let mut units = Vec::with_capacity(outs.len());
                 for o in &outs {
                     let norm = o
                         .sqr()
@@ -755,7 +761,13 @@ impl AggregatedProjector {
                         .and_then(|t| t.sqrt())
                         .and_then(|t| t.maximum(1e-30f32))
                         .context(ctx)?;
-                    let u = o.broadcast_div(&norm).context(ctx)?;
+                    units.push(o.broadcast_div(&norm).context(ctx)?);
+                }
+                if self.aggregation == Aggregation::NormalizedConcat {
+                    return Tensor::cat(&units, 1).context(ctx);
+                }
+                let mut acc: Option<Tensor> = None;
+                for u in units {
                     acc = Some(match acc {
                         None => u,
                         Some(a) => (a + u).context(ctx)?,
@@ -780,7 +792,7 @@ impl AggregatedProjector {
     pub fn width(&self) -> usize {
         let k = self.parts.first().map_or(0, |p| p.num_anchors());
         match self.aggregation {
-            Aggregation::Concat => k * self.parts.len(),
+            Aggregation::Concat | Aggregation::NormalizedConcat => k * self.parts.len(),
             Aggregation::NormalizedSum => k,
         }
     }

@@ -506,6 +506,48 @@ fn aggregation_concat_and_normalized_sum() -> Result<()> {
     Ok(())
 }
 
+#[test]
+fn normalized_concat_has_unit_parts_and_survives_rotation_and_rescaling() -> Result<()> {
+    let x = data();
+    let xt = tensor(&x)?;
+    let ps = [Projection::Cosine, Projection::Euclidean, Projection::L1];
+    let pre = PreTransform::default().with_center(true);
+    let fit = |x: &Vec<Vec<f64>>| -> Result<AggregatedProjector> {
+        Ok(AggregatedProjector::fit(
+            &tensor(&x[..K].to_vec())?,
+            &ps,
+            pre,
+            Aggregation::NormalizedConcat,
+        )?)
+    };
+    let agg = fit(&x)?;
+    assert_eq!(agg.width(), 3 * K);
+    let out = agg.project(&xt)?;
+    assert_eq!(out.dims(), &[N, 3 * K]);
+    for p in 0..3 {
+        let norms = out
+            .narrow(1, p * K, K)?
+            .sqr()?
+            .sum(1)?
+            .sqrt()?
+            .to_vec1::<f32>()?;
+        assert!(norms.iter().all(|n| (n - 1.0).abs() < 1e-4), "{norms:?}");
+    }
+    // Cosine and Euclidean parts are rotation-invariant; all parts are invariant to rescaling.
+    let rot = apply_change(&x, Change::Rotation);
+    let out_rot = fit(&rot)?.project(&tensor(&rot)?)?;
+    assert!(
+        max_abs_diff(
+            &to_mat(&out.narrow(1, 0, 2 * K)?)?,
+            &to_mat(&out_rot.narrow(1, 0, 2 * K)?)?
+        ) <= 1e-4
+    );
+    let big = apply_change(&x, Change::Scale100);
+    let out_big = fit(&big)?.project(&tensor(&big)?)?;
+    assert!(max_abs_diff(&to_mat(&out)?, &to_mat(&out_big)?) <= 1e-4);
+    Ok(())
+}
+
 // ---------------------------------------------------------------------------------------------
 // Translation.
 
