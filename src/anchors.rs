@@ -257,6 +257,71 @@ impl AnchorSet {
                 .collect(),
         )
     }
+
+    /// How many anchors each label has, labels sorted by name (unlabelled samples are not counted).
+    pub fn label_counts(&self) -> Vec<(String, usize)> {
+        let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+        for l in self.samples.iter().filter_map(|s| s.label.as_deref()) {
+            *counts.entry(l).or_default() += 1;
+        }
+        counts
+            .into_iter()
+            .map(|(l, c)| (l.to_string(), c))
+            .collect()
+    }
+
+    /// A summary as HTML: the count, the hash, the anchors per label and the first samples (texts
+    /// cut to 100 characters).
+    pub fn to_html(&self) -> String {
+        const SHOWN: usize = 8;
+        let per_label: Vec<String> = self
+            .label_counts()
+            .iter()
+            .map(|(l, c)| format!("{} {c}", crate::display::escape(l)))
+            .collect();
+        let mut out = format!(
+            "<p><b>{} anchors</b>, sha256 <code>{}</code>{}</p>",
+            self.len(),
+            &self.hash()[..16],
+            if per_label.is_empty() {
+                String::new()
+            } else {
+                format!("; per label: {}", per_label.join(", "))
+            }
+        );
+        let rows: Vec<Vec<String>> = self
+            .samples
+            .iter()
+            .take(SHOWN)
+            .enumerate()
+            .map(|(i, s)| {
+                let text = s.text.as_deref().unwrap_or("");
+                let cut = crate::data::truncate_chars(text, 100);
+                vec![
+                    i.to_string(),
+                    s.row.map_or_else(String::new, |r| r.to_string()),
+                    s.label.clone().unwrap_or_default(),
+                    if cut.len() < text.len() {
+                        format!("{cut}…")
+                    } else {
+                        cut.to_string()
+                    },
+                ]
+            })
+            .collect();
+        let headers = ["#", "row", "label", "text"].map(String::from);
+        out.push_str(&crate::display::html_table(&headers, &rows));
+        if self.len() > SHOWN {
+            out.push_str(&format!("<p>… and {} more</p>", self.len() - SHOWN));
+        }
+        out
+    }
+
+    /// Renders as an HTML summary in Jupyter notebooks running the evcxr kernel.
+    #[cfg(feature = "evcxr")]
+    pub fn evcxr_display(&self) {
+        crate::display::emit_html(&self.to_html());
+    }
 }
 
 /// The samples anchors are drawn from: how many, and optionally their texts, labels and latents.
@@ -704,6 +769,56 @@ pub struct AnchorDiagnostics {
     pub max_pairwise_cosine: f64,
 }
 
+impl crate::display::TableRow for AnchorDiagnostics {
+    fn columns(&self) -> Vec<(String, String)> {
+        vec![
+            ("anchors".into(), self.num_anchors.to_string()),
+            ("dim".into(), self.dim.to_string()),
+            ("rank".into(), self.rank.to_string()),
+            (
+                "condition number".into(),
+                if self.condition_number.is_finite() {
+                    format!("{:.1}", self.condition_number)
+                } else {
+                    "∞".into()
+                },
+            ),
+            (
+                "max pairwise cosine".into(),
+                crate::display::cell(Some(self.max_pairwise_cosine)),
+            ),
+        ]
+    }
+}
+
+/// A bar chart (SVG) of the anchors per label of several anchor sets, e.g. one per strategy.
+#[cfg(feature = "plot")]
+pub fn label_chart(title: &str, sets: &[(&str, &AnchorSet)]) -> Result<String> {
+    let mut labels: Vec<String> = sets
+        .iter()
+        .flat_map(|(_, s)| s.label_counts().into_iter().map(|(l, _)| l))
+        .collect();
+    labels.sort();
+    labels.dedup();
+    let series: Vec<(String, Vec<f64>)> = sets
+        .iter()
+        .map(|(name, set)| {
+            let counts = set.label_counts();
+            let values = labels
+                .iter()
+                .map(|l| {
+                    counts
+                        .iter()
+                        .find(|(c, _)| c == l)
+                        .map_or(0.0, |(_, n)| *n as f64)
+                })
+                .collect();
+            (name.to_string(), values)
+        })
+        .collect();
+    crate::plot::bar_chart(title, "anchors", &labels, &series)
+}
+
 /// Rank, condition number, singular values and near-duplicates of an anchor matrix.
 ///
 /// # Shapes
@@ -815,6 +930,40 @@ mod tests {
 
     fn labels(n: usize, classes: usize) -> Vec<String> {
         (0..n).map(|i| format!("c{}", i % classes)).collect()
+    }
+
+    #[test]
+    fn anchor_sets_summarise_as_html() -> anyhow::Result<()> {
+        let texts: Vec<String> = (0..30).map(|i| format!("text <{i}>")).collect();
+        let l = labels(30, 3);
+        let pool = AnchorPool::new(30).with_texts(&texts).with_labels(&l);
+        let set = AnchorSet::select(&pool, 10, &AnchorStrategy::Stratified { seed: 1 })?;
+        assert_eq!(
+            set.label_counts(),
+            vec![("c0".into(), 4), ("c1".into(), 3), ("c2".into(), 3)]
+        );
+        let html = set.to_html();
+        assert!(
+            html.starts_with("<p><b>10 anchors</b>, sha256 <code>"),
+            "{html}"
+        );
+        assert!(html.contains("per label: c0 4, c1 3, c2 3"), "{html}");
+        assert!(html.contains("text &lt;"), "texts are escaped: {html}");
+        assert!(html.ends_with("<p>… and 2 more</p>"), "{html}");
+        assert!(AnchorSet::from_rows(&[1, 2])?.label_counts().is_empty());
+        Ok(())
+    }
+
+    #[test]
+    fn diagnostics_are_a_table_row() -> anyhow::Result<()> {
+        use crate::display::Table;
+        let a = Tensor::new(&[[1f32, 0.], [0., 2.], [1., 1.]], &Device::Cpu)?;
+        let t = Table::new("strategy").with_row("toy", diagnose(&a)?);
+        assert!(t.to_html().contains("<th>condition number</th>"));
+        assert!(t
+            .to_html()
+            .contains("<td>toy</td><td>3</td><td>2</td><td>2</td>"));
+        Ok(())
     }
 
     #[test]

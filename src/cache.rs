@@ -45,6 +45,12 @@ impl EmbeddingCache {
         }
     }
 
+    /// The cache for vectors made by `identity` under `$RELSTITCH_HOME` (see
+    /// [`crate::fetch::home_dir`]): where `relstitch fit` and the stitching pipelines keep theirs.
+    pub fn for_identity(identity: &ModelIdentity) -> Result<Self> {
+        Ok(Self::new(&crate::fetch::home_dir()?, identity))
+    }
+
     /// The cache folder.
     pub fn dir(&self) -> &Path {
         &self.dir

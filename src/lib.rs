@@ -54,4 +54,7 @@ pub mod resolve;
 pub mod stitch;
 pub mod translation;
 
+/// candle's tensor, re-exported so that code using relstitch (a notebook, say) can name the
+/// embeddings it holds without depending on `candle-core` itself.
+pub use candle_core::Tensor;
 pub use error::{Error, Result};

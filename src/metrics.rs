@@ -29,6 +29,7 @@ use std::fmt;
 use candle_core::{DType, Tensor};
 use serde::{Deserialize, Serialize};
 
+use crate::display::{cell, Table, TableRow};
 use crate::error::CandleContext;
 use crate::projection::{
     as_f32_matrix, checked_sq_norms, f64_device, row_sq_norms, to_f64_rows, PreTransform,
@@ -89,42 +90,225 @@ impl fmt::Display for SpaceComparison {
 }
 
 impl SpaceComparison {
-    /// The metrics as an HTML table.
+    /// The metrics as an HTML table (one metric per row).
     pub fn to_html(&self) -> String {
-        let opt =
-            |v: Option<f64>| v.map_or("n/a (widths differ)".to_string(), |v| format!("{v:.4}"));
-        let rows = [
-            ("samples (n)".to_string(), self.n.to_string()),
-            ("linear CKA".to_string(), format!("{:.4}", self.linear_cka)),
-            (
-                "debiased CKA".to_string(),
-                format!("{:.4}", self.debiased_cka),
-            ),
-            (
-                format!("Jaccard@{}", self.k),
-                format!("{:.4}", self.jaccard_at_k),
-            ),
-            (
-                format!("mutual {}-NN", self.k),
-                format!("{:.4}", self.mutual_knn),
-            ),
-            ("MRR".to_string(), opt(self.mrr)),
-            ("top-1".to_string(), opt(self.top1)),
-            ("mean cosine".to_string(), opt(self.mean_cosine)),
-        ];
-        let body: String = rows
-            .iter()
-            .map(|(k, v)| format!("<tr><td>{k}</td><td>{v}</td></tr>"))
-            .collect();
-        format!("<table><tr><th>metric</th><th>value</th></tr>{body}</table>")
+        let headers = ["metric".to_string(), "value".to_string()];
+        let rows: Vec<Vec<String>> =
+            std::iter::once(("samples (n)".to_string(), self.n.to_string()))
+                .chain(self.columns().into_iter().skip(1))
+                .map(|(k, v)| vec![k, v])
+                .collect();
+        crate::display::html_table(&headers, &rows)
     }
 
     /// Renders as an HTML table in Jupyter notebooks running the evcxr kernel.
+    #[cfg(feature = "evcxr")]
     pub fn evcxr_display(&self) {
-        println!(
-            "EVCXR_BEGIN_CONTENT text/html\n{}\nEVCXR_END_CONTENT",
-            self.to_html()
-        );
+        crate::display::emit_html(&self.to_html());
+    }
+}
+
+impl TableRow for SpaceComparison {
+    fn columns(&self) -> Vec<(String, String)> {
+        vec![
+            ("n".into(), self.n.to_string()),
+            ("linear CKA".into(), cell(Some(self.linear_cka))),
+            ("debiased CKA".into(), cell(Some(self.debiased_cka))),
+            (format!("Jaccard@{}", self.k), cell(Some(self.jaccard_at_k))),
+            (format!("mutual {}-NN", self.k), cell(Some(self.mutual_knn))),
+            ("MRR".into(), cell(self.mrr)),
+            ("top-1".into(), cell(self.top1)),
+            ("mean cosine".into(), cell(self.mean_cosine)),
+        ]
+    }
+}
+
+/// Several named comparisons in one table (e.g. absolute vs relative, or one row per anchor
+/// strategy); renders as HTML in Jupyter.
+pub type ComparisonTable = Table<SpaceComparison>;
+
+/// The cosine similarity between every pair of samples of one space, with a label per sample: what
+/// the paper's Figure 1 draws for two encoders side by side. Similar matrices for two encoders mean
+/// their (relative) spaces agree.
+///
+/// ```
+/// # fn main() -> anyhow::Result<()> {
+/// use candle_core::{Device, Tensor};
+/// use relstitch::metrics::SimilarityMatrix;
+/// let x = Tensor::new(&[[1f32, 0.], [0., 1.], [1., 1.]], &Device::Cpu)?;
+/// let m = SimilarityMatrix::cosine(&x, &["a", "b", "c"])?.with_title("toy");
+/// assert!((m.values()[0][2] - 0.5f64.sqrt()).abs() < 1e-6 && m.values()[0][1].abs() < 1e-6);
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct SimilarityMatrix {
+    title: String,
+    labels: Vec<String>,
+    values: Vec<Vec<f64>>,
+}
+
+impl SimilarityMatrix {
+    /// Cosine similarities between the rows of `space`; `labels` names each row (e.g. its class).
+    ///
+    /// Errors: not a matrix, fewer than 2 rows, a zero or non-finite row, or a label count that is
+    /// not the row count.
+    ///
+    /// # Shapes
+    /// - `space`: `[n, d]`, any float dtype and device; `labels`: `n`; the result is `n × n`.
+    pub fn cosine<S: AsRef<str>>(space: &Tensor, labels: &[S]) -> Result<Self> {
+        let x = as_f32_matrix(space, "space")?;
+        let (n, _) = x.dims2().context(|| "reading the space".into())?;
+        if n < 2 {
+            return Err(too_few(n, 2, "a similarity matrix"));
+        }
+        if labels.len() != n {
+            return Err(Error::invalid(
+                "similarity matrix",
+                format!("{} labels for {n} rows", labels.len()),
+            ));
+        }
+        crate::io::check_finite(&x, "space")?;
+        let u = unit_rows(&x, "space")?;
+        let values = u
+            .matmul(&u.t().context(|| "transposing".into())?)
+            .and_then(|s| s.to_dtype(DType::F64))
+            .and_then(|s| s.to_vec2::<f64>())
+            .context(|| "computing cosine similarities".into())?
+            .into_iter()
+            .map(|r| r.into_iter().map(|v| v.clamp(-1.0, 1.0)).collect())
+            .collect();
+        Ok(Self {
+            title: "cosine similarity".into(),
+            labels: labels.iter().map(|l| l.as_ref().to_string()).collect(),
+            values,
+        })
+    }
+
+    /// Sets the title of the figure.
+    #[must_use]
+    pub fn with_title(mut self, title: impl Into<String>) -> Self {
+        self.title = title.into();
+        self
+    }
+
+    /// The title.
+    pub fn title(&self) -> &str {
+        &self.title
+    }
+
+    /// The row (and column) labels.
+    pub fn labels(&self) -> &[String] {
+        &self.labels
+    }
+
+    /// The `n × n` similarities, row-major.
+    pub fn values(&self) -> &[Vec<f64>] {
+        &self.values
+    }
+
+    /// Mean similarity of pairs of different samples with the same label, and with different
+    /// labels: how much the space groups samples by label (`(within, between)`; `NaN` when there
+    /// is no such pair).
+    pub fn label_contrast(&self) -> (f64, f64) {
+        let (mut w, mut nw, mut b, mut nb) = (0.0, 0usize, 0.0, 0usize);
+        for (i, row) in self.values.iter().enumerate() {
+            for (j, &v) in row.iter().enumerate() {
+                if i == j {
+                    continue;
+                }
+                if self.labels[i] == self.labels[j] {
+                    w += v;
+                    nw += 1;
+                } else {
+                    b += v;
+                    nb += 1;
+                }
+            }
+        }
+        (w / nw as f64, b / nb as f64)
+    }
+
+    /// Mean absolute difference between the entries of two matrices of the same size (0: the two
+    /// spaces see the same geometry).
+    pub fn mean_abs_difference(&self, other: &Self) -> Result<f64> {
+        let n = self.values.len();
+        if other.values.len() != n {
+            return Err(Error::invalid(
+                "similarity matrices",
+                format!(
+                    "{n} and {} rows: compare the same samples",
+                    other.values.len()
+                ),
+            ));
+        }
+        let sum: f64 = self
+            .values
+            .iter()
+            .zip(&other.values)
+            .flat_map(|(a, b)| a.iter().zip(b).map(|(x, y)| (x - y).abs()))
+            .sum();
+        Ok(sum / (n * n) as f64)
+    }
+
+    /// The smallest and largest similarity between two different samples (the diagonal is 1).
+    pub fn off_diagonal_range(&self) -> (f64, f64) {
+        let mut lo = f64::INFINITY;
+        let mut hi = f64::NEG_INFINITY;
+        for (i, row) in self.values.iter().enumerate() {
+            for (j, &v) in row.iter().enumerate() {
+                if i != j {
+                    lo = lo.min(v);
+                    hi = hi.max(v);
+                }
+            }
+        }
+        (lo, hi)
+    }
+
+    /// The matrix as an SVG heatmap, coloured over [`off_diagonal_range`](Self::off_diagonal_range)
+    /// (relative representations are mostly positive, so a fixed `[-1, 1]` would wash them out).
+    #[cfg(feature = "plot")]
+    pub fn to_svg(&self) -> Result<String> {
+        self.to_svg_in(self.off_diagonal_range())
+    }
+
+    /// The matrix as an SVG heatmap, coloured over `range` (values outside are clamped).
+    #[cfg(feature = "plot")]
+    pub fn to_svg_in(&self, range: (f64, f64)) -> Result<String> {
+        crate::plot::heatmap(
+            &self.title,
+            &self.values,
+            &self.labels,
+            &self.labels,
+            // A constant matrix has no range to spread colours over: let the plot choose.
+            (range.0 < range.1).then_some(range),
+        )
+    }
+
+    /// Several matrices' heatmaps in one row (e.g. the same samples under two encoders), coloured
+    /// over one shared range so that equal colours mean equal similarities.
+    #[cfg(feature = "plot")]
+    pub fn side_by_side(matrices: &[&Self]) -> Result<crate::display::Html> {
+        let range = matrices
+            .iter()
+            .map(|m| m.off_diagonal_range())
+            .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), (c, d)| {
+                (a.min(c), b.max(d))
+            });
+        let svgs = matrices
+            .iter()
+            .map(|m| m.to_svg_in(range))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(crate::display::Html::side_by_side(&svgs))
+    }
+
+    /// Renders as an SVG heatmap in Jupyter notebooks running the evcxr kernel.
+    #[cfg(feature = "evcxr")]
+    pub fn evcxr_display(&self) {
+        match self.to_svg() {
+            Ok(svg) => crate::display::emit_html(&svg),
+            Err(e) => println!("cannot draw {:?}: {e}", self.title),
+        }
     }
 }
 
@@ -615,4 +799,103 @@ fn neighbourhood_overlap(na: &[Vec<usize>], nb: &[Vec<usize>], k: usize) -> (f64
         mutual += inter / k as f64;
     }
     (jac / n, mutual / n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    #[test]
+    fn retrieval_jaccard_needs_aligned_spaces() -> anyhow::Result<()> {
+        let a = Tensor::randn(0f32, 1., (60, 8), &Device::Cpu)?;
+        assert!((retrieval_jaccard_at_k(&a, &a, 5)? - 1.0).abs() < 1e-12);
+        // Reversing the coordinates is an isometry: own neighbourhoods are unchanged…
+        let idx = Tensor::new(&[7u32, 6, 5, 4, 3, 2, 1, 0], &Device::Cpu)?;
+        let b = a.index_select(&idx, 1)?;
+        assert!((jaccard_at_k(&a, &b, 5)? - 1.0).abs() < 1e-12);
+        // …but the spaces are no longer aligned, so cross-space queries miss.
+        assert!(retrieval_jaccard_at_k(&a, &b, 5)? < 0.5);
+        assert!(retrieval_jaccard_at_k(&a, &a.narrow(1, 0, 4)?, 5).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn similarity_matrix_is_the_cosine_matrix() -> anyhow::Result<()> {
+        let x = Tensor::new(&[[2f32, 0.], [0., 3.], [1., 1.], [-1., 0.]], &Device::Cpu)?;
+        let m = SimilarityMatrix::cosine(&x, &["a", "b", "a", "b"])?;
+        let h = 0.5f64.sqrt();
+        let expected = [
+            [1.0, 0.0, h, -1.0],
+            [0.0, 1.0, h, 0.0],
+            [h, h, 1.0, -h],
+            [-1.0, 0.0, -h, 1.0],
+        ];
+        for (row, e) in m.values().iter().zip(expected) {
+            for (v, e) in row.iter().zip(e) {
+                assert!((v - e).abs() < 1e-6, "{v} vs {e}");
+            }
+        }
+        // Same-label pairs: (0,2) and (1,3), each twice.
+        let (within, between) = m.label_contrast();
+        assert!((within - h / 2.0).abs() < 1e-6, "{within}");
+        assert!(
+            (between - (0.0 + -1.0 + h + -h) / 4.0).abs() < 1e-6,
+            "{between}"
+        );
+        assert_eq!(m.mean_abs_difference(&m)?, 0.0);
+        assert_eq!(m.labels(), ["a", "b", "a", "b"]);
+        let (lo, hi) = m.off_diagonal_range();
+        assert!(
+            (lo + 1.0).abs() < 1e-6 && (hi - h).abs() < 1e-6,
+            "{lo} {hi}"
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn similarity_matrix_rejects_bad_input() -> anyhow::Result<()> {
+        let x = Tensor::new(&[[1f32, 0.], [0., 0.]], &Device::Cpu)?;
+        assert!(SimilarityMatrix::cosine(&x, &["a", "b"]).is_err()); // zero row
+        let x = Tensor::new(&[[1f32, 0.], [0., 1.]], &Device::Cpu)?;
+        assert!(SimilarityMatrix::cosine(&x, &["a"]).is_err());
+        let one = Tensor::new(&[[1f32, 0.]], &Device::Cpu)?;
+        assert!(SimilarityMatrix::cosine(&one, &["a"]).is_err());
+        let m2 = SimilarityMatrix::cosine(&x, &["a", "b"])?;
+        let x3 = Tensor::new(&[[1f32, 0.], [0., 1.], [1., 1.]], &Device::Cpu)?;
+        let m3 = SimilarityMatrix::cosine(&x3, &["a", "b", "c"])?;
+        assert!(m2.mean_abs_difference(&m3).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn comparisons_render_as_one_table() -> anyhow::Result<()> {
+        let a = Tensor::randn(0f32, 1., (20, 6), &Device::Cpu)?;
+        let b = Tensor::randn(0f32, 1., (20, 4), &Device::Cpu)?;
+        let same = compare_spaces(&a, &a, 3)?;
+        let other = compare_spaces(&a, &b, 3)?;
+        let table = ComparisonTable::new("spaces")
+            .with_row("a vs a", same.clone())
+            .with_row("a vs b", other);
+        let html = table.to_html();
+        assert!(html.contains("<th>Jaccard@3</th>") && html.contains("<td>a vs a</td>"));
+        assert!(html.contains("<td>n/a</td>"), "widths differ: no MRR");
+        assert!(table.to_string().lines().count() == 3);
+        assert!(same
+            .to_html()
+            .contains("<tr><td>linear CKA</td><td>1.0000</td></tr>"));
+        Ok(())
+    }
+
+    #[cfg(feature = "plot")]
+    #[test]
+    fn similarity_heatmaps_draw_side_by_side() -> anyhow::Result<()> {
+        let x = Tensor::randn(0f32, 1., (6, 5), &Device::Cpu)?;
+        let labels = ["a", "a", "b", "b", "c", "c"];
+        let m = SimilarityMatrix::cosine(&x, &labels)?.with_title("first");
+        assert!(m.to_svg()?.contains("<svg"));
+        let both = SimilarityMatrix::side_by_side(&[&m, &m.clone().with_title("second")])?;
+        assert_eq!(both.as_str().matches("<svg").count(), 2);
+        Ok(())
+    }
 }

@@ -515,6 +515,74 @@ impl StitchReport {
     }
 }
 
+impl StitchReport {
+    /// The three rows (encoder checkpoint, decoder checkpoint, stitch) as a table.
+    pub fn to_table(&self) -> crate::display::Table<Scores> {
+        crate::display::Table::new("pipeline")
+            .with_row("encoder checkpoint (A)", self.encoder_checkpoint)
+            .with_row("decoder checkpoint (B)", self.decoder_checkpoint)
+            .with_row("stitched A → B", self.stitched)
+    }
+
+    /// The report as HTML: the score table and the retained fraction.
+    pub fn to_html(&self) -> String {
+        format!(
+            "{}<p>stitched keeps <b>{:.1}%</b> of B's weighted F1</p>",
+            self.to_table().to_html(),
+            100.0 * self.retained()
+        )
+    }
+
+    /// A bar chart (SVG) of accuracy, macro F1 and weighted F1 of the three pipelines.
+    #[cfg(feature = "plot")]
+    pub fn to_svg(&self, title: &str) -> Result<String> {
+        let groups = ["accuracy", "macro F1", "weighted F1"].map(String::from);
+        let series: Vec<(String, Vec<f64>)> = self
+            .to_table()
+            .rows()
+            .iter()
+            .map(|(name, s)| (name.clone(), vec![s.accuracy, s.macro_f1, s.weighted_f1]))
+            .collect();
+        crate::plot::bar_chart(title, "score", &groups, &series)
+    }
+
+    /// Renders as an HTML table and a bar chart in Jupyter notebooks running the evcxr kernel.
+    #[cfg(feature = "evcxr")]
+    pub fn evcxr_display(&self) {
+        let chart = self.to_svg("stitching").unwrap_or_else(|e| {
+            format!(
+                "<p>cannot draw the chart: {}</p>",
+                crate::display::escape(&e.to_string())
+            )
+        });
+        crate::display::emit_html(
+            crate::display::Html::side_by_side(&[self.to_html(), chart]).as_str(),
+        );
+    }
+}
+
+impl crate::display::TableRow for StitchReport {
+    /// One line per stitch: both checkpoints' own weighted F1, the stitch's, and the fraction kept.
+    fn columns(&self) -> Vec<(String, String)> {
+        let cell = |v| crate::display::cell(Some(v));
+        vec![
+            (
+                "A's own weighted F1".into(),
+                cell(self.encoder_checkpoint.weighted_f1),
+            ),
+            (
+                "B's own weighted F1".into(),
+                cell(self.decoder_checkpoint.weighted_f1),
+            ),
+            (
+                "stitched weighted F1".into(),
+                cell(self.stitched.weighted_f1),
+            ),
+            ("kept".into(), format!("{:.1}%", 100.0 * self.retained())),
+        ]
+    }
+}
+
 impl std::fmt::Display for StitchReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         writeln!(
@@ -538,5 +606,45 @@ impl std::fmt::Display for StitchReport {
             "stitched keeps {:.1}% of B's weighted F1",
             100.0 * self.retained()
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::display::Table;
+
+    fn report() -> StitchReport {
+        let s = |f: f64| Scores {
+            accuracy: f,
+            macro_f1: f,
+            weighted_f1: f,
+            n: 10,
+        };
+        StitchReport {
+            encoder_checkpoint: s(0.8),
+            decoder_checkpoint: s(0.9),
+            stitched: s(0.81),
+        }
+    }
+
+    #[test]
+    fn report_renders_as_tables() {
+        let r = report();
+        let html = r.to_html();
+        assert!(
+            html.contains("<td>stitched A → B</td><td>0.8100</td>"),
+            "{html}"
+        );
+        assert!(html.ends_with("<p>stitched keeps <b>90.0%</b> of B's weighted F1</p>"));
+        let t = Table::new("direction").with_row("L3 → L6", r);
+        assert!(t.to_html().contains("<th>kept</th>") && t.to_html().contains("<td>90.0%</td>"));
+    }
+
+    #[cfg(feature = "plot")]
+    #[test]
+    fn report_draws_a_bar_chart() -> Result<()> {
+        assert!(report().to_svg("stitch")?.contains("<svg"));
+        Ok(())
     }
 }

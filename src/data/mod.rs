@@ -179,6 +179,33 @@ impl Dataset {
         self.records.iter().map(|r| r.label).collect()
     }
 
+    /// The first `per_label` records of each label (in source order): a small stratified subset
+    /// that keeps every label (labels with fewer records keep them all). The records are grouped by
+    /// label, in the order of [`Dataset::labels`], so that a similarity matrix of the subset shows
+    /// one block per label.
+    pub fn take_per_label(&self, per_label: usize) -> Self {
+        let mut by_label: Vec<Vec<Record>> = vec![Vec::new(); self.labels.len()];
+        for r in &self.records {
+            if let Some(group) = by_label.get_mut(r.label) {
+                if group.len() < per_label {
+                    group.push(r.clone());
+                }
+            }
+        }
+        Self {
+            records: by_label.into_iter().flatten().collect(),
+            ..self.clone()
+        }
+    }
+
+    /// The label name of every record, in record order.
+    pub fn label_names(&self) -> Vec<String> {
+        self.records
+            .iter()
+            .map(|r| self.label_name(r).to_string())
+            .collect()
+    }
+
     /// The record with id `id`, if any.
     pub fn get(&self, id: &str) -> Option<&Record> {
         self.records.iter().find(|r| r.id == id)
@@ -710,6 +737,23 @@ mod tests {
             vec!["a".into(), "b".into(), "c".into()],
             records,
         )?)
+    }
+
+    #[test]
+    fn take_per_label_keeps_every_label_in_source_order() -> anyhow::Result<()> {
+        let d = toy(5)?;
+        let s = d.take_per_label(2);
+        assert_eq!(s.label_counts(), vec![2, 2, 2]);
+        assert_eq!(s.records[0].id, "r0-0");
+        assert_eq!(s.records[1].id, "r0-1");
+        assert_eq!(d.take_per_label(9), d);
+        let mut shuffled = d.clone();
+        shuffled.records.reverse();
+        let g = shuffled.take_per_label(1);
+        assert_eq!(g.label_names(), ["a", "b", "c"]);
+        assert_eq!(g.records[0].id, "r0-4");
+        assert_eq!(&s.label_names()[..3], ["a", "a", "b"]);
+        Ok(())
     }
 
     #[test]
