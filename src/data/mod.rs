@@ -15,6 +15,8 @@
 //! The two Bible datasets hold exactly the same verse ids (`"John.3.16"`), so they double as
 //! parallel English–Spanish anchors, and [`Dataset::split`] puts the same ids in the same split.
 //!
+//! Labelled *images* (Fashion-MNIST, MNIST-5k) for the vision experiments live in [`images`].
+//!
 //! ```no_run
 //! # fn main() -> relstitch::Result<()> {
 //! use relstitch::data::{Builtin, Dataset, SplitOptions};
@@ -32,6 +34,7 @@
 pub mod bible;
 pub mod files;
 pub mod fortunes;
+pub mod images;
 pub mod spam;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
