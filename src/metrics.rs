@@ -184,6 +184,21 @@ impl SimilarityMatrix {
         })
     }
 
+    /// Cosine similarities between the rows of `space` after subtracting their mean row: what sets
+    /// each sample apart, without the direction all of them share. Relative representations of
+    /// sentence embeddings share a large one (every text is somewhat similar to every anchor), which
+    /// otherwise dominates the figure and hides the block of each label.
+    ///
+    /// # Shapes
+    /// - `space`: `[n, d]`, any float dtype and device; `labels`: `n`; the result is `n × n`.
+    pub fn centered_cosine<S: AsRef<str>>(space: &Tensor, labels: &[S]) -> Result<Self> {
+        let x = as_f32_matrix(space, "space")?;
+        let centred = x
+            .broadcast_sub(&x.mean_keepdim(0).context(|| "centring the space".into())?)
+            .context(|| "centring the space".into())?;
+        Ok(Self::cosine(&centred, labels)?.with_title("centred cosine similarity"))
+    }
+
     /// Sets the title of the figure.
     #[must_use]
     pub fn with_title(mut self, title: impl Into<String>) -> Self {
@@ -850,6 +865,31 @@ mod tests {
             (lo + 1.0).abs() < 1e-6 && (hi - h).abs() < 1e-6,
             "{lo} {hi}"
         );
+        Ok(())
+    }
+
+    #[test]
+    fn centred_similarity_removes_the_shared_direction() -> anyhow::Result<()> {
+        // Two groups around a large common offset: plain cosine sees everything as similar.
+        let x = Tensor::new(
+            &[
+                [10f32, 1., 0.],
+                [10., 1.2, 0.],
+                [10., 0., 1.],
+                [10., 0., 1.2],
+            ],
+            &Device::Cpu,
+        )?;
+        let labels = ["a", "a", "b", "b"];
+        let plain = SimilarityMatrix::cosine(&x, &labels)?;
+        let centred = SimilarityMatrix::centered_cosine(&x, &labels)?;
+        assert!(
+            plain.label_contrast().1 > 0.98,
+            "{:?}",
+            plain.label_contrast()
+        );
+        let (within, between) = centred.label_contrast();
+        assert!(within > 0.9 && between < -0.9, "{within} {between}");
         Ok(())
     }
 
