@@ -466,6 +466,10 @@ pub enum AnchorStrategy {
 
 impl AnchorStrategy {
     /// The rows of `pool` this strategy picks, in anchor order.
+    ///
+    /// When the pool has texts ([`AnchorPool::with_texts`]), the uniform and stratified strategies
+    /// skip samples whose text was already chosen, so repeated texts never become two identical
+    /// anchors.
     pub fn select_rows(&self, pool: &AnchorPool<'_>, n_anchors: usize) -> Result<Vec<usize>> {
         pool.check()?;
         let n = pool.len;
@@ -482,8 +486,17 @@ impl AnchorStrategy {
             Self::Uniform { seed } => {
                 let mut rows: Vec<usize> = (0..n).collect();
                 rows.shuffle(&mut ChaCha8Rng::seed_from_u64(seed));
-                rows.truncate(n_anchors);
-                Ok(rows)
+                let mut seen = DistinctTexts::new(pool.texts);
+                let mut out = Vec::with_capacity(n_anchors);
+                for r in rows {
+                    if out.len() == n_anchors {
+                        break;
+                    }
+                    if seen.first_time(r) {
+                        out.push(r);
+                    }
+                }
+                seen.enough(out, n_anchors)
             }
             Self::Stratified { seed } => {
                 let labels = pool.labels.ok_or_else(|| {
@@ -499,18 +512,22 @@ impl AnchorStrategy {
                 for r in rows {
                     by_class.entry(labels[r].as_str()).or_default().push_back(r);
                 }
+                let mut seen = DistinctTexts::new(pool.texts);
                 let mut out = Vec::with_capacity(n_anchors);
-                while out.len() < n_anchors {
+                while out.len() < n_anchors && by_class.values().any(|q| !q.is_empty()) {
                     for queue in by_class.values_mut() {
                         if out.len() == n_anchors {
                             break;
                         }
-                        if let Some(r) = queue.pop_front() {
-                            out.push(r);
+                        while let Some(r) = queue.pop_front() {
+                            if seen.first_time(r) {
+                                out.push(r);
+                                break;
+                            }
                         }
                     }
                 }
-                Ok(out)
+                seen.enough(out, n_anchors)
             }
             Self::FarthestPoint { seed } => {
                 let x = pool.space("farthest-point selection")?;
@@ -521,6 +538,44 @@ impl AnchorStrategy {
                 kmeans_anchors(&x, n_anchors, seed, iterations)
             }
         }
+    }
+}
+
+/// Remembers the texts already chosen, when the pool has texts: the same text twice (a repeated
+/// verse, a duplicated email) would make two identical anchors.
+struct DistinctTexts<'a> {
+    texts: Option<&'a [String]>,
+    seen: std::collections::HashSet<&'a str>,
+}
+
+impl<'a> DistinctTexts<'a> {
+    fn new(texts: Option<&'a [String]>) -> Self {
+        Self {
+            texts,
+            seen: Default::default(),
+        }
+    }
+
+    /// Whether row `r` has a text not seen before (always true without texts); marks it seen.
+    fn first_time(&mut self, r: usize) -> bool {
+        match self.texts {
+            Some(t) => self.seen.insert(t[r].as_str()),
+            None => true,
+        }
+    }
+
+    /// `rows` if there are `n` of them, else an error saying the pool has too few distinct texts.
+    fn enough(&self, rows: Vec<usize>, n: usize) -> Result<Vec<usize>> {
+        if rows.len() < n {
+            return Err(Error::invalid(
+                "number of anchors",
+                format!(
+                    "{n} anchors asked from a pool with only {} distinct texts",
+                    rows.len()
+                ),
+            ));
+        }
+        Ok(rows)
     }
 }
 
@@ -1027,6 +1082,27 @@ mod tests {
         assert!(AnchorStrategy::Stratified { seed: 0 }
             .select_rows(&AnchorPool::new(10), 3)
             .is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn repeated_texts_never_become_two_anchors() -> anyhow::Result<()> {
+        // Ten samples, but only four distinct texts (like repeated Bible verses).
+        let texts: Vec<String> = (0..10).map(|i| format!("verse {}", i % 4)).collect();
+        let l = labels(10, 2);
+        let pool = AnchorPool::new(10).with_labels(&l).with_texts(&texts);
+        for strategy in [
+            AnchorStrategy::Uniform { seed: 3 },
+            AnchorStrategy::Stratified { seed: 3 },
+        ] {
+            let rows = strategy.select_rows(&pool, 4)?;
+            let mut chosen: Vec<&str> = rows.iter().map(|&r| texts[r].as_str()).collect();
+            chosen.sort_unstable();
+            chosen.dedup();
+            assert_eq!(chosen.len(), 4, "{strategy:?} chose {rows:?}");
+            let err = strategy.select_rows(&pool, 5).unwrap_err().to_string();
+            assert!(err.contains("only 4 distinct texts"), "{err}");
+        }
         Ok(())
     }
 

@@ -235,16 +235,19 @@ pub fn command_line(example: &str) -> String {
     c
 }
 
-/// The paper's text anchors: `count` rows of a pool with these labels, drawn class-stratified
-/// round-robin from a shuffle seeded with `seed`.
+/// The paper's text anchors: `count` rows of a pool with these labels and texts, drawn
+/// class-stratified round-robin from a shuffle seeded with `seed`, never the same text twice.
 pub fn stratified_anchor_rows(
     labels: &[usize],
+    texts: &[String],
     count: usize,
     seed: u64,
 ) -> anyhow::Result<Vec<usize>> {
     use relstitch::anchors::{AnchorPool, AnchorStrategy};
     let names: Vec<String> = labels.iter().map(|l| l.to_string()).collect();
-    let pool = AnchorPool::new(labels.len()).with_labels(&names);
+    let pool = AnchorPool::new(labels.len())
+        .with_labels(&names)
+        .with_texts(texts);
     Ok(AnchorStrategy::Stratified { seed }.select_rows(&pool, count)?)
 }
 

@@ -87,6 +87,7 @@ fn main() -> anyhow::Result<()> {
         (split.train.clone(), split.test.clone())
     };
     let pool_labels = pool.label_indices();
+    let pool_texts: Vec<String> = pool.records.iter().map(|r| r.text.clone()).collect();
     eprintln!(
         "{} anchor-pool texts, {} compared texts, {n_anchors} anchors, {seeds} seed(s), encoders {encoders:?}",
         pool.len(),
@@ -118,7 +119,7 @@ fn main() -> anyhow::Result<()> {
         }
     }
     for seed in 0..seeds {
-        let rows = common::stratified_anchor_rows(&pool_labels, n_anchors, seed)?;
+        let rows = common::stratified_anchor_rows(&pool_labels, &pool_texts, n_anchors, seed)?;
         let rel: Vec<_> = spaces
             .iter()
             .map(|(p, e)| common::relative(e, &common::take_rows(p, &rows)?))

@@ -119,9 +119,33 @@ fn main() -> anyhow::Result<()> {
     let es_tr = common::embed(&args.spanish, &es_train.texts(), None)?;
     let es_te = common::embed(&args.spanish, &es_test.texts(), None)?;
 
+    // Anchor candidates: training verses whose text is not repeated in either language (some
+    // verses recur word for word; two identical anchors would be degenerate).
+    let candidates: Vec<usize> = {
+        let (mut seen_en, mut seen_es) = (
+            std::collections::HashSet::new(),
+            std::collections::HashSet::new(),
+        );
+        (0..en_train.len())
+            .filter(|&r| {
+                let fresh_en = seen_en.insert(en_train.records[r].text.as_str());
+                let fresh_es = seen_es.insert(es_train.records[r].text.as_str());
+                fresh_en && fresh_es
+            })
+            .collect()
+    };
     let mut r = Runs::default();
     for seed in 0..seeds {
-        let rows = common::stratified_anchor_rows(&labels, n_anchors.min(labels.len()), seed)?;
+        let picked = common::stratified_anchor_rows(
+            &candidates.iter().map(|&r| labels[r]).collect::<Vec<_>>(),
+            &candidates
+                .iter()
+                .map(|&r| en_train.records[r].text.clone())
+                .collect::<Vec<_>>(),
+            n_anchors.min(candidates.len()),
+            seed,
+        )?;
+        let rows: Vec<usize> = picked.into_iter().map(|i| candidates[i]).collect();
         let (en_a, es_a) = (
             common::take_rows(&en_tr, &rows)?,
             common::take_rows(&es_tr, &rows)?,

@@ -55,6 +55,7 @@ struct Task {
     name: &'static str,
     labels: Vec<String>,
     train_y: Vec<usize>,
+    train_texts: Vec<String>,
     test_y: Vec<usize>,
     /// Per encoder: (train, test) embeddings.
     spaces: Vec<(Tensor, Tensor)>,
@@ -110,6 +111,7 @@ fn load_task(
         name,
         labels: train.labels.clone(),
         train_y: train.label_indices(),
+        train_texts: train.records.iter().map(|r| r.text.clone()).collect(),
         test_y: test.label_indices(),
         spaces,
         about,
@@ -291,7 +293,12 @@ fn main() -> anyhow::Result<()> {
             (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for seed in 0..seeds {
             let t = std::time::Instant::now();
-            let rows = common::stratified_anchor_rows(&task.train_y, anchors_here, seed)?;
+            let rows = common::stratified_anchor_rows(
+                &task.train_y,
+                &task.train_texts,
+                anchors_here,
+                seed,
+            )?;
             let m = run_seed(task, &rows, seed, true)?;
             push(&mut s.abs, diag_off_opt(&m.abs));
             push(&mut s.rel, diag_off(&m.rel));
@@ -497,6 +504,7 @@ fn sweeps(task: &Task, encoders: &[&str], seeds: u64) -> anyhow::Result<String> 
         name: task.name,
         labels: task.labels.clone(),
         train_y: task.train_y.clone(),
+        train_texts: task.train_texts.clone(),
         test_y: task.test_y.clone(),
         spaces: pick.iter().map(|&i| task.spaces[i].clone()).collect(),
         about: task.about.clone(),
@@ -518,7 +526,7 @@ fn sweeps(task: &Task, encoders: &[&str], seeds: u64) -> anyhow::Result<String> 
     for &c in &counts {
         let (mut d, mut o) = (Vec::new(), Vec::new());
         for seed in 0..seeds {
-            let rows = common::stratified_anchor_rows(&sub.train_y, c, seed)?;
+            let rows = common::stratified_anchor_rows(&sub.train_y, &sub.train_texts, c, seed)?;
             let (a, b) = diag_off(&run_seed(&sub, &rows, seed, false)?.rel);
             d.push(a);
             o.push(b);
@@ -585,6 +593,7 @@ fn sweeps(task: &Task, encoders: &[&str], seeds: u64) -> anyhow::Result<String> 
         for seed in 0..seeds {
             let pool = AnchorPool::new(sub.train_y.len())
                 .with_labels(&label_names)
+                .with_texts(&sub.train_texts)
                 .with_space(reference);
             let rows = make(seed)
                 .select_rows(&pool, count)
