@@ -512,7 +512,7 @@ pub fn image_grid(
         .iter()
         .map(|s| s.chars().count())
         .max()
-        .unwrap_or(0) as usize
+        .unwrap_or(0)
         * 7
         + 16;
     let (w, h) = (label_w + pw * scale + 10, 40 + ph * scale + 10);
@@ -625,7 +625,13 @@ mod tests {
     fn line_and_bar_charts_draw_legends() -> Result<()> {
         let s =
             Series::new("relative", vec![(16.0, 0.4), (64.0, 0.6)]).with_errors(vec![0.01, 0.02]);
-        let svg = line_chart("sweep", "anchors", "weighted F1", &[s.clone()], true)?;
+        let svg = line_chart(
+            "sweep",
+            "anchors",
+            "weighted F1",
+            std::slice::from_ref(&s),
+            true,
+        )?;
         assert!(svg.contains("relative") && svg.contains("anchors"));
         let bad = Series::new("b", vec![(0.0, 1.0)]);
         assert!(line_chart("sweep", "x", "y", &[bad], true).is_err());

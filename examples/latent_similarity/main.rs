@@ -55,6 +55,9 @@ struct PairJson {
     linear_cka: f64,
 }
 
+/// Absolute-space metrics of a pair, and the paper's cross-space Jaccard (None: widths differ).
+type AbsolutePair = (SpaceComparison, Option<f64>);
+
 /// Per pair, one value per seed of every metric.
 #[derive(Default)]
 struct PairRuns {
@@ -103,7 +106,7 @@ fn main() -> anyhow::Result<()> {
     }
 
     let n = encoders.len();
-    let mut abs: Vec<Vec<Option<(SpaceComparison, Option<f64>)>>> = vec![vec![None; n]; n];
+    let mut abs: Vec<Vec<Option<AbsolutePair>>> = vec![vec![None; n]; n];
     let mut runs: Vec<Vec<PairRuns>> = (0..n)
         .map(|_| (0..n).map(|_| PairRuns::default()).collect())
         .collect();
