@@ -37,9 +37,15 @@ struct Args {
     /// line of JSON.
     #[arg(long)]
     quick: bool,
-    /// The English encoder.
-    #[arg(long, default_value = "all-MiniLM-L6-v2")]
-    english: String,
+    /// The English encoders, comma-separated: each gets its own English decoder (quick mode uses
+    /// the first). The default pairs an English-only encoder with the multilingual one, and the
+    /// multilingual one with itself.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "all-MiniLM-L6-v2,multilingual-e5-small"
+    )]
+    english: Vec<String>,
     /// The Spanish (multilingual) encoder.
     #[arg(long, default_value = "multilingual-e5-small")]
     spanish: String,
@@ -114,8 +120,6 @@ fn main() -> anyhow::Result<()> {
         en_test.len()
     );
 
-    let en_tr = common::embed(&args.english, &en_train.texts(), None)?;
-    let en_te = common::embed(&args.english, &en_test.texts(), None)?;
     let es_tr = common::embed(&args.spanish, &es_train.texts(), None)?;
     let es_te = common::embed(&args.spanish, &es_test.texts(), None)?;
 
@@ -134,73 +138,91 @@ fn main() -> anyhow::Result<()> {
             })
             .collect()
     };
-    let mut r = Runs::default();
-    for seed in 0..seeds {
-        let picked = common::stratified_anchor_rows(
-            &candidates.iter().map(|&r| labels[r]).collect::<Vec<_>>(),
-            &candidates
-                .iter()
-                .map(|&r| en_train.records[r].text.clone())
-                .collect::<Vec<_>>(),
-            n_anchors.min(candidates.len()),
-            seed,
-        )?;
-        let rows: Vec<usize> = picked.into_iter().map(|i| candidates[i]).collect();
-        let (en_a, es_a) = (
-            common::take_rows(&en_tr, &rows)?,
-            common::take_rows(&es_tr, &rows)?,
-        );
-        // Relative: English head, Spanish relative vectors w.r.t. the Spanish anchor verses.
-        let en_rel_head = common::fit_head(&common::relative(&en_tr, &en_a)?, &labels, k, seed)?;
-        let es_rel_test = common::relative(&es_te, &es_a)?;
-        r.en_own.push(common::weighted_f1(
-            &en_rel_head,
-            &common::relative(&en_te, &en_a)?,
-            &test_y,
-            k,
-        )?);
-        r.en_to_es_rel
-            .push(common::weighted_f1(&en_rel_head, &es_rel_test, &test_y, k)?);
-        // Spanish decoders, trained directly on Spanish (the upper reference).
-        let es_rel_head = common::fit_head(&common::relative(&es_tr, &es_a)?, &labels, k, seed)?;
-        r.es_own_rel
-            .push(common::weighted_f1(&es_rel_head, &es_rel_test, &test_y, k)?);
-        let es_abs_head = common::fit_head(&es_tr, &labels, k, seed)?;
-        r.es_own_abs
-            .push(common::weighted_f1(&es_abs_head, &es_te, &test_y, k)?);
-        // Absolute: the English head on Spanish embeddings as they are (only if widths agree),
-        // and after Procrustes from the Spanish space into the English one.
-        let en_abs_head = common::fit_head(&en_tr, &labels, k, seed)?;
-        if es_te.dim(1)? == en_te.dim(1)? {
-            r.en_to_es_abs
-                .push(common::weighted_f1(&en_abs_head, &es_te, &test_y, k)?);
+    let english: Vec<String> = if args.quick {
+        args.english.iter().take(1).cloned().collect()
+    } else {
+        args.english.clone()
+    };
+    let mut all: Vec<(String, Runs)> = Vec::new();
+    for model in &english {
+        let en_tr = common::embed(model, &en_train.texts(), None)?;
+        let en_te = common::embed(model, &en_test.texts(), None)?;
+        let mut r = Runs::default();
+        for seed in 0..seeds {
+            let picked = common::stratified_anchor_rows(
+                &candidates.iter().map(|&r| labels[r]).collect::<Vec<_>>(),
+                &candidates
+                    .iter()
+                    .map(|&r| en_train.records[r].text.clone())
+                    .collect::<Vec<_>>(),
+                n_anchors.min(candidates.len()),
+                seed,
+            )?;
+            let rows: Vec<usize> = picked.into_iter().map(|i| candidates[i]).collect();
+            let (en_a, es_a) = (
+                common::take_rows(&en_tr, &rows)?,
+                common::take_rows(&es_tr, &rows)?,
+            );
+            // Relative: English head, Spanish relative vectors w.r.t. the Spanish anchor verses.
+            let en_rel_head =
+                common::fit_head(&common::relative(&en_tr, &en_a)?, &labels, k, seed)?;
+            let es_rel_test = common::relative(&es_te, &es_a)?;
+            r.en_own.push(common::weighted_f1(
+                &en_rel_head,
+                &common::relative(&en_te, &en_a)?,
+                &test_y,
+                k,
+            )?);
+            r.en_to_es_rel
+                .push(common::weighted_f1(&en_rel_head, &es_rel_test, &test_y, k)?);
+            // Spanish decoders, trained directly on Spanish (the upper reference).
+            let es_rel_head =
+                common::fit_head(&common::relative(&es_tr, &es_a)?, &labels, k, seed)?;
+            r.es_own_rel
+                .push(common::weighted_f1(&es_rel_head, &es_rel_test, &test_y, k)?);
+            let es_abs_head = common::fit_head(&es_tr, &labels, k, seed)?;
+            r.es_own_abs
+                .push(common::weighted_f1(&es_abs_head, &es_te, &test_y, k)?);
+            // Absolute: the English head on Spanish embeddings as they are (only if widths agree),
+            // and after Procrustes from the Spanish space into the English one.
+            let en_abs_head = common::fit_head(&en_tr, &labels, k, seed)?;
+            if es_te.dim(1)? == en_te.dim(1)? {
+                r.en_to_es_abs
+                    .push(common::weighted_f1(&en_abs_head, &es_te, &test_y, k)?);
+            }
+            let t = LatentTranslator::fit(&es_a, &en_a, TranslationMethod::Procrustes)?;
+            r.en_to_es_translated.push(common::weighted_f1(
+                &en_abs_head,
+                &t.apply(&es_te)?,
+                &test_y,
+                k,
+            )?);
+            eprintln!(
+                "seed {seed}: en {:.3}, es own {:.3}, en→es relative {:.3}, translated {:.3}",
+                r.en_own[seed as usize],
+                r.es_own_rel[seed as usize],
+                r.en_to_es_rel[seed as usize],
+                r.en_to_es_translated[seed as usize]
+            );
         }
-        let t = LatentTranslator::fit(&es_a, &en_a, TranslationMethod::Procrustes)?;
-        r.en_to_es_translated.push(common::weighted_f1(
-            &en_abs_head,
-            &t.apply(&es_te)?,
-            &test_y,
-            k,
-        )?);
-        eprintln!(
-            "seed {seed}: en {:.3}, es own {:.3}, en→es relative {:.3}, translated {:.3}",
-            r.en_own[seed as usize],
-            r.es_own_rel[seed as usize],
-            r.en_to_es_rel[seed as usize],
-            r.en_to_es_translated[seed as usize]
-        );
+        eprintln!("English encoder {model} done");
+        all.push((model.clone(), r));
     }
     let chance = common::chance_wf1(&test_y, k);
 
+    let (first, r) = all
+        .first()
+        .ok_or_else(|| anyhow::anyhow!("no English encoder given (--english)"))?;
     if args.quick {
         eprintln!("done in {:.0}s", started.elapsed().as_secs_f64());
         println!(
             "{}",
             serde_json::json!({
+                "english_encoder": first,
                 "es_not_stitched_wf1": mean(&r.es_own_rel),
                 "en_to_es_rel_stitched_wf1": mean(&r.en_to_es_rel),
                 "en_to_es_translated_wf1": mean(&r.en_to_es_translated),
-                "en_to_es_abs_stitched_wf1": if r.en_to_es_abs.is_empty() { None } else { Some(mean(&r.en_to_es_abs)) },
+                "en_to_es_abs_stitched_wf1": (!r.en_to_es_abs.is_empty()).then(|| mean(&r.en_to_es_abs)),
                 "en_not_stitched_wf1": mean(&r.en_own),
                 "chance_wf1": chance,
             })
@@ -208,104 +230,98 @@ fn main() -> anyhow::Result<()> {
         return Ok(());
     }
 
-    let (en_name, es_name) = (short(&args.english), short(&args.spanish));
+    let es_name = short(&args.spanish);
+    let en_names: Vec<&str> = all.iter().map(|(m, _)| short(m)).collect();
     let mut md = String::from("## stitch_languages: English decoder, Spanish inputs\n\n");
     md.push_str(&format!(
         "Bible-genre classification ({k} genres: {}) on verses aligned by id between the King James \
          Bible (English) and the Reina-Valera 1909 (Spanish), both from Debian's SWORD packages. \
          {} training and {} test verses per language (the first {per_train} / {per_test} of each genre \
          after the deterministic split by verse id); {n_anchors} parallel anchors drawn class-stratified \
-         from the training verses; {seeds} seeds (anchor draw and head initialisation), weighted F1 \
-         on the Spanish test verses unless said otherwise. English encoder: {en_name}; Spanish \
-         encoder: {es_name} (prefix `query: `).\n\n",
+         from the training verses (never a verse whose text repeats); {seeds} seeds (anchor draw and \
+         head initialisation); weighted F1 on the Spanish test verses unless said otherwise. English \
+         encoders: {}; Spanish encoder: {es_name} (prefix `query: `).\n\n",
         en_train.labels.join(", "),
         en_train.len(),
-        en_test.len()
+        en_test.len(),
+        en_names.join(", ")
     ));
-    md.push_str(
-        "| decoder trained on | test inputs | stitching | weighted F1 |\n|---|---|---|---|\n",
-    );
-    let rows: Vec<(String, &str, &str, &Vec<f64>)> = vec![
-        (
-            format!("English, {en_name}"),
-            "English",
-            "none (relative)",
-            &r.en_own,
-        ),
-        (
-            format!("Spanish, {es_name}"),
-            "Spanish",
-            "none (relative)",
-            &r.es_own_rel,
-        ),
-        (
-            format!("Spanish, {es_name}"),
-            "Spanish",
-            "none (absolute)",
-            &r.es_own_abs,
-        ),
-        (
-            format!("English, {en_name}"),
-            "Spanish",
-            "**relative, zero-shot**",
-            &r.en_to_es_rel,
-        ),
-        (
-            format!("English, {en_name}"),
-            "Spanish",
-            "translated (Procrustes on the anchors)",
-            &r.en_to_es_translated,
-        ),
-        (
-            format!("English, {en_name}"),
-            "Spanish",
-            "absolute, naive (same width)",
-            &r.en_to_es_abs,
-        ),
-    ];
-    for (dec, inputs, how, v) in &rows {
-        if !v.is_empty() {
-            md.push_str(&format!("| {dec} | {inputs} | {how} | {} |\n", pm(v)));
+    md.push_str(&format!(
+        "| decoder trained on | test inputs | stitching | weighted F1 |\n|---|---|---|---|\n\
+         | Spanish, {es_name} | Spanish | none (relative) | {} |\n\
+         | Spanish, {es_name} | Spanish | none (absolute) | {} |\n",
+        pm(&r.es_own_rel),
+        pm(&r.es_own_abs)
+    ));
+    for ((_, r), en_name) in all.iter().zip(&en_names) {
+        let rows: [(&str, &str, &Vec<f64>); 4] = [
+            ("English", "none (relative)", &r.en_own),
+            ("Spanish", "**relative, zero-shot**", &r.en_to_es_rel),
+            (
+                "Spanish",
+                "translated (Procrustes on the anchors)",
+                &r.en_to_es_translated,
+            ),
+            ("Spanish", "absolute, naive (same width)", &r.en_to_es_abs),
+        ];
+        for (inputs, how, v) in rows {
+            if !v.is_empty() {
+                md.push_str(&format!(
+                    "| English, {en_name} | {inputs} | {how} | {} |\n",
+                    pm(v)
+                ));
+            }
         }
     }
     md.push_str(&format!(
         "| chance (majority genre) | Spanish | | {chance:.3} |\n\n"
     ));
-    md.push_str(&format!(
-        "Relative stitching keeps {:.1} % of the Spanish decoder's own score and is {:.1}× chance; the \
-         translated variant keeps {:.1} %.\n\n",
-        100.0 * mean(&r.en_to_es_rel) / mean(&r.es_own_rel),
-        mean(&r.en_to_es_rel) / chance,
-        100.0 * mean(&r.en_to_es_translated) / mean(&r.es_own_rel),
-    ));
-    let mut groups = vec![
-        "es decoder (relative)".to_string(),
-        "en→es relative".to_string(),
-        "en→es translated".to_string(),
-    ];
-    let mut values = vec![
-        mean(&r.es_own_rel),
-        mean(&r.en_to_es_rel),
-        mean(&r.en_to_es_translated),
-    ];
-    if !r.en_to_es_abs.is_empty() {
-        groups.push("en→es absolute".to_string());
-        values.push(mean(&r.en_to_es_abs));
+    for ((_, r), en_name) in all.iter().zip(&en_names) {
+        md.push_str(&format!(
+            "- English decoder on {en_name}: relative stitching keeps {:.1} % of the Spanish decoder's own \
+             score ({:.1}× chance); the translated variant keeps {:.1} %.\n",
+            100.0 * mean(&r.en_to_es_rel) / mean(&r.es_own_rel),
+            mean(&r.en_to_es_rel) / chance,
+            100.0 * mean(&r.en_to_es_translated) / mean(&r.es_own_rel),
+        ));
     }
+    let groups: Vec<String> = en_names
+        .iter()
+        .map(|n| format!("English decoder on {n}"))
+        .collect();
+    let per = |f: &dyn Fn(&Runs) -> f64| all.iter().map(|(_, r)| f(r)).collect::<Vec<f64>>();
     let fig = common::write_figure(
         "stitch_languages.svg",
         &bar_chart(
-            "English decoder on Spanish verses: weighted F1",
+            &format!("Spanish verses ({es_name}), weighted F1"),
             "weighted F1",
             &groups,
             &[
-                ("weighted F1".to_string(), values),
+                ("Spanish decoder".to_string(), per(&|r| mean(&r.es_own_rel))),
+                (
+                    "en→es relative".to_string(),
+                    per(&|r| mean(&r.en_to_es_rel)),
+                ),
+                (
+                    "en→es translated".to_string(),
+                    per(&|r| mean(&r.en_to_es_translated)),
+                ),
+                (
+                    "en→es absolute".to_string(),
+                    per(&|r| {
+                        if r.en_to_es_abs.is_empty() {
+                            0.0
+                        } else {
+                            mean(&r.en_to_es_abs)
+                        }
+                    }),
+                ),
                 ("chance".to_string(), vec![chance; groups.len()]),
             ],
         )?,
     )?;
     md.push_str(&format!(
-        "![languages]({fig})\n\nRegenerate with `{}` ({:.0} min on {}).\n",
+        "\n![languages]({fig})\n\nRegenerate with `{}` ({:.0} min on {}).\n",
         common::command_line("stitch_languages"),
         started.elapsed().as_secs_f64() / 60.0,
         common::machine()
