@@ -21,24 +21,6 @@ const TRAIN_PER_LABEL: usize = 110;
 const TEST_PER_LABEL: usize = 28;
 const ANCHORS: usize = 384;
 
-/// The first `per_label` records of each label (in source order, after the deterministic split).
-fn subset(d: &Dataset, per_label: usize) -> Dataset {
-    let mut counts = vec![0usize; d.labels.len()];
-    let records = d
-        .records
-        .iter()
-        .filter(|r| {
-            counts[r.label] += 1;
-            counts[r.label] <= per_label
-        })
-        .cloned()
-        .collect();
-    Dataset {
-        records,
-        ..d.clone()
-    }
-}
-
 fn data() -> &'static (Dataset, Dataset) {
     static DATA: OnceLock<(Dataset, Dataset)> = OnceLock::new();
     DATA.get_or_init(|| {
@@ -48,8 +30,8 @@ fn data() -> &'static (Dataset, Dataset) {
             .and_then(|d| d.split(&SplitOptions::default()));
         match full {
             Ok(s) => (
-                subset(&s.train, TRAIN_PER_LABEL),
-                subset(&s.test, TEST_PER_LABEL),
+                s.train.first_per_label(TRAIN_PER_LABEL),
+                s.test.first_per_label(TEST_PER_LABEL),
             ),
             Err(e) => panic!("cannot fetch the fortunes dataset: {e}"),
         }

@@ -11,7 +11,6 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use candle_core::Tensor;
 use relstitch::cache::EmbeddingCache;
-use relstitch::data::Dataset;
 use relstitch::decoder::{predict_classes, train_head, HeadKind, TrainOptions};
 use relstitch::encoder::{Encoder, EncoderOptions};
 use relstitch::evaluation::score;
@@ -67,25 +66,6 @@ pub fn embed(model: &str, texts: &[&str], max_length: Option<usize>) -> anyhow::
         t.elapsed().as_secs_f64()
     );
     Ok(x)
-}
-
-/// The first `per_label` records of each label, in the dataset's order (after its deterministic
-/// split), so every label keeps up to `per_label` samples.
-pub fn per_label(d: &Dataset, per_label: usize) -> Dataset {
-    let mut counts = vec![0usize; d.labels.len()];
-    let records = d
-        .records
-        .iter()
-        .filter(|r| {
-            counts[r.label] += 1;
-            counts[r.label] <= per_label
-        })
-        .cloned()
-        .collect();
-    Dataset {
-        records,
-        ..d.clone()
-    }
 }
 
 /// Trains the paper's head (LayerNorm + Linear) on fixed features with early stopping on a

@@ -88,8 +88,8 @@ fn main() -> anyhow::Result<()> {
         Dataset::builtin(Builtin::Fortunes, &Fetcher::new()?)?.split(&SplitOptions::default())?;
     let (pool, eval) = if args.quick {
         (
-            common::per_label(&split.train, 24),
-            common::per_label(&split.test, 25),
+            split.train.first_per_label(24),
+            split.test.first_per_label(25),
         )
     } else {
         (split.train.clone(), split.test.clone())

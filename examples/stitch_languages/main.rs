@@ -92,12 +92,12 @@ fn main() -> anyhow::Result<()> {
         es.split(&SplitOptions::default())?,
     );
     let (en_train, en_test) = (
-        common::per_label(&en.train, per_train),
-        common::per_label(&en.test, per_test),
+        en.train.first_per_label(per_train),
+        en.test.first_per_label(per_test),
     );
     let (es_train, es_test) = (
-        common::per_label(&es.train, per_train),
-        common::per_label(&es.test, per_test),
+        es.train.first_per_label(per_train),
+        es.test.first_per_label(per_test),
     );
     // The same verses on both sides, row by row: the anchors are parallel.
     let same = |a: &relstitch::data::Dataset, b: &relstitch::data::Dataset| {

@@ -78,8 +78,8 @@ fn load_task(
     let split = Dataset::builtin(which, &Fetcher::new()?)?.split(&SplitOptions::default())?;
     let (train, test) = match per_label {
         Some((a, b)) => (
-            common::per_label(&split.train, a),
-            common::per_label(&split.test, b),
+            split.train.first_per_label(a),
+            split.test.first_per_label(b),
         ),
         None => (split.train, split.test),
     };

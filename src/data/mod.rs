@@ -156,6 +156,28 @@ impl Dataset {
         self.records.is_empty()
     }
 
+    /// A copy keeping only the first `n` records of each label, in record order: a smaller,
+    /// label-balanced subset that is a prefix of every larger one (so cached embeddings are reused).
+    #[must_use]
+    pub fn first_per_label(&self, n: usize) -> Self {
+        let mut counts = vec![0usize; self.labels.len()];
+        let records = self
+            .records
+            .iter()
+            .filter(|r| {
+                counts.get_mut(r.label).is_some_and(|c| {
+                    *c += 1;
+                    *c <= n
+                })
+            })
+            .cloned()
+            .collect();
+        Self {
+            records,
+            ..self.clone()
+        }
+    }
+
     /// The number of records of each label, in the order of [`Dataset::labels`].
     pub fn label_counts(&self) -> Vec<usize> {
         let mut counts = vec![0; self.labels.len()];
@@ -187,18 +209,10 @@ impl Dataset {
     /// label, in the order of [`Dataset::labels`], so that a similarity matrix of the subset shows
     /// one block per label.
     pub fn take_per_label(&self, per_label: usize) -> Self {
-        let mut by_label: Vec<Vec<Record>> = vec![Vec::new(); self.labels.len()];
-        for r in &self.records {
-            if let Some(group) = by_label.get_mut(r.label) {
-                if group.len() < per_label {
-                    group.push(r.clone());
-                }
-            }
-        }
-        Self {
-            records: by_label.into_iter().flatten().collect(),
-            ..self.clone()
-        }
+        let mut subset = self.first_per_label(per_label);
+        // A stable sort: within a label, records keep their order.
+        subset.records.sort_by_key(|r| r.label);
+        subset
     }
 
     /// The label name of every record, in record order.
