@@ -215,20 +215,49 @@ pub fn command_line(example: &str) -> String {
     c
 }
 
-/// The paper's text anchors: `count` rows of a pool with these labels and texts, drawn
-/// class-stratified round-robin from a shuffle seeded with `seed`, never the same text twice.
+/// The rows that may serve as anchors: the first occurrence of each text whose embedding is also a
+/// first occurrence in every space. Two different texts can still embed identically (e.g. emails
+/// that agree on their first 128 tokens), and two identical anchors would be degenerate.
+///
+/// # Shapes
+/// - each of `spaces`: `[texts.len(), d]`
+pub fn anchor_candidates(texts: &[String], spaces: &[&Tensor]) -> anyhow::Result<Vec<usize>> {
+    use std::collections::HashSet;
+    let rows: Vec<Vec<Vec<u32>>> = spaces
+        .iter()
+        .map(|x| {
+            Ok(x.to_vec2::<f32>()?
+                .into_iter()
+                .map(|r| r.into_iter().map(f32::to_bits).collect())
+                .collect())
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let mut seen_text = HashSet::new();
+    let mut seen: Vec<HashSet<&Vec<u32>>> = vec![HashSet::new(); spaces.len()];
+    Ok((0..texts.len())
+        .filter(|&r| {
+            let mut fresh = seen_text.insert(texts[r].as_str());
+            for (s, x) in seen.iter_mut().zip(&rows) {
+                fresh &= s.insert(&x[r]);
+            }
+            fresh
+        })
+        .collect())
+}
+
+/// The paper's text anchors: `count` of the `candidates` rows (see [`anchor_candidates`]), drawn
+/// class-stratified round-robin from a shuffle seeded with `seed`; returns rows of the full pool.
 pub fn stratified_anchor_rows(
     labels: &[usize],
-    texts: &[String],
+    candidates: &[usize],
     count: usize,
     seed: u64,
 ) -> anyhow::Result<Vec<usize>> {
     use relstitch::anchors::{AnchorPool, AnchorStrategy};
-    let names: Vec<String> = labels.iter().map(|l| l.to_string()).collect();
-    let pool = AnchorPool::new(labels.len())
-        .with_labels(&names)
-        .with_texts(texts);
-    Ok(AnchorStrategy::Stratified { seed }.select_rows(&pool, count)?)
+    let names: Vec<String> = candidates.iter().map(|&r| labels[r].to_string()).collect();
+    let pool = AnchorPool::new(candidates.len()).with_labels(&names);
+    let picked = AnchorStrategy::Stratified { seed }.select_rows(&pool, count)?;
+    Ok(picked.into_iter().map(|i| candidates[i]).collect())
 }
 
 /// The rows `rows` of `x`, in that order.

@@ -95,7 +95,6 @@ fn main() -> anyhow::Result<()> {
         (split.train.clone(), split.test.clone())
     };
     let pool_labels = pool.label_indices();
-    let pool_texts: Vec<String> = pool.records.iter().map(|r| r.text.clone()).collect();
     eprintln!(
         "{} anchor-pool texts, {} compared texts, {n_anchors} anchors, {seeds} seed(s), encoders {encoders:?}",
         pool.len(),
@@ -109,6 +108,11 @@ fn main() -> anyhow::Result<()> {
         let e = common::embed(m, &eval.texts(), None)?;
         spaces.push((p, e));
     }
+    let pool_texts: Vec<String> = pool.records.iter().map(|r| r.text.clone()).collect();
+    let candidates = common::anchor_candidates(
+        &pool_texts,
+        &spaces.iter().map(|(p, _)| p).collect::<Vec<_>>(),
+    )?;
 
     let n = encoders.len();
     let mut abs: Vec<Vec<Option<AbsolutePair>>> = vec![vec![None; n]; n];
@@ -127,7 +131,7 @@ fn main() -> anyhow::Result<()> {
         }
     }
     for seed in 0..seeds {
-        let rows = common::stratified_anchor_rows(&pool_labels, &pool_texts, n_anchors, seed)?;
+        let rows = common::stratified_anchor_rows(&pool_labels, &candidates, n_anchors, seed)?;
         let rel: Vec<_> = spaces
             .iter()
             .map(|(p, e)| common::relative(e, &common::take_rows(p, &rows)?))

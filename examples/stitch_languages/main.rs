@@ -124,7 +124,8 @@ fn main() -> anyhow::Result<()> {
     let es_te = common::embed(&args.spanish, &es_test.texts(), None)?;
 
     // Anchor candidates: training verses whose text is not repeated in either language (some
-    // verses recur word for word; two identical anchors would be degenerate).
+    // verses recur word for word; two identical anchors would be degenerate). Verses are short,
+    // never truncated, so distinct texts embed distinctly.
     let candidates: Vec<usize> = {
         let (mut seen_en, mut seen_es) = (
             std::collections::HashSet::new(),
@@ -149,16 +150,12 @@ fn main() -> anyhow::Result<()> {
         let en_te = common::embed(model, &en_test.texts(), None)?;
         let mut r = Runs::default();
         for seed in 0..seeds {
-            let picked = common::stratified_anchor_rows(
-                &candidates.iter().map(|&r| labels[r]).collect::<Vec<_>>(),
-                &candidates
-                    .iter()
-                    .map(|&r| en_train.records[r].text.clone())
-                    .collect::<Vec<_>>(),
+            let rows = common::stratified_anchor_rows(
+                &labels,
+                &candidates,
                 n_anchors.min(candidates.len()),
                 seed,
             )?;
-            let rows: Vec<usize> = picked.into_iter().map(|i| candidates[i]).collect();
             let (en_a, es_a) = (
                 common::take_rows(&en_tr, &rows)?,
                 common::take_rows(&es_tr, &rows)?,

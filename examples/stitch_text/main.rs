@@ -55,7 +55,8 @@ struct Task {
     name: &'static str,
     labels: Vec<String>,
     train_y: Vec<usize>,
-    train_texts: Vec<String>,
+    /// Training rows that may be anchors (distinct texts and embeddings).
+    candidates: Vec<usize>,
     test_y: Vec<usize>,
     /// Per encoder: (train, test) embeddings.
     spaces: Vec<(Tensor, Tensor)>,
@@ -107,11 +108,14 @@ fn load_task(
             ", inputs truncated to {n} tokens"
         ))
     );
+    let texts: Vec<String> = train.records.iter().map(|r| r.text.clone()).collect();
+    let candidates =
+        common::anchor_candidates(&texts, &spaces.iter().map(|(tr, _)| tr).collect::<Vec<_>>())?;
     Ok(Task {
         name,
         labels: train.labels.clone(),
         train_y: train.label_indices(),
-        train_texts: train.records.iter().map(|r| r.text.clone()).collect(),
+        candidates,
         test_y: test.label_indices(),
         spaces,
         about,
@@ -285,7 +289,7 @@ fn main() -> anyhow::Result<()> {
     );
     let mut quick_json = None;
     for task in &tasks {
-        let anchors_here = n_anchors.min(task.train_y.len());
+        let anchors_here = n_anchors.min(task.candidates.len());
         let k = task.num_classes();
         let chance = common::chance_wf1(&task.test_y, k);
         let mut s = Summary::default();
@@ -295,7 +299,7 @@ fn main() -> anyhow::Result<()> {
             let t = std::time::Instant::now();
             let rows = common::stratified_anchor_rows(
                 &task.train_y,
-                &task.train_texts,
+                &task.candidates,
                 anchors_here,
                 seed,
             )?;
@@ -504,7 +508,7 @@ fn sweeps(task: &Task, encoders: &[&str], seeds: u64) -> anyhow::Result<String> 
         name: task.name,
         labels: task.labels.clone(),
         train_y: task.train_y.clone(),
-        train_texts: task.train_texts.clone(),
+        candidates: task.candidates.clone(),
         test_y: task.test_y.clone(),
         spaces: pick.iter().map(|&i| task.spaces[i].clone()).collect(),
         about: task.about.clone(),
@@ -517,7 +521,7 @@ fn sweeps(task: &Task, encoders: &[&str], seeds: u64) -> anyhow::Result<String> 
     );
     let counts: Vec<usize> = [16, 32, 64, 128, 256, 512, 768, 1024]
         .into_iter()
-        .filter(|&c| c <= sub.train_y.len())
+        .filter(|&c| c <= sub.candidates.len())
         .collect();
     let (mut own, mut stitched) = (Vec::new(), Vec::new());
     md.push_str(
@@ -526,7 +530,7 @@ fn sweeps(task: &Task, encoders: &[&str], seeds: u64) -> anyhow::Result<String> 
     for &c in &counts {
         let (mut d, mut o) = (Vec::new(), Vec::new());
         for seed in 0..seeds {
-            let rows = common::stratified_anchor_rows(&sub.train_y, &sub.train_texts, c, seed)?;
+            let rows = common::stratified_anchor_rows(&sub.train_y, &sub.candidates, c, seed)?;
             let (a, b) = diag_off(&run_seed(&sub, &rows, seed, false)?.rel);
             d.push(a);
             o.push(b);
@@ -566,9 +570,13 @@ fn sweeps(task: &Task, encoders: &[&str], seeds: u64) -> anyhow::Result<String> 
 
     // Strategies, at the main anchor count. Farthest-point and k-means need a space to select in:
     // MiniLM-L6's training embeddings (the same rows then serve as anchors for every encoder).
-    let count = 768.min(sub.train_y.len());
-    let label_names: Vec<String> = sub.train_y.iter().map(|l| l.to_string()).collect();
-    let reference = &sub.spaces[0].0;
+    let count = 768.min(sub.candidates.len());
+    let label_names: Vec<String> = sub
+        .candidates
+        .iter()
+        .map(|&r| sub.train_y[r].to_string())
+        .collect();
+    let reference = common::take_rows(&sub.spaces[0].0, &sub.candidates)?;
     md.push_str(&format!(
         "Anchor strategies at {count} anchors (farthest-point and k-means select in {}'s space; the \
          same samples are then the anchors of every encoder):\n\n| strategy | not stitched | stitched | stitched / not stitched |\n|---|---|---|---|\n",
@@ -591,13 +599,15 @@ fn sweeps(task: &Task, encoders: &[&str], seeds: u64) -> anyhow::Result<String> 
     ] {
         let (mut d, mut o) = (Vec::new(), Vec::new());
         for seed in 0..seeds {
-            let pool = AnchorPool::new(sub.train_y.len())
+            let pool = AnchorPool::new(sub.candidates.len())
                 .with_labels(&label_names)
-                .with_texts(&sub.train_texts)
-                .with_space(reference);
-            let rows = make(seed)
+                .with_space(&reference);
+            let rows: Vec<usize> = make(seed)
                 .select_rows(&pool, count)
-                .with_context(|| format!("{name} anchors"))?;
+                .with_context(|| format!("{name} anchors"))?
+                .into_iter()
+                .map(|i| sub.candidates[i])
+                .collect();
             let (a, b) = diag_off(&run_seed(&sub, &rows, seed, false)?.rel);
             d.push(a);
             o.push(b);
