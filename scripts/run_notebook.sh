@@ -78,10 +78,17 @@ for nb in "${notebooks[@]}"; do
         "$nb"
     # nbconvert stops on an error reply; evcxr also reports some failures as plain output, so check
     # every output for errors as well.
-    python3 - "$target" <<'EOF' || status=1
+    python3 - "$target" "$inplace" <<'EOF' || status=1
 import json, re, sys
-path = sys.argv[1]
+path, inplace = sys.argv[1], sys.argv[2] == "1"
 nb = json.load(open(path))
+if inplace:
+    # Execution timestamps change on every run: keep them out of the committed notebook.
+    for cell in nb["cells"]:
+        cell.get("metadata", {}).pop("execution", None)
+    with open(path, "w") as f:
+        json.dump(nb, f, indent=1, ensure_ascii=False)
+        f.write("\n")
 bad = []
 for i, cell in enumerate(nb["cells"]):
     for out in cell.get("outputs", []):
