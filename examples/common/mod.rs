@@ -278,3 +278,14 @@ pub fn relative(x: &Tensor, anchors: &Tensor) -> anyhow::Result<Tensor> {
     use relstitch::projection::{PreTransform, Projection, RelativeProjector};
     Ok(RelativeProjector::fit(anchors, Projection::Cosine, PreTransform::NONE)?.project(x)?)
 }
+
+/// Cosine relative representation after centring `x` and the anchors on the anchors' mean, which
+/// removes the common direction of anisotropic spaces.
+///
+/// # Shapes
+/// - `x`: `[n, d]`, `anchors`: `[k, d]`; returns `[n, k]`
+pub fn relative_centred(x: &Tensor, anchors: &Tensor) -> anyhow::Result<Tensor> {
+    use relstitch::projection::{PreTransform, Projection, RelativeProjector};
+    let pre = PreTransform::NONE.with_center(true);
+    Ok(RelativeProjector::fit(anchors, Projection::Cosine, pre)?.project(x)?)
+}

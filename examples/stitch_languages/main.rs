@@ -70,6 +70,8 @@ struct Runs {
     es_own_rel: Vec<f64>,
     es_own_abs: Vec<f64>,
     en_to_es_rel: Vec<f64>,
+    es_own_centred: Vec<f64>,
+    en_to_es_centred: Vec<f64>,
     en_to_es_abs: Vec<f64>,
     en_to_es_translated: Vec<f64>,
 }
@@ -172,6 +174,24 @@ fn main() -> anyhow::Result<()> {
             )?);
             r.en_to_es_rel
                 .push(common::weighted_f1(&en_rel_head, &es_rel_test, &test_y, k)?);
+            // The same, centred on the anchors' mean (e5's space is strongly anisotropic).
+            let centred_head =
+                common::fit_head(&common::relative_centred(&en_tr, &en_a)?, &labels, k, seed)?;
+            let es_centred_test = common::relative_centred(&es_te, &es_a)?;
+            r.en_to_es_centred.push(common::weighted_f1(
+                &centred_head,
+                &es_centred_test,
+                &test_y,
+                k,
+            )?);
+            let es_centred_head =
+                common::fit_head(&common::relative_centred(&es_tr, &es_a)?, &labels, k, seed)?;
+            r.es_own_centred.push(common::weighted_f1(
+                &es_centred_head,
+                &es_centred_test,
+                &test_y,
+                k,
+            )?);
             // Spanish decoders, trained directly on Spanish (the upper reference).
             let es_rel_head =
                 common::fit_head(&common::relative(&es_tr, &es_a)?, &labels, k, seed)?;
@@ -218,6 +238,7 @@ fn main() -> anyhow::Result<()> {
                 "english_encoder": first,
                 "es_not_stitched_wf1": mean(&r.es_own_rel),
                 "en_to_es_rel_stitched_wf1": mean(&r.en_to_es_rel),
+                "en_to_es_rel_centred_stitched_wf1": mean(&r.en_to_es_centred),
                 "en_to_es_translated_wf1": mean(&r.en_to_es_translated),
                 "en_to_es_abs_stitched_wf1": (!r.en_to_es_abs.is_empty()).then(|| mean(&r.en_to_es_abs)),
                 "en_not_stitched_wf1": mean(&r.en_own),
@@ -246,14 +267,21 @@ fn main() -> anyhow::Result<()> {
     md.push_str(&format!(
         "| decoder trained on | test inputs | stitching | weighted F1 |\n|---|---|---|---|\n\
          | Spanish, {es_name} | Spanish | none (relative) | {} |\n\
+         | Spanish, {es_name} | Spanish | none (relative, centred) | {} |\n\
          | Spanish, {es_name} | Spanish | none (absolute) | {} |\n",
         pm(&r.es_own_rel),
+        pm(&r.es_own_centred),
         pm(&r.es_own_abs)
     ));
     for ((_, r), en_name) in all.iter().zip(&en_names) {
-        let rows: [(&str, &str, &Vec<f64>); 4] = [
+        let rows: [(&str, &str, &Vec<f64>); 5] = [
             ("English", "none (relative)", &r.en_own),
             ("Spanish", "**relative, zero-shot**", &r.en_to_es_rel),
+            (
+                "Spanish",
+                "relative centred on the anchors, zero-shot",
+                &r.en_to_es_centred,
+            ),
             (
                 "Spanish",
                 "translated (Procrustes on the anchors)",
@@ -276,9 +304,11 @@ fn main() -> anyhow::Result<()> {
     for ((_, r), en_name) in all.iter().zip(&en_names) {
         md.push_str(&format!(
             "- English decoder on {en_name}: relative stitching keeps {:.1} % of the Spanish decoder's own \
-             score ({:.1}× chance); the translated variant keeps {:.1} %.\n",
+             score ({:.1}× chance); centred, {:.1} % of the centred Spanish decoder's; the translated \
+             variant keeps {:.1} %.\n",
             100.0 * mean(&r.en_to_es_rel) / mean(&r.es_own_rel),
             mean(&r.en_to_es_rel) / chance,
+            100.0 * mean(&r.en_to_es_centred) / mean(&r.es_own_centred),
             100.0 * mean(&r.en_to_es_translated) / mean(&r.es_own_rel),
         ));
     }
