@@ -396,7 +396,12 @@ pub fn bar_chart(
         .iter()
         .flat_map(|(_, v)| v.iter().copied())
         .fold(0.0f64, f64::min);
-    let y1 = if top > 0.0 { top * 1.15 } else { 1.0 };
+    // Headroom above the tallest bar keeps the legend (upper right) off the bars.
+    let y1 = if top > 0.0 {
+        top * (1.2 + 0.08 * series.len() as f64)
+    } else {
+        1.0
+    };
     let y0 = if bottom < 0.0 { bottom * 1.15 } else { 0.0 };
     let width = (160 + groups.len() * (30 + 22 * series.len())).clamp(520, 1400) as u32;
     let mut svg = String::new();

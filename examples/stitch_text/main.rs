@@ -128,6 +128,8 @@ struct Matrices {
     abs: Vec<Vec<Option<f64>>>,
     rel: Vec<Vec<f64>>,
     agg: Vec<Vec<f64>>,
+    /// Relative (cosine) after centring on the anchors' mean.
+    centred: Vec<Vec<f64>>,
     translated: Vec<Vec<f64>>,
 }
 
@@ -158,12 +160,21 @@ fn run_seed(task: &Task, rows: &[usize], seed: u64, with_abs: bool) -> anyhow::R
     let mut agg_test = Vec::new();
     let mut rel_heads = Vec::new();
     let mut agg_heads = Vec::new();
+    let mut centred_test = Vec::new();
+    let mut centred_heads = Vec::new();
     let mut abs_heads: Vec<Option<Head>> = Vec::new();
     for (e, (tr, te)) in task.spaces.iter().enumerate() {
         let r_tr = common::relative(tr, &anchors[e])?;
         rel_test.push(common::relative(te, &anchors[e])?);
         rel_heads.push(common::fit_head(&r_tr, &task.train_y, k, seed)?);
         if with_abs {
+            centred_heads.push(common::fit_head(
+                &common::relative_centred(tr, &anchors[e])?,
+                &task.train_y,
+                k,
+                seed,
+            )?);
+            centred_test.push(common::relative_centred(te, &anchors[e])?);
             let agg = aggregated(&anchors[e])?;
             agg_heads.push(common::fit_head(&agg.project(tr)?, &task.train_y, k, seed)?);
             agg_test.push(agg.project(te)?);
@@ -176,6 +187,7 @@ fn run_seed(task: &Task, rows: &[usize], seed: u64, with_abs: bool) -> anyhow::R
         abs: vec![vec![None; n]; n],
         rel: vec![vec![0.0; n]; n],
         agg: vec![vec![0.0; n]; n],
+        centred: vec![vec![0.0; n]; n],
         translated: vec![vec![0.0; n]; n],
     };
     for i in 0..n {
@@ -186,6 +198,8 @@ fn run_seed(task: &Task, rows: &[usize], seed: u64, with_abs: bool) -> anyhow::R
             };
             let te_i = &task.spaces[i].1;
             m.agg[i][j] = common::weighted_f1(&agg_heads[j], &agg_test[i], &task.test_y, k)?;
+            m.centred[i][j] =
+                common::weighted_f1(&centred_heads[j], &centred_test[i], &task.test_y, k)?;
             if te_i.dim(1)? == task.spaces[j].1.dim(1)? {
                 m.abs[i][j] = Some(common::weighted_f1(abs_head, te_i, &task.test_y, k)?);
             }
@@ -226,6 +240,7 @@ struct Summary {
     abs: (Vec<f64>, Vec<f64>),
     rel: (Vec<f64>, Vec<f64>),
     agg: (Vec<f64>, Vec<f64>),
+    centred: (Vec<f64>, Vec<f64>),
     translated: (Vec<f64>, Vec<f64>),
 }
 
@@ -280,6 +295,7 @@ fn main() -> anyhow::Result<()> {
          catalog encoder and evaluated, without retraining, on every encoder's embeddings of the test \
          texts (row: encoder, column: decoder). *absolute* reads the embedding itself (only possible \
          between encoders of the same width); *relative* reads cosine similarities to the anchors; \
+         *relative, centred* is the same after subtracting the anchors' mean from anchors and samples; \
          *aggregated* reads cosine, Euclidean, L1 and L∞ relative vectors side by side, each scaled to \
          unit norm, after centering on the anchors (a product of invariances); *translated* is B's absolute decoder on A's embeddings \
          mapped into B's space by orthogonal Procrustes fitted on the anchors. Anchors are drawn \
@@ -307,6 +323,7 @@ fn main() -> anyhow::Result<()> {
             push(&mut s.abs, diag_off_opt(&m.abs));
             push(&mut s.rel, diag_off(&m.rel));
             push(&mut s.agg, diag_off(&m.agg));
+            push(&mut s.centred, diag_off(&m.centred));
             push(&mut s.translated, diag_off(&m.translated));
             eprintln!(
                 "{} seed {seed}: rel {:.3}/{:.3}, abs {:.3}/{:.3}, translated {:.3}, aggregated {:.3}/{:.3} ({:.0}s)",
@@ -334,6 +351,8 @@ fn main() -> anyhow::Result<()> {
                 "translated_stitched_wf1": mean(&s.translated.1),
                 "aggregated_not_stitched_wf1": mean(&s.agg.0),
                 "aggregated_stitched_wf1": mean(&s.agg.1),
+                "rel_centred_not_stitched_wf1": mean(&s.centred.0),
+                "rel_centred_stitched_wf1": mean(&s.centred.1),
                 "chance_wf1": chance,
             }));
             continue;
@@ -398,6 +417,7 @@ fn task_section(
     for (name, p) in [
         ("absolute", &s.abs),
         ("relative (cosine)", &s.rel),
+        ("relative (cosine, centred on the anchors)", &s.centred),
         ("aggregated (cos+L2+L1+L∞, centred)", &s.agg),
         ("translated (Procrustes, absolute decoder)", &s.translated),
     ] {
@@ -465,13 +485,21 @@ fn task_section(
     let bars = bar_chart(
         &format!("{}: weighted F1, not stitched vs stitched", task.name),
         "weighted F1",
-        &["absolute", "relative", "aggregated", "translated"].map(String::from),
+        &[
+            "absolute",
+            "relative",
+            "relative, centred",
+            "aggregated",
+            "translated",
+        ]
+        .map(String::from),
         &[
             (
                 "not stitched".to_string(),
                 vec![
                     mean(&s.abs.0),
                     mean(&s.rel.0),
+                    mean(&s.centred.0),
                     mean(&s.agg.0),
                     mean(&s.translated.0),
                 ],
@@ -481,11 +509,12 @@ fn task_section(
                 vec![
                     mean(&s.abs.1),
                     mean(&s.rel.1),
+                    mean(&s.centred.1),
                     mean(&s.agg.1),
                     mean(&s.translated.1),
                 ],
             ),
-            ("chance".to_string(), vec![chance; 4]),
+            ("chance".to_string(), vec![chance; 5]),
         ],
     )?;
     let f2 = common::write_figure(&format!("stitch_text_{}_summary.svg", task.name), &bars)?;
