@@ -8,7 +8,7 @@
 
 use anyhow::Result;
 use candle_core::{DType, Device, Module, Tensor, D};
-use candle_nn::{layer_norm, linear, LayerNorm, Linear, Optimizer, VarBuilder, VarMap};
+use candle_nn::{layer_norm, linear, Linear, Optimizer, VarBuilder, VarMap};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -98,7 +98,10 @@ impl Encoder {
 /// # Shapes
 /// `[n, input]` → `[n, 1, 28, 28]` or `[n, classes]`.
 pub struct Decoder {
-    norm: LayerNorm,
+    /// LayerNorm weight and bias. Applied with `candle_nn::ops::layer_norm_slow`: candle-nn
+    /// 0.11's `LayerNorm` module runs a fused op without a backward pass, so no gradient would
+    /// reach the encoder (or the norm's own parameters) through it.
+    norm: (Tensor, Tensor),
     fc1: Linear,
     body: DecoderBody,
 }
@@ -120,14 +123,22 @@ impl Decoder {
             },
         };
         Ok(Self {
-            norm: layer_norm(input, 1e-5, vb.pp("norm"))?,
+            norm: {
+                let ln = layer_norm(input, 1e-5, vb.pp("norm"))?;
+                let bias = ln
+                    .bias()
+                    .cloned()
+                    .ok_or_else(|| candle_core::Error::Msg("layer norm without bias".into()))?;
+                (ln.weight().clone(), bias)
+            },
             fc1: linear(input, arch.hidden, vb.pp("fc1"))?,
             body,
         })
     }
 
     pub fn forward(&self, z: &Tensor) -> candle_core::Result<Tensor> {
-        let h = self.fc1.forward(&self.norm.forward(z)?)?.relu()?;
+        let z = candle_nn::ops::layer_norm_slow(z, &self.norm.0, &self.norm.1, 1e-5)?;
+        let h = self.fc1.forward(&z)?.relu()?;
         match &self.body {
             DecoderBody::Reconstruct { fc2, fc3 } => {
                 let n = h.dim(0)?;
