@@ -101,13 +101,13 @@ impl Head {
                 self.config.input_dim
             );
         }
-        let mut h = self.norm.forward(x)?;
+        let mut h = differentiable_norm(&self.norm, x)?;
         for (i, layer) in self.layers.iter().enumerate() {
             h = layer.forward(&h)?;
             if i + 1 < self.layers.len() {
                 h = h.gelu_erf()?;
                 if let Some(n) = &self.hidden_norm {
-                    h = n.forward(&h)?;
+                    h = differentiable_norm(n, &h)?;
                 }
             }
         }
@@ -120,6 +120,16 @@ impl Head {
     /// - `x`: `[n, input_dim]`; returns `[n, num_classes]`
     pub fn probabilities(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         candle_nn::ops::softmax_last_dim(&self.forward(x)?)
+    }
+}
+
+/// `norm` applied with candle's unfused LayerNorm, which has a backward pass: the fused op that
+/// `LayerNorm::forward` uses on contiguous inputs has none, so gradients would stop at the norm
+/// (leaving its scale and shift, and every layer before a hidden norm, untrained).
+fn differentiable_norm(norm: &LayerNorm, x: &Tensor) -> candle_core::Result<Tensor> {
+    match norm.bias() {
+        Some(bias) => candle_nn::ops::layer_norm_slow(x, norm.weight(), bias, LN_EPS as f32),
+        None => norm.forward(x),
     }
 }
 
@@ -339,9 +349,21 @@ pub fn train_head(
         weight_decay: options.weight_decay,
         ..Default::default()
     };
-    // AdamW updates each parameter independently, so the order of the vars does not matter.
-    let mut opt = candle_nn::AdamW::new(varmap.all_vars(), params)
-        .context(|| "creating the optimiser".into())?;
+    // AdamW updates each parameter independently, so the order of the vars does not matter. The
+    // input LayerNorm stays at (1, 0): the Linear after it absorbs any scale and shift, so training
+    // them would only add redundant parameters (and change what earlier versions trained).
+    let trained_vars: Vec<Var> = {
+        let data = varmap
+            .data()
+            .lock()
+            .map_err(|_| Error::invalid("head weights", "the weight map lock is poisoned"))?;
+        data.iter()
+            .filter(|(name, _)| !name.starts_with("norm."))
+            .map(|(_, v)| v.clone())
+            .collect()
+    };
+    let mut opt =
+        candle_nn::AdamW::new(trained_vars, params).context(|| "creating the optimiser".into())?;
     let gather = |idx: &[usize]| -> candle_core::Result<(Tensor, Tensor)> {
         let i = Tensor::from_vec(
             idx.iter().map(|&i| i as u32).collect::<Vec<_>>(),
@@ -443,4 +465,60 @@ pub fn train_head(
             val_size: val_idx.len(),
         },
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_layer_of_an_mlp_head_trains() -> anyhow::Result<()> {
+        // Two classes told apart by the sign of the first coordinate.
+        let (n, d) = (64, 6);
+        let mut v = Vec::with_capacity(n * d);
+        let mut labels = Vec::with_capacity(n);
+        for i in 0..n {
+            let c = i % 2;
+            labels.push(c);
+            for j in 0..d {
+                v.push(if j == 0 {
+                    c as f32 * 2.0 - 1.0
+                } else {
+                    ((i * 7 + j * 3) % 5) as f32 * 0.1
+                });
+            }
+        }
+        let x = Tensor::from_vec(v, (n, d), &Device::Cpu)?;
+        let kind = HeadKind::Mlp { hidden: 8 };
+        let options = TrainOptions {
+            epochs: 5,
+            val_fraction: 0.0,
+            ..TrainOptions::default()
+        };
+        let trained = train_head(&x, &labels, kind, 2, &options)?;
+        let config = HeadConfig {
+            kind,
+            input_dim: d,
+            num_classes: 2,
+        };
+        let init = VarMap::new();
+        seeded_vars(&init, &config, options.seed, &Device::Cpu)?;
+        let init = init.data().lock().map_err(|e| anyhow::anyhow!("{e}"))?;
+        // The input norm is frozen at (1, 0) on purpose; everything after it trains, including the
+        // first Linear, which sits before the hidden norm.
+        for name in ["fc0.weight", "hidden_norm.weight", "fc1.weight"] {
+            let before = init
+                .get(name)
+                .ok_or_else(|| anyhow::anyhow!("no initial {name}"))?
+                .as_tensor()
+                .clone();
+            let after = trained
+                .weights
+                .get(name)
+                .ok_or_else(|| anyhow::anyhow!("no trained {name}"))?;
+            let change = (after - &before)?.abs()?.max_all()?.to_scalar::<f32>()?;
+            assert!(change > 1e-4, "{name} did not train (max change {change})");
+        }
+        Ok(())
+    }
 }
