@@ -16,7 +16,6 @@ use clap::Parser;
 use relstitch::data::{Builtin, Dataset, SplitOptions};
 use relstitch::fetch::Fetcher;
 use relstitch::metrics::{compare_spaces, retrieval_jaccard_at_k, SpaceComparison};
-use relstitch::projection::{PreTransform, Projection, RelativeProjector};
 use serde::Serialize;
 
 use common::{pm, short, ENCODERS};
@@ -138,11 +137,7 @@ fn main() -> anyhow::Result<()> {
             .collect::<anyhow::Result<_>>()?;
         let centred: Vec<Tensor> = spaces
             .iter()
-            .map(|(p, e)| {
-                let anchors = common::take_rows(p, &rows)?;
-                let pre = PreTransform::NONE.with_center(true);
-                Ok(RelativeProjector::fit(&anchors, Projection::Cosine, pre)?.project(e)?)
-            })
+            .map(|(p, e)| common::relative_centred(e, &common::take_rows(p, &rows)?))
             .collect::<anyhow::Result<_>>()?;
         for i in 0..n {
             for j in 0..n {

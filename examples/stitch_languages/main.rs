@@ -126,21 +126,10 @@ fn main() -> anyhow::Result<()> {
     let es_te = common::embed(&args.spanish, &es_test.texts(), None)?;
 
     // Anchor candidates: training verses whose text is not repeated in either language (some
-    // verses recur word for word; two identical anchors would be degenerate). Verses are short,
-    // never truncated, so distinct texts embed distinctly.
-    let candidates: Vec<usize> = {
-        let (mut seen_en, mut seen_es) = (
-            std::collections::HashSet::new(),
-            std::collections::HashSet::new(),
-        );
-        (0..en_train.len())
-            .filter(|&r| {
-                let fresh_en = seen_en.insert(en_train.records[r].text.as_str());
-                let fresh_es = seen_es.insert(es_train.records[r].text.as_str());
-                fresh_en && fresh_es
-            })
-            .collect()
-    };
+    // verses recur word for word; two identical anchors would be degenerate). Checking the
+    // Spanish embeddings covers the Spanish texts.
+    let en_texts: Vec<String> = en_train.records.iter().map(|r| r.text.clone()).collect();
+    let candidates = common::anchor_candidates(&en_texts, &[&es_tr])?;
     let english: Vec<String> = if args.quick {
         args.english.iter().take(1).cloned().collect()
     } else {
