@@ -93,6 +93,20 @@ fn palette(i: usize) -> RGBColor {
     RGBColor(r, g, b)
 }
 
+/// The legend of a chart's labelled series, boxed, at `position`.
+fn draw_legend<'a, DB: DrawingBackend + 'a, CT: plotters::coord::CoordTranslate>(
+    chart: &mut ChartContext<'a, DB, CT>,
+    position: SeriesLabelPosition,
+) -> std::result::Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
+    chart
+        .configure_series_labels()
+        .position(position)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .label_font((FONT, 13))
+        .draw()
+}
+
 /// A heatmap of `values` (`rows.len()` rows of `cols.len()` values each) with a colour bar.
 ///
 /// Colours run over `range` (default: the values' min and max) on the viridis scale. Row and
@@ -352,14 +366,7 @@ pub fn line_chart(
                     .map_err(&err)?;
             }
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::LowerRight)
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .label_font((FONT, 13))
-            .draw()
-            .map_err(&err)?;
+        draw_legend(&mut chart, SeriesLabelPosition::LowerRight).map_err(&err)?;
         root.present().map_err(&err)?;
     }
     Ok(svg)
@@ -446,14 +453,7 @@ pub fn bar_chart(
             root.draw(&Text::new(name.clone(), (x, base + 8), style))
                 .map_err(&err)?;
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .label_font((FONT, 13))
-            .draw()
-            .map_err(&err)?;
+        draw_legend(&mut chart, SeriesLabelPosition::UpperRight).map_err(&err)?;
         root.present().map_err(&err)?;
     }
     Ok(svg)
