@@ -170,8 +170,13 @@ fn temporaries(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// A checkpoint's meaning: its config (as JSON) and its weights' values by name.
+type CheckpointState = (String, Vec<(String, Vec<f32>)>);
+/// An embedding file's meaning: its vectors and its sorted metadata.
+type EmbeddingsState = (Vec<Vec<f32>>, Vec<(String, String)>);
+
 /// A checkpoint's meaning: its config and its weights' values.
-fn checkpoint_state(dir: &Path) -> Result<(String, Vec<(String, Vec<f32>)>)> {
+fn checkpoint_state(dir: &Path) -> Result<CheckpointState> {
     let c = Checkpoint::load(dir)?;
     let mut w: Vec<(String, Vec<f32>)> = c
         .weights
@@ -183,7 +188,7 @@ fn checkpoint_state(dir: &Path) -> Result<(String, Vec<(String, Vec<f32>)>)> {
 }
 
 /// An embedding file's meaning: its vectors and its metadata.
-fn embeddings_state(path: &Path) -> Result<(Vec<Vec<f32>>, Vec<(String, String)>)> {
+fn embeddings_state(path: &Path) -> Result<EmbeddingsState> {
     let f = SafetensorsFile::read(path, &Device::Cpu)?;
     let mut meta: Vec<(String, String)> = f.metadata.into_iter().collect();
     meta.sort();
