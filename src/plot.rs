@@ -509,9 +509,9 @@ pub fn image_grid(
             }
         }
     }
-    let png = grey_png(&pixels, pw, ph).map_err(|e| Error::Plot {
+    let png = grey_png(&pixels, pw, ph).map_err(|source| Error::Plot {
         figure: title.to_string(),
-        source: Box::new(e),
+        source,
     })?;
     let label_w = row_labels
         .iter()
@@ -553,54 +553,29 @@ fn xml_escape(s: &str) -> String {
         .replace('"', "&quot;")
 }
 
-/// An 8-bit grey-scale PNG of `pixels` (row-major, `width × height`).
-fn grey_png(pixels: &[u8], width: usize, height: usize) -> std::io::Result<Vec<u8>> {
-    use std::io::Write;
-    fn chunk(out: &mut Vec<u8>, kind: &[u8; 4], data: &[u8]) {
-        out.extend_from_slice(&(data.len() as u32).to_be_bytes());
-        let mut crc = flate2::Crc::new();
-        crc.update(kind);
-        crc.update(data);
-        out.extend_from_slice(kind);
-        out.extend_from_slice(data);
-        out.extend_from_slice(&crc.sum().to_be_bytes());
-    }
-    let mut raw = Vec::with_capacity((width + 1) * height);
-    for row in pixels.chunks(width) {
-        raw.push(0); // filter: none
-        raw.extend_from_slice(row);
-    }
-    let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::best());
-    z.write_all(&raw)?;
-    let idat = z.finish()?;
-    let mut ihdr = Vec::with_capacity(13);
-    ihdr.extend_from_slice(&(width as u32).to_be_bytes());
-    ihdr.extend_from_slice(&(height as u32).to_be_bytes());
-    ihdr.extend_from_slice(&[8, 0, 0, 0, 0]); // 8 bits, grey, deflate, adaptive, no interlace
-    let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
-    chunk(&mut out, b"IHDR", &ihdr);
-    chunk(&mut out, b"IDAT", &idat);
-    chunk(&mut out, b"IEND", &[]);
+/// An 8-bit grey-scale PNG of `pixels` (row-major, `width × height`), by the `png` crate.
+fn grey_png(
+    pixels: &[u8],
+    width: usize,
+    height: usize,
+) -> std::result::Result<Vec<u8>, Box<dyn std::error::Error + Send + Sync>> {
+    let w = u32::try_from(width)?;
+    let h = u32::try_from(height)?;
+    let mut out = Vec::new();
+    let mut encoder = png::Encoder::new(&mut out, w, h);
+    encoder.set_color(png::ColorType::Grayscale);
+    encoder.set_depth(png::BitDepth::Eight);
+    encoder.set_compression(png::Compression::High);
+    let mut writer = encoder.write_header()?;
+    writer.write_image_data(pixels)?;
+    writer.finish()?;
     Ok(out)
 }
 
-/// Standard base64 with padding.
+/// Standard base64 with padding (RFC 4648), by the `base64` crate.
 fn base64(bytes: &[u8]) -> String {
-    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for c in bytes.chunks(3) {
-        let n = (u32::from(c[0]) << 16)
-            | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
-            | u32::from(*c.get(2).unwrap_or(&0));
-        for (i, shift) in [18, 12, 6, 0].into_iter().enumerate() {
-            if i <= c.len() {
-                out.push(T[((n >> shift) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
 #[cfg(test)]
@@ -661,6 +636,22 @@ mod tests {
         assert!(svg.contains("data:image/png;base64,iVBORw0KGgo"));
         assert!(image_grid("d", &im, (2, 3), 2, &labels(1), 4).is_err());
         assert!(image_grid("d", &im, (3, 3), 2, &labels(2), 4).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn grey_png_decodes_to_the_same_pixels() -> anyhow::Result<()> {
+        use base64::Engine;
+        let pixels: Vec<u8> = (0..35u8).map(|v| v * 7).collect();
+        let png = grey_png(&pixels, 7, 5).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let text = base64(&png);
+        let bytes = base64::engine::general_purpose::STANDARD.decode(text)?;
+        let mut reader = png::Decoder::new(std::io::Cursor::new(bytes)).read_info()?;
+        let mut buf = vec![0; reader.output_buffer_size().unwrap_or(0)];
+        let info = reader.next_frame(&mut buf)?;
+        assert_eq!((info.width, info.height), (7, 5));
+        assert_eq!(info.color_type, png::ColorType::Grayscale);
+        assert_eq!(&buf[..info.buffer_size()], &pixels[..]);
         Ok(())
     }
 
