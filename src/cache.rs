@@ -149,7 +149,9 @@ struct KeyFile {
 
 fn read_key_file(dir: &Path) -> Option<ModelIdentity> {
     let text = std::fs::read_to_string(dir.join(KEY_FILE)).ok()?;
-    serde_json::from_str::<KeyFile>(&text).ok().map(|k| k.identity)
+    serde_json::from_str::<KeyFile>(&text)
+        .ok()
+        .map(|k| k.identity)
 }
 
 impl EmbeddingCache {
@@ -235,7 +237,7 @@ impl EmbeddingCache {
     /// # Shapes
     /// - `embeddings`: `[hashes.len(), dim]` f32 on the CPU
     fn write_shard(&self, embeddings: &Tensor, hashes: &[String]) -> Result<()> {
-        if read_key_file(&self.dir).is_none() {
+        if attribute(&self.dir).is_err() {
             let key = KeyFile {
                 identity: self.identity.clone(),
             };
@@ -271,7 +273,10 @@ impl EmbeddingCache {
                         Ok(()) => "deleted; its texts will be embedded again".to_string(),
                         Err(e) => format!("ignored (cannot delete it: {e})"),
                     };
-                    tracing::warn!("bad embedding-cache shard {}: {why}; {outcome}", f.display());
+                    tracing::warn!(
+                        "bad embedding-cache shard {}: {why}; {outcome}",
+                        f.display()
+                    );
                     continue;
                 }
             };
@@ -344,9 +349,7 @@ fn attribute(dir: &Path) -> std::result::Result<ModelIdentity, String> {
     };
     let name = dir.file_name().map(|n| n.to_string_lossy().into_owned());
     if name.as_deref() != Some(key_of(&identity).as_str()) {
-        return Err(format!(
-            "{KEY_FILE} describes another key than its folder"
-        ));
+        return Err(format!("{KEY_FILE} describes another key than its folder"));
     }
     Ok(identity)
 }

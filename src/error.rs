@@ -65,7 +65,7 @@ pub enum Error {
         actual: String,
     },
     /// A model's weights do not have the sha256 they should: the file is damaged or was replaced.
-    #[error("{path}: the weights are damaged or were replaced (sha256 {actual}, but {according_to} says {expected}); {repair}")]
+    #[error("{path}: the weights are damaged or were replaced (sha256 {actual}, expected {expected}); {repair}")]
     DamagedWeights {
         /// The weights file.
         path: PathBuf,
@@ -73,9 +73,8 @@ pub enum Error {
         expected: String,
         /// The sha256 of its bytes now.
         actual: String,
-        /// Who says what it should be (a provenance file, the catalog, a Hugging Face blob name).
-        according_to: String,
-        /// How to repair it (the command to run).
+        /// Who says what it should be (a provenance file, the catalog, a Hugging Face blob name) and
+        /// how to repair it (the command to run).
         repair: String,
     },
     /// A model name could not be resolved to a folder.

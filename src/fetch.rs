@@ -205,9 +205,9 @@ impl Fetcher {
                 path: weights,
                 expected: pinned.clone(),
                 actual,
-                according_to: "the catalog of this relstitch version".into(),
                 repair: format!(
-                    "the folder was built from another catalog entry; run `relstitch fetch --force {name}`"
+                    "the expected sha256 comes from the catalog of this relstitch version (the folder \
+                     was built from another catalog entry); run `relstitch fetch --force {name}`"
                 ),
             });
         }
@@ -275,7 +275,12 @@ impl Fetcher {
 
     /// Builds `model` into a temporary folder and moves it into place; with `replace`, an intact
     /// cached folder is replaced too.
-    fn materialise(&self, catalog: &Catalog, model: &CatalogModel, replace: bool) -> Result<PathBuf> {
+    fn materialise(
+        &self,
+        catalog: &Catalog,
+        model: &CatalogModel,
+        replace: bool,
+    ) -> Result<PathBuf> {
         let downloads = model
             .packages
             .iter()

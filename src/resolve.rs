@@ -187,7 +187,10 @@ fn from_hub(
     let dir = config.parent().map(Path::to_path_buf).unwrap_or_default();
     Ok(ResolvedModel {
         name: name.into(),
-        expected_weights: hugging_face_blob(&dir.join(WEIGHTS), Some(name.split('@').next().unwrap_or(name))),
+        expected_weights: hugging_face_blob(
+            &dir.join(WEIGHTS),
+            Some(name.split('@').next().unwrap_or(name)),
+        ),
         dir,
         hub_id: Some(repo.folder_name()),
         revision: Some(repo.revision().to_string()),

@@ -66,10 +66,16 @@ struct Verdict {
 
 fn split_time(t: SystemTime) -> (i64, u32) {
     match t.duration_since(UNIX_EPOCH) {
-        Ok(d) => (i64::try_from(d.as_secs()).unwrap_or(i64::MAX), d.subsec_nanos()),
+        Ok(d) => (
+            i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+            d.subsec_nanos(),
+        ),
         Err(e) => {
             let d = e.duration();
-            (-i64::try_from(d.as_secs()).unwrap_or(i64::MAX), d.subsec_nanos())
+            (
+                -i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+                d.subsec_nanos(),
+            )
         }
     }
 }
@@ -225,8 +231,10 @@ impl VerdictCache {
                 path: path.to_path_buf(),
                 expected: e.sha256.clone(),
                 actual: hashed.sha256,
-                according_to: e.according_to.clone(),
-                repair: e.repair.clone(),
+                repair: format!(
+                    "the expected sha256 comes from {}; {}",
+                    e.according_to, e.repair
+                ),
             }),
             _ => Ok(hashed.sha256),
         }
@@ -275,9 +283,7 @@ fn is_stale(path: &Path, age: Duration) -> bool {
         return false;
     }
     match std::fs::read_dir(path) {
-        Ok(entries) => entries
-            .filter_map(|e| e.ok())
-            .all(|e| old(&e.path())),
+        Ok(entries) => entries.filter_map(|e| e.ok()).all(|e| old(&e.path())),
         Err(_) => true,
     }
 }

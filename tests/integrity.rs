@@ -209,8 +209,14 @@ fn fetch_rebuilds_a_damaged_model_and_removes_stale_temporaries() -> Result<()> 
     let (home, dir) = home_with_minilm(true)?;
     zero_tensor(&dir.join("model.safetensors"), ZEROED)?;
     // A folder left by a fetch killed an hour ago, and one being built right now.
-    let stale = home.path().join("models").join(format!(".{MODEL}-dead1234"));
-    let fresh = home.path().join("models").join(format!(".{MODEL}-busy5678"));
+    let stale = home
+        .path()
+        .join("models")
+        .join(format!(".{MODEL}-dead1234"));
+    let fresh = home
+        .path()
+        .join("models")
+        .join(format!(".{MODEL}-busy5678"));
     std::fs::create_dir_all(&stale)?;
     std::fs::create_dir_all(&fresh)?;
     let hour_ago = SystemTime::now() - Duration::from_secs(3600);
@@ -444,7 +450,10 @@ impl tracing::Subscriber for Warnings {
 
 impl Warnings {
     fn take(&self) -> Vec<String> {
-        self.0.lock().map(|mut w| std::mem::take(&mut *w)).unwrap_or_default()
+        self.0
+            .lock()
+            .map(|mut w| std::mem::take(&mut *w))
+            .unwrap_or_default()
     }
 }
 
@@ -520,7 +529,11 @@ fn shards_of_other_weights_or_without_a_digest_are_not_used() -> Result<()> {
         .iter()
         .map(|t| hex::encode(<sha2::Sha256 as sha2::Digest>::digest(t.as_bytes())))
         .collect();
-    let zeros = Tensor::zeros((TEXTS.len(), enc.dim()), candle_core::DType::F32, &candle_core::Device::Cpu)?;
+    let zeros = Tensor::zeros(
+        (TEXTS.len(), enc.dim()),
+        candle_core::DType::F32,
+        &candle_core::Device::Cpu,
+    )?;
     // Intact by its own digest, but computed with other weights.
     let other = std::collections::HashMap::from([
         ("text_sha256".to_string(), serde_json::to_string(&hashes)?),
@@ -537,10 +550,17 @@ fn shards_of_other_weights_or_without_a_digest_are_not_used() -> Result<()> {
     let b = cache.dir().join("shard-0001.safetensors");
     write_safetensors(&b, &[("embeddings", &zeros)], &old)?;
     let (got, warnings) = with_warnings(|| cache.embed(&enc, TEXTS));
-    assert!(max_abs_diff(&got?, &fresh)? < 1e-5, "a foreign shard was used");
+    assert!(
+        max_abs_diff(&got?, &fresh)? < 1e-5,
+        "a foreign shard was used"
+    );
     assert_eq!(warnings.len(), 2, "{warnings:?}");
-    assert!(warnings.iter().any(|w| w.contains("shard-0000") && w.contains("other weights")));
-    assert!(warnings.iter().any(|w| w.contains("shard-0001") && w.contains("no digest")));
+    assert!(warnings
+        .iter()
+        .any(|w| w.contains("shard-0000") && w.contains("other weights")));
+    assert!(warnings
+        .iter()
+        .any(|w| w.contains("shard-0001") && w.contains("no digest")));
     assert!(!a.exists() && !b.exists());
     Ok(())
 }
@@ -578,7 +598,9 @@ fn cache_verify_and_clear_through_the_binary() -> Result<()> {
     let Ok([shard]) = <[PathBuf; 1]>::try_from(shards(&cache)?) else {
         bail!("expected one shard");
     };
-    tamper(&shard, |m| m.into_iter().map(|r| vec![0.0; r.len()]).collect())?;
+    tamper(&shard, |m| {
+        m.into_iter().map(|r| vec![0.0; r.len()]).collect()
+    })?;
     let bad = relstitch(home.path(), &["cache", "verify"])?;
     assert_eq!(bad.status.code(), Some(1), "{}", text(&bad));
     assert!(text(&bad).contains("bad    1"), "{}", text(&bad));
@@ -589,7 +611,10 @@ fn cache_verify_and_clear_through_the_binary() -> Result<()> {
     assert!(!shard.exists());
 
     cache.embed(&enc, TEXTS)?;
-    let other = relstitch(home.path(), &["cache", "clear", "--model", "all-mpnet-base-v2"])?;
+    let other = relstitch(
+        home.path(),
+        &["cache", "clear", "--model", "all-mpnet-base-v2"],
+    )?;
     assert!(other.status.success(), "{}", text(&other));
     assert!(cache.dir().exists(), "cleared another model's keys");
     let mine = relstitch(home.path(), &["cache", "clear", "--model", MODEL])?;
