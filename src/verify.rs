@@ -338,12 +338,13 @@ mod tests {
         let home = tempfile::tempdir()?;
         let f = home.path().join("w.bin");
         std::fs::write(&f, b"weights")?;
-        // Pretend the file was written a while ago (a fresh file is not given a verdict).
+        // A file changed in the last two seconds is not given a verdict.
         let old = SystemTime::now() - Duration::from_secs(60);
         std::fs::File::options()
             .write(true)
             .open(&f)?
             .set_modified(old)?;
+        std::thread::sleep(RACY + Duration::from_millis(100));
         let cache = VerdictCache::new(home.path());
         let first = cache.sha256(&f)?;
         assert!(!first.from_cache);
