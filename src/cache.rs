@@ -177,8 +177,14 @@ impl EmbeddingCache {
     /// Embeds `texts` with `encoder`, reading cached rows and embedding only the texts not seen
     /// before.
     ///
+    /// Bad shards (see the module documentation) are deleted with one warning and recomputed.
+    ///
     /// # Shapes
     /// - returns `[texts.len(), dim]` f32 on the encoder's device, in input order
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] when `texts` is empty or `encoder` is not the one this cache was
+    /// made for; the encoder's errors; [`Error::Io`] when a shard cannot be written.
     pub fn embed<S: AsRef<str>>(&self, encoder: &Encoder, texts: &[S]) -> Result<Tensor> {
         if texts.is_empty() {
             return Err(Error::invalid(

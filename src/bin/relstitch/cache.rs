@@ -12,10 +12,14 @@ use relstitch::fetch::home_dir;
 /// it is next read, and `cache verify` finds them all at once.
 ///
 /// Examples:
-///   relstitch cache verify          # per key: model, shards ok and bad; exit 1 if any is bad
-///   relstitch cache verify --fix    # also delete the bad shards (they are recomputed on use)
-///   relstitch cache clear --model all-MiniLM-L6-v2
-///   relstitch cache clear           # remove every cached embedding
+///
+/// `relstitch cache verify` prints, per key, the model and its shards ok and bad; exit status 1 if
+/// any is bad.
+///
+/// `relstitch cache verify --fix` also deletes the bad shards (they are recomputed when next needed).
+///
+/// `relstitch cache clear --model all-MiniLM-L6-v2` removes one model's cached embeddings;
+/// `relstitch cache clear` removes them all.
 #[derive(Args, Debug)]
 pub struct CacheArgs {
     #[command(subcommand)]
@@ -25,16 +29,20 @@ pub struct CacheArgs {
 /// What to do with the cache.
 #[derive(Subcommand, Debug)]
 pub enum CacheCommand {
-    /// Check every shard of every key: readable, matching its digest, computed with the key's
-    /// weights. Prints `ok`/`bad` counts per key and each bad shard; exits with status 1 when bad
-    /// shards remain. Example: `relstitch cache verify --fix`.
+    /// Check every shard of every key; exit status 1 if bad shards remain.
+    ///
+    /// A shard is good when it is readable, matches its digest and was computed with its key's
+    /// weights. Prints `ok`/`bad` counts per key and each bad shard.
+    ///
+    /// Example: `relstitch cache verify --fix`
     Verify {
         /// Delete the bad shards (and temporaries left by killed runs).
         #[arg(long)]
         fix: bool,
     },
     /// Remove cached embeddings: all of them, or only those of one model.
-    /// Example: `relstitch cache clear --model all-mpnet-base-v2`.
+    ///
+    /// Example: `relstitch cache clear --model all-mpnet-base-v2`
     Clear {
         /// Only this model's keys: a catalog name, a model folder, the name it was embedded with,
         /// or its weights sha256.

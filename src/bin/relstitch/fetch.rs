@@ -12,9 +12,13 @@ use relstitch::fetch::{CachedModel, Fetcher};
 /// damaged model is built again from the verified downloads.
 ///
 /// Examples:
-///   relstitch fetch all-MiniLM-L6-v2 all-mpnet-base-v2
-///   relstitch fetch --verify            # re-hash every fetched model; exit 1 if one is damaged
-///   relstitch fetch --force all-MiniLM-L6-v2   # rebuild it, replacing the cached folder
+///
+/// `relstitch fetch all-MiniLM-L6-v2 all-mpnet-base-v2` fetches two models.
+///
+/// `relstitch fetch --verify` re-hashes every fetched model, prints ok/damaged for each and exits
+/// with status 1 if one is damaged.
+///
+/// `relstitch fetch --force all-MiniLM-L6-v2` rebuilds it and replaces the cached folder.
 #[derive(Args, Debug)]
 pub struct FetchArgs {
     /// Catalog names (see --list). `all` means every model (with --verify: every fetched model,
