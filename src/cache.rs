@@ -433,11 +433,7 @@ fn weights_of(home: &Path, model: &str) -> Result<Vec<String>> {
         if let Some(p) = crate::fetch::Provenance::read(&dir) {
             shas.push(p.weights_sha256);
         }
-        let weights = ["model.safetensors", "pytorch_model.bin"]
-            .iter()
-            .map(|f| dir.join(f))
-            .find(|p| p.is_file());
-        if let Some(w) = weights {
+        if let Some(w) = crate::encoder::weights_file(&dir) {
             shas.push(verdicts.sha256(&w)?.sha256);
         }
     }

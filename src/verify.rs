@@ -115,22 +115,6 @@ impl FileState {
     }
 }
 
-/// The sha256 of a file with a buffer large enough to keep the hasher busy.
-fn hash_file(path: &Path) -> Result<String> {
-    use std::io::Read;
-    let mut file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = file.read(&mut buf).map_err(|e| Error::io(path, e))?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-    }
-    Ok(hex::encode(hasher.finalize()))
-}
-
 /// The cache of hashing verdicts under one relstitch home.
 #[derive(Debug, Clone)]
 pub struct VerdictCache {
@@ -189,7 +173,7 @@ impl VerdictCache {
 
     fn hash_and_store(&self, path: &Path, before: FileState) -> Result<Hashed> {
         let started = std::time::Instant::now();
-        let sha256 = hash_file(&before.path)?;
+        let sha256 = crate::io::sha256_file(&before.path)?;
         tracing::debug!(file = %path.display(), seconds = started.elapsed().as_secs_f64(), "hashed");
         // Only a file that did not change while it was read, and not just now, gets a verdict.
         let after = FileState::of(path)?;

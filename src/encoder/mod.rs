@@ -135,15 +135,20 @@ pub struct ModelIdentity {
     pub dim: usize,
 }
 
+/// The weights file of a model folder, as [`arch::weights`] picks it: `model.safetensors`, else
+/// `pytorch_model.bin`.
+pub(crate) fn weights_file(dir: &Path) -> Option<PathBuf> {
+    ["model.safetensors", "pytorch_model.bin"]
+        .iter()
+        .map(|f| dir.join(f))
+        .find(|p| p.is_file())
+}
+
 /// The sha256 of a resolved model's weights, computed (or read from the verdict cache of
 /// `$RELSTITCH_HOME`, see [`crate::verify`]) and checked against what its provenance file or Hugging
 /// Face blob name promises. Empty when the folder has no weights file ([`arch::weights`] says so).
 fn verified_weights_sha256(resolved: &ResolvedModel) -> Result<String> {
-    let Some(file) = ["model.safetensors", "pytorch_model.bin"]
-        .iter()
-        .map(|f| resolved.dir.join(f))
-        .find(|p| p.is_file())
-    else {
+    let Some(file) = weights_file(&resolved.dir) else {
         return Ok(String::new());
     };
     let verdicts = match crate::fetch::home_dir() {
