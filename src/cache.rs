@@ -121,7 +121,7 @@ fn read_shard(path: &Path, weights_sha256: Option<&str>) -> std::result::Result<
     if &actual != digest {
         return Err(format!(
             "its data does not match its digest (rows reordered or values changed: {} recorded, {} now)",
-            &digest[..digest.len().min(16)],
+            digest.chars().take(16).collect::<String>(),
             &actual[..16]
         ));
     }

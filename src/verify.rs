@@ -115,6 +115,11 @@ impl FileState {
     }
 }
 
+/// Whether `s` is a sha256 in hex (64 hex digits).
+fn is_sha256(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
 /// The cache of hashing verdicts under one relstitch home.
 #[derive(Debug, Clone)]
 pub struct VerdictCache {
@@ -149,7 +154,7 @@ impl VerdictCache {
         if let Some(entry) = self.entry(&state) {
             if let Ok(text) = std::fs::read_to_string(&entry) {
                 if let Ok(v) = serde_json::from_str::<Verdict>(&text) {
-                    if v.state == state && v.sha256.len() == 64 {
+                    if v.state == state && is_sha256(&v.sha256) {
                         tracing::debug!(file = %path.display(), "sha256 from the verdict cache");
                         return Ok(Hashed {
                             sha256: v.sha256,
@@ -230,8 +235,7 @@ impl VerdictCache {
 pub fn hugging_face_blob(file: &Path, hub_id: Option<&str>) -> Option<Expected> {
     let target = std::fs::read_link(file).ok()?;
     let name = target.file_name()?.to_str()?;
-    let is_sha256 = name.len() == 64 && name.bytes().all(|b| b.is_ascii_hexdigit());
-    if !is_sha256 {
+    if !is_sha256(name) {
         return None;
     }
     let blob = file.parent().map_or(target.clone(), |p| p.join(&target));

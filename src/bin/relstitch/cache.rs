@@ -65,7 +65,7 @@ pub fn run(args: CacheArgs) -> anyhow::Result<()> {
                     .unwrap_or_default();
                 println!(
                     "{}  {:<26} ok {:>4}  bad {:>4}",
-                    &key[..key.len().min(12)],
+                    key.chars().take(12).collect::<String>(),
                     r.model_name(),
                     r.ok,
                     r.bad.len()
