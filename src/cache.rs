@@ -2,46 +2,164 @@
 //!
 //! Keyed by everything that changes the vectors (weights sha256, pooling, normalisation, max length,
 //! prefix) and by each text's sha256. Stored as safetensors shards under
-//! `$RELSTITCH_HOME/embeddings/<key>/`, each holding tensor `embeddings` and the texts' hashes in
-//! its metadata; new texts are embedded and appended as a new shard, written atomically.
+//! `$RELSTITCH_HOME/embeddings/<key>/`, each holding tensor `embeddings` and, in its metadata, the
+//! texts' hashes, the weights sha256 it was computed with and a digest of both ([`shard_digest`]);
+//! new texts are embedded and appended as a new shard, written atomically. `key.json` in each key
+//! folder names the encoder, so that [`verify_all`] and [`clear`] can attribute keys to models.
+//!
+//! Nothing on disk is trusted: a shard whose digest or weights sha256 does not match (rows shuffled,
+//! values changed, truncated, written by an older relstitch without a digest) is deleted with one
+//! warning and its texts are embedded again.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use candle_core::{Device, Tensor};
+use candle_core::{DType, Device, Tensor};
 use sha2::{Digest, Sha256};
 
 use crate::encoder::{Encoder, ModelIdentity};
 use crate::error::CandleContext;
 use crate::io::{write_safetensors, SafetensorsFile};
+use crate::verify::{remove_stale_temporaries, STALE_AFTER};
 use crate::{Error, Result};
 
 const HASHES: &str = "text_sha256";
+const DIGEST: &str = "digest_sha256";
+const WEIGHTS: &str = "weights_sha256";
+const EMBEDDINGS: &str = "embeddings";
+/// The file in each key folder that says which encoder the key belongs to.
+pub const KEY_FILE: &str = "key.json";
 
 /// The cache folder of one encoder configuration.
 #[derive(Debug, Clone)]
 pub struct EmbeddingCache {
     dir: PathBuf,
+    identity: ModelIdentity,
 }
 
 fn text_hash(text: &str) -> String {
     hex::encode(Sha256::digest(text.as_bytes()))
 }
 
+/// The key folder name of an encoder configuration.
+fn key_of(identity: &ModelIdentity) -> String {
+    let key = format!(
+        "{}|{}|{}|{}|{}",
+        identity.weights_sha256,
+        identity.pooling.as_str(),
+        identity.normalize,
+        identity.max_length,
+        identity.prefix.as_deref().unwrap_or("")
+    );
+    hex::encode(Sha256::digest(key.as_bytes()))[..32].to_string()
+}
+
+/// The digest a shard records: sha256 over a format tag, the matrix shape (u64 little-endian), its
+/// f32 values (little-endian, row-major) and the text hashes (each followed by `\n`). Any change
+/// to the rows, their order, the values or the list of texts changes it.
+///
+/// # Shapes
+/// - `embeddings`: `[rows, dims]`, read as f32; `text_sha256`: `rows` hashes
+///
+/// # Errors
+/// [`Error::InvalidArgument`] when `embeddings` is not a matrix with one row per hash.
+pub fn shard_digest(embeddings: &Tensor, text_sha256: &[String]) -> Result<String> {
+    let (rows, cols) = embeddings
+        .dims2()
+        .context(|| "digest of an embedding shard".into())?;
+    if rows != text_sha256.len() {
+        return Err(Error::invalid(
+            "embedding shard",
+            format!("{rows} rows but {} text hashes", text_sha256.len()),
+        ));
+    }
+    let values = embeddings
+        .to_dtype(DType::F32)
+        .and_then(|t| t.flatten_all())
+        .and_then(|t| t.to_vec1::<f32>())
+        .context(|| "digest of an embedding shard".into())?;
+    let mut bytes = Vec::with_capacity(values.len() * 4);
+    for v in values {
+        bytes.extend_from_slice(&v.to_le_bytes());
+    }
+    let mut h = Sha256::new();
+    h.update(b"relstitch embedding shard v1\n");
+    h.update((rows as u64).to_le_bytes());
+    h.update((cols as u64).to_le_bytes());
+    h.update(&bytes);
+    for t in text_sha256 {
+        h.update(t.as_bytes());
+        h.update(b"\n");
+    }
+    Ok(hex::encode(h.finalize()))
+}
+
+/// A shard that passed its checks.
+struct Shard {
+    embeddings: Tensor,
+    hashes: Vec<String>,
+}
+
+/// Reads and checks one shard: readable, a finite f32 matrix, one text hash per row, the recorded
+/// digest matches, and it was computed with `weights_sha256` (when given). `Err` says what is wrong.
+fn read_shard(path: &Path, weights_sha256: Option<&str>) -> std::result::Result<Shard, String> {
+    let file = SafetensorsFile::read(path, &Device::Cpu).map_err(|e| e.to_string())?;
+    let meta = |k: &str| file.metadata.get(k);
+    let (Some(digest), Some(weights)) = (meta(DIGEST), meta(WEIGHTS)) else {
+        return Err("has no digest (written by an older relstitch)".into());
+    };
+    if let Some(expected) = weights_sha256.filter(|w| *w != weights) {
+        return Err(format!(
+            "was computed with other weights (sha256 {weights}, this key is {expected})"
+        ));
+    }
+    let hashes: Vec<String> = meta(HASHES)
+        .and_then(|h| serde_json::from_str(h).ok())
+        .ok_or("has no readable list of text hashes")?;
+    let embeddings = file.matrix(EMBEDDINGS).map_err(|e| e.to_string())?;
+    let actual = shard_digest(&embeddings, &hashes).map_err(|e| e.to_string())?;
+    if &actual != digest {
+        return Err(format!(
+            "its data does not match its digest (rows reordered or values changed: {} recorded, {} now)",
+            digest.chars().take(16).collect::<String>(),
+            &actual[..16]
+        ));
+    }
+    Ok(Shard { embeddings, hashes })
+}
+
+/// The shard files of a key folder, in name order.
+fn shard_files(dir: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "safetensors"))
+        .collect();
+    files.sort();
+    files
+}
+
+/// The `key.json` of a key folder: the identity of the encoder whose vectors it holds.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct KeyFile {
+    identity: ModelIdentity,
+}
+
+fn read_key_file(dir: &Path) -> Option<ModelIdentity> {
+    let text = std::fs::read_to_string(dir.join(KEY_FILE)).ok()?;
+    serde_json::from_str::<KeyFile>(&text)
+        .ok()
+        .map(|k| k.identity)
+}
+
 impl EmbeddingCache {
     /// The cache for vectors made by `identity`, under `home` (see [`crate::fetch::home_dir`]).
     pub fn new(home: &Path, identity: &ModelIdentity) -> Self {
-        let key = format!(
-            "{}|{}|{}|{}|{}",
-            identity.weights_sha256,
-            identity.pooling.as_str(),
-            identity.normalize,
-            identity.max_length,
-            identity.prefix.as_deref().unwrap_or("")
-        );
-        let key = hex::encode(Sha256::digest(key.as_bytes()));
         Self {
-            dir: home.join("embeddings").join(&key[..32]),
+            dir: home.join("embeddings").join(key_of(identity)),
+            identity: identity.clone(),
         }
     }
 
@@ -59,13 +177,30 @@ impl EmbeddingCache {
     /// Embeds `texts` with `encoder`, reading cached rows and embedding only the texts not seen
     /// before.
     ///
+    /// Bad shards (see the module documentation) are deleted with one warning and recomputed.
+    ///
     /// # Shapes
     /// - returns `[texts.len(), dim]` f32 on the encoder's device, in input order
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] when `texts` is empty or `encoder` is not the one this cache was
+    /// made for; the encoder's errors; [`Error::Io`] when a shard cannot be written.
     pub fn embed<S: AsRef<str>>(&self, encoder: &Encoder, texts: &[S]) -> Result<Tensor> {
         if texts.is_empty() {
             return Err(Error::invalid(
                 "texts",
                 "nothing to embed: the list is empty",
+            ));
+        }
+        if key_of(encoder.identity()) != key_of(&self.identity) {
+            return Err(Error::invalid(
+                "embedding cache",
+                format!(
+                    "the cache {} belongs to another encoder configuration than {}; make it with \
+                     `EmbeddingCache::new(home, encoder.identity())`",
+                    self.dir.display(),
+                    encoder.identity().name
+                ),
             ));
         }
         let (mut blocks, mut index) = self.load()?;
@@ -80,28 +215,17 @@ impl EmbeddingCache {
         if !missing.is_empty() {
             tracing::info!(missing = missing.len(), total = texts.len(), dir = %self.dir.display(), "embedding uncached texts");
             let new_texts: Vec<&str> = missing.iter().map(|&i| texts[i].as_ref()).collect();
-            let e = encoder.embed(&new_texts)?;
-            let new_hashes: Vec<&String> = missing.iter().map(|&i| &hashes[i]).collect();
-            let meta = HashMap::from([
-                (
-                    HASHES.to_string(),
-                    serde_json::to_string(&new_hashes).unwrap_or_default(),
-                ),
-                ("model".to_string(), encoder.identity().name.clone()),
-            ]);
-            let name = format!(
-                "shard-{}.safetensors",
-                &text_hash(&new_hashes.iter().map(|s| s.as_str()).collect::<String>())[..16]
-            );
-            write_safetensors(&self.dir.join(name), &[("embeddings", &e)], &meta)?;
+            let e = encoder
+                .embed(&new_texts)?
+                .to_device(&Device::Cpu)
+                .context(|| "caching embeddings".into())?;
+            let new_hashes: Vec<String> = missing.iter().map(|&i| hashes[i].clone()).collect();
+            self.write_shard(&e, &new_hashes)?;
             let base = blocks.iter().map(|b| b.dims()[0]).sum::<usize>();
             for (j, h) in new_hashes.into_iter().enumerate() {
-                index.insert(h.clone(), base + j);
+                index.insert(h, base + j);
             }
-            blocks.push(
-                e.to_device(&Device::Cpu)
-                    .context(|| "caching embeddings".into())?,
-            );
+            blocks.push(e);
         }
         let all = Tensor::cat(&blocks, 0).context(|| "assembling cached embeddings".into())?;
         let rows: Vec<u32> = hashes
@@ -114,45 +238,237 @@ impl EmbeddingCache {
             .context(|| "gathering cached embeddings".into())
     }
 
-    /// Every shard's matrix, and text hash → row of their concatenation. Unreadable shards are
-    /// skipped with a warning (they will be recomputed).
+    /// Writes one shard (and `key.json` when the folder has none yet).
+    ///
+    /// # Shapes
+    /// - `embeddings`: `[hashes.len(), dim]` f32 on the CPU
+    fn write_shard(&self, embeddings: &Tensor, hashes: &[String]) -> Result<()> {
+        if attribute(&self.dir).is_err() {
+            let key = KeyFile {
+                identity: self.identity.clone(),
+            };
+            let json = serde_json::to_vec_pretty(&key)
+                .map_err(|e| Error::invalid("cache key file", e.to_string()))?;
+            crate::io::write_atomic(&self.dir.join(KEY_FILE), &json)?;
+        }
+        let hash_list = serde_json::to_string(hashes)
+            .map_err(|e| Error::invalid("cache shard", e.to_string()))?;
+        let meta = HashMap::from([
+            (HASHES.to_string(), hash_list),
+            (DIGEST.to_string(), shard_digest(embeddings, hashes)?),
+            (WEIGHTS.to_string(), self.identity.weights_sha256.clone()),
+            ("model".to_string(), self.identity.name.clone()),
+        ]);
+        let name = format!("shard-{}.safetensors", &text_hash(&hashes.concat())[..16]);
+        write_safetensors(&self.dir.join(name), &[(EMBEDDINGS, embeddings)], &meta)
+    }
+
+    /// Every intact shard's matrix, and text hash → row of their concatenation. A shard that fails
+    /// its checks ([`read_shard`]) is deleted with one warning; its texts will be embedded again.
+    /// Temporaries left by killed writers (`.tmp*`, untouched for 10 minutes) are removed.
     fn load(&self) -> Result<(Vec<Tensor>, HashMap<String, usize>)> {
         let mut blocks = Vec::new();
         let mut index = HashMap::new();
-        let Ok(entries) = std::fs::read_dir(&self.dir) else {
-            return Ok((blocks, index));
-        };
-        let mut files: Vec<PathBuf> = entries
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|x| x == "safetensors"))
-            .collect();
-        files.sort();
+        remove_stale_temporaries(&self.dir, |n| n.starts_with(".tmp"), STALE_AFTER);
         let mut base = 0usize;
-        for f in files {
-            let shard = match SafetensorsFile::read(&f, &Device::Cpu) {
+        for f in shard_files(&self.dir) {
+            let shard = match read_shard(&f, Some(&self.identity.weights_sha256)) {
                 Ok(s) => s,
-                Err(e) => {
-                    tracing::warn!("ignoring unreadable cache shard {}: {e}", f.display());
+                Err(why) => {
+                    let outcome = match std::fs::remove_file(&f) {
+                        Ok(()) => "deleted; its texts will be embedded again".to_string(),
+                        Err(e) => format!("ignored (cannot delete it: {e})"),
+                    };
+                    tracing::warn!(
+                        "bad embedding-cache shard {}: {why}; {outcome}",
+                        f.display()
+                    );
                     continue;
                 }
             };
-            let hashes: Vec<String> =
-                match shard.metadata.get(HASHES).map(|h| serde_json::from_str(h)) {
-                    Some(Ok(h)) => h,
-                    _ => continue,
-                };
-            let Ok(m) = shard.matrix("embeddings") else {
-                continue;
-            };
-            if m.dims()[0] != hashes.len() {
-                continue;
-            }
-            for (j, h) in hashes.into_iter().enumerate() {
+            let rows = shard.hashes.len();
+            for (j, h) in shard.hashes.into_iter().enumerate() {
                 index.entry(h).or_insert(base + j);
             }
-            base += m.dims()[0];
-            blocks.push(m);
+            base += rows;
+            blocks.push(shard.embeddings);
         }
         Ok((blocks, index))
     }
+}
+
+/// A shard that failed its checks.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct BadShard {
+    /// The shard file.
+    pub path: PathBuf,
+    /// What is wrong with it.
+    pub reason: String,
+    /// Whether it was deleted.
+    pub deleted: bool,
+}
+
+/// What [`verify_all`] found in one key folder.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct KeyReport {
+    /// The key folder.
+    pub dir: PathBuf,
+    /// The encoder it belongs to, from its `key.json`, when that is readable and matches the folder.
+    pub identity: Option<ModelIdentity>,
+    /// What is wrong with `key.json`, if anything.
+    pub key_problem: Option<String>,
+    /// Shards that passed every check.
+    pub ok: usize,
+    /// Shards that did not.
+    pub bad: Vec<BadShard>,
+}
+
+impl KeyReport {
+    /// The model's name, or `?` when the key cannot be attributed.
+    pub fn model_name(&self) -> &str {
+        self.identity.as_ref().map_or("?", |i| i.name.as_str())
+    }
+}
+
+/// The key folders under `home/embeddings`, in name order.
+fn key_dirs(home: &Path) -> Result<Vec<PathBuf>> {
+    let root = home.join("embeddings");
+    let entries = match std::fs::read_dir(&root) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(Error::io(&root, e)),
+    };
+    let mut dirs: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_dir())
+        .collect();
+    dirs.sort();
+    Ok(dirs)
+}
+
+/// The identity in a key folder's `key.json`, or what is wrong with it.
+fn attribute(dir: &Path) -> std::result::Result<ModelIdentity, String> {
+    let Some(identity) = read_key_file(dir) else {
+        return Err(format!(
+            "no readable {KEY_FILE} (written by an older relstitch?)"
+        ));
+    };
+    let name = dir.file_name().map(|n| n.to_string_lossy().into_owned());
+    if name.as_deref() != Some(key_of(&identity).as_str()) {
+        return Err(format!("{KEY_FILE} describes another key than its folder"));
+    }
+    Ok(identity)
+}
+
+/// Checks every shard of every key under `home/embeddings` (`relstitch cache verify`): each must be
+/// readable, match its digest, and have been computed with its key's weights. With `fix`, bad shards
+/// and stale temporaries are deleted.
+///
+/// # Errors
+/// [`Error::Io`] when the cache folder cannot be listed.
+pub fn verify_all(home: &Path, fix: bool) -> Result<Vec<KeyReport>> {
+    let mut reports = Vec::new();
+    for dir in key_dirs(home)? {
+        if fix {
+            remove_stale_temporaries(&dir, |n| n.starts_with(".tmp"), STALE_AFTER);
+        }
+        let (identity, key_problem) = match attribute(&dir) {
+            Ok(i) => (Some(i), None),
+            Err(p) => (None, Some(p)),
+        };
+        let weights = identity.as_ref().map(|i| i.weights_sha256.as_str());
+        let mut report = KeyReport {
+            dir: dir.clone(),
+            identity: identity.clone(),
+            key_problem,
+            ok: 0,
+            bad: Vec::new(),
+        };
+        for f in shard_files(&dir) {
+            match read_shard(&f, weights) {
+                Ok(_) => report.ok += 1,
+                Err(reason) => {
+                    let deleted = fix && std::fs::remove_file(&f).is_ok();
+                    report.bad.push(BadShard {
+                        path: f,
+                        reason,
+                        deleted,
+                    });
+                }
+            }
+        }
+        reports.push(report);
+    }
+    Ok(reports)
+}
+
+/// What [`clear`] removed.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Cleared {
+    /// Key folders removed.
+    pub keys: usize,
+    /// Key folders kept because they could not be attributed to a model (no `key.json`).
+    pub unattributed_kept: usize,
+}
+
+/// The weights sha256 values that `model` may stand for, without fetching anything: a sha256
+/// itself; a folder's weights (hashed) and its provenance; a catalog name's pinned sha256 and the
+/// fetched copy's provenance.
+fn weights_of(home: &Path, model: &str) -> Result<Vec<String>> {
+    let mut shas = Vec::new();
+    if model.len() == 64 && model.bytes().all(|b| b.is_ascii_hexdigit()) {
+        shas.push(model.to_ascii_lowercase());
+    }
+    let path = Path::new(model);
+    let mut dirs = vec![];
+    if path.is_dir() {
+        dirs.push(path.to_path_buf());
+    }
+    if let Some(m) = crate::catalog::Catalog::builtin()?.get(model) {
+        shas.extend(m.weights_sha256.clone());
+        dirs.push(home.join("models").join(&m.name));
+    }
+    let verdicts = crate::verify::VerdictCache::new(home);
+    for dir in dirs {
+        if let Some(p) = crate::fetch::Provenance::read(&dir) {
+            shas.push(p.weights_sha256);
+        }
+        if let Some(w) = crate::encoder::weights_file(&dir) {
+            shas.push(verdicts.sha256(&w)?.sha256);
+        }
+    }
+    Ok(shas)
+}
+
+/// Removes cached embeddings under `home/embeddings` (`relstitch cache clear`): all of them, or
+/// only the keys of `model` (a catalog name, a model folder, a name as given when embedding, or a
+/// weights sha256), found through each key's `key.json`.
+///
+/// # Errors
+/// [`Error::Io`] when a key folder cannot be removed.
+pub fn clear(home: &Path, model: Option<&str>) -> Result<Cleared> {
+    let mut cleared = Cleared::default();
+    let Some(model) = model else {
+        cleared.keys = key_dirs(home)?.len();
+        let root = home.join("embeddings");
+        match std::fs::remove_dir_all(&root) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io(&root, e)),
+        }
+        return Ok(cleared);
+    };
+    let shas = weights_of(home, model)?;
+    for dir in key_dirs(home)? {
+        match attribute(&dir) {
+            Ok(identity) => {
+                if identity.name == model || shas.contains(&identity.weights_sha256) {
+                    std::fs::remove_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+                    cleared.keys += 1;
+                }
+            }
+            Err(_) => cleared.unattributed_kept += 1,
+        }
+    }
+    Ok(cleared)
 }

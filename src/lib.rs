@@ -53,6 +53,7 @@ pub mod projection;
 pub mod resolve;
 pub mod stitch;
 pub mod translation;
+pub mod verify;
 
 /// candle's tensor, re-exported so that code using relstitch (a notebook, say) can name the
 /// embeddings it holds without depending on `candle-core` itself.

@@ -8,8 +8,17 @@
 use std::path::{Path, PathBuf};
 
 use crate::catalog::Catalog;
-use crate::fetch::Fetcher;
+use crate::fetch::{CachedModel, Fetcher, Provenance};
+use crate::verify::{hugging_face_blob, Expected};
 use crate::{Error, Result};
+
+/// The weights file whose sha256 an [`Expected`] of a model folder is about.
+const WEIGHTS: &str = "model.safetensors";
+
+/// The expected weights of a folder fetched into `fetcher`'s cache.
+fn fetched_expectation(dir: &Path, fetcher: &Fetcher) -> Option<Expected> {
+    Provenance::read(dir).map(|p| p.expected_weights(dir, Some(fetcher.home())))
+}
 
 /// Where a resolved model came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -40,12 +49,21 @@ pub struct ResolvedModel {
     pub revision: Option<String>,
     /// Where it came from.
     pub from: ResolvedFrom,
+    /// The sha256 its weights must have, when something other than the file itself says so (the
+    /// provenance file of a fetched model, a Hugging Face cache blob name).
+    pub expected_weights: Option<Expected>,
 }
 
 impl ResolvedModel {
-    /// A local folder, taken as is.
+    /// A local folder, taken as is (its weights are checked against its provenance file, or against
+    /// the blob name when it is a Hugging Face cache snapshot).
     pub fn local(dir: &Path) -> Self {
         let provenance = crate::fetch::Provenance::read(dir);
+        let home = crate::fetch::home_dir().ok();
+        let expected_weights = match &provenance {
+            Some(p) => Some(p.expected_weights(dir, home.as_deref())),
+            None => hugging_face_blob(&dir.join(WEIGHTS), None),
+        };
         Self {
             name: provenance
                 .as_ref()
@@ -55,6 +73,7 @@ impl ResolvedModel {
             hub_id: provenance.as_ref().map(|p| p.model.hub_id.clone()),
             revision: provenance.as_ref().map(|p| p.model.revision.clone()),
             from: ResolvedFrom::LocalFolder,
+            expected_weights,
         }
     }
 }
@@ -78,14 +97,20 @@ pub fn resolve_with(name: &str, catalog: &Catalog, fetcher: &Fetcher) -> Result<
     }
     let entry = catalog.get(name);
     if let Some(m) = entry {
-        if let Some(dir) = fetcher.cached(m) {
-            return Ok(ResolvedModel {
-                name: m.name.clone(),
-                dir,
-                hub_id: Some(m.hub_id.clone()),
-                revision: Some(m.revision.clone()),
-                from: ResolvedFrom::Cache,
-            });
+        match fetcher.check_cached(m, false)? {
+            CachedModel::Ready { dir, .. } => {
+                return Ok(ResolvedModel {
+                    name: m.name.clone(),
+                    expected_weights: fetched_expectation(&dir, fetcher),
+                    dir,
+                    hub_id: Some(m.hub_id.clone()),
+                    revision: Some(m.revision.clone()),
+                    from: ResolvedFrom::Cache,
+                });
+            }
+            // Damaged weights are an error that says how to repair them, never a silent re-fetch.
+            CachedModel::Damaged { problem, .. } => return Err(problem),
+            CachedModel::Missing => {}
         }
     }
     let (hub_id, revision) = match entry {
@@ -106,6 +131,7 @@ pub fn resolve_with(name: &str, catalog: &Catalog, fetcher: &Fetcher) -> Result<
                     .map(|m| m.name.clone())
                     .unwrap_or_else(|| name.to_string()),
                 dir: dir.to_path_buf(),
+                expected_weights: hugging_face_blob(&dir.join(WEIGHTS), Some(&hub_id)),
                 hub_id: Some(hub_id),
                 revision: Some(revision),
                 from: ResolvedFrom::HuggingFaceCache,
@@ -116,6 +142,7 @@ pub fn resolve_with(name: &str, catalog: &Catalog, fetcher: &Fetcher) -> Result<
         let dir = fetcher.fetch(catalog, m)?;
         return Ok(ResolvedModel {
             name: m.name.clone(),
+            expected_weights: fetched_expectation(&dir, fetcher),
             dir,
             hub_id: Some(m.hub_id.clone()),
             revision: Some(m.revision.clone()),
@@ -160,6 +187,10 @@ fn from_hub(
     let dir = config.parent().map(Path::to_path_buf).unwrap_or_default();
     Ok(ResolvedModel {
         name: name.into(),
+        expected_weights: hugging_face_blob(
+            &dir.join(WEIGHTS),
+            Some(name.split('@').next().unwrap_or(name)),
+        ),
         dir,
         hub_id: Some(repo.folder_name()),
         revision: Some(repo.revision().to_string()),

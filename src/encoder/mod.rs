@@ -27,6 +27,7 @@ pub use st_files::SentenceTransformersConfig;
 use crate::device::DeviceChoice;
 use crate::error::CandleContext;
 use crate::resolve::{resolve_model, ResolvedModel};
+use crate::verify::VerdictCache;
 use crate::{Error, Result};
 
 /// How to load and run an encoder. `Default` follows the model folder's own settings.
@@ -134,6 +135,33 @@ pub struct ModelIdentity {
     pub dim: usize,
 }
 
+/// The weights file of a model folder, as [`arch::weights`] picks it: `model.safetensors`, else
+/// `pytorch_model.bin`.
+pub(crate) fn weights_file(dir: &Path) -> Option<PathBuf> {
+    ["model.safetensors", "pytorch_model.bin"]
+        .iter()
+        .map(|f| dir.join(f))
+        .find(|p| p.is_file())
+}
+
+/// The sha256 of a resolved model's weights, computed (or read from the verdict cache of
+/// `$RELSTITCH_HOME`, see [`crate::verify`]) and checked against what its provenance file or Hugging
+/// Face blob name promises. Empty when the folder has no weights file ([`arch::weights`] says so).
+fn verified_weights_sha256(resolved: &ResolvedModel) -> Result<String> {
+    let Some(file) = weights_file(&resolved.dir) else {
+        return Ok(String::new());
+    };
+    let verdicts = match crate::fetch::home_dir() {
+        Ok(home) => VerdictCache::new(&home),
+        Err(_) => VerdictCache::disabled(),
+    };
+    let expected = resolved
+        .expected_weights
+        .as_ref()
+        .filter(|_| file.ends_with("model.safetensors"));
+    verdicts.check(&file, expected, false)
+}
+
 /// A loaded text encoder.
 pub struct Encoder {
     model: Architecture,
@@ -175,6 +203,8 @@ impl Encoder {
         let device = options.device.device()?;
         let config = ArchConfig::read(&dir.join("config.json"))?;
         let (st, lowercase) = SentenceTransformersConfig::read(dir)?;
+        // The weights are hashed (or their verdict read) before a single number is taken from them.
+        let weights_sha256 = verified_weights_sha256(resolved)?;
         let (vb, weights_path) = arch::weights(dir, &device)?;
         let model = Architecture::load(&config, vb).map_err(|e| Error::ModelFolder {
             path: weights_path.clone(),
@@ -211,10 +241,6 @@ impl Encoder {
                 reason: e.to_string(),
             })?;
         tokenizer.with_padding(None);
-        let weights_sha256 = match crate::fetch::Provenance::read(dir) {
-            Some(p) => p.weights_sha256,
-            None => crate::io::sha256_file(&weights_path)?,
-        };
         let identity = ModelIdentity {
             name: resolved.name.clone(),
             hub_id: resolved.hub_id.clone(),

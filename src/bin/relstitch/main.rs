@@ -1,6 +1,7 @@
 //! The `relstitch` command line: thin wrappers over the library.
 
 mod bench;
+mod cache;
 mod common;
 mod compare;
 mod data;
@@ -44,6 +45,7 @@ enum Command {
     Compare(compare::CompareArgs),
     /// Labelled text datasets: fetch the built-in ones or split your own into train/test.
     Data(data::DataArgs),
+    Cache(cache::CacheArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -60,6 +62,7 @@ fn main() -> anyhow::Result<()> {
         Command::Translate(a) => translate::run(a),
         Command::Compare(a) => compare::run(a),
         Command::Data(a) => data::run(a),
+        Command::Cache(a) => cache::run(a),
     }
 }
 
