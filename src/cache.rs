@@ -265,11 +265,14 @@ impl EmbeddingCache {
 
     /// Every intact shard's matrix, and text hash → row of their concatenation. A shard that fails
     /// its checks ([`read_shard`]) is deleted with one warning; its texts will be embedded again.
-    /// Temporaries left by killed writers (`.tmp*`, untouched for 10 minutes) are removed.
+    /// Temporaries left by killed writers are removed: relstitch's own locked ones
+    /// ([`crate::io::write_atomic`]) as soon as their writer is gone, older `.tmp*` ones once
+    /// untouched for 10 minutes.
     fn load(&self) -> Result<(Vec<Tensor>, HashMap<String, usize>)> {
         let mut blocks = Vec::new();
         let mut index = HashMap::new();
         remove_stale_temporaries(&self.dir, |n| n.starts_with(".tmp"), STALE_AFTER);
+        crate::io::clean_stale_temporaries(&self.dir);
         let mut base = 0usize;
         for f in shard_files(&self.dir) {
             let shard = match read_shard(&f, Some(&self.identity.weights_sha256)) {
@@ -371,6 +374,7 @@ pub fn verify_all(home: &Path, fix: bool) -> Result<Vec<KeyReport>> {
     for dir in key_dirs(home)? {
         if fix {
             remove_stale_temporaries(&dir, |n| n.starts_with(".tmp"), STALE_AFTER);
+            crate::io::clean_stale_temporaries(&dir);
         }
         let (identity, key_problem) = match attribute(&dir) {
             Ok(i) => (Some(i), None),
