@@ -77,6 +77,63 @@ fn command(bin: &str, home: &Path, args: &[&str]) -> Command {
     c
 }
 
+/// `relstitch fit` on the fixture: 40 anchors, 4 epochs, the given seed.
+fn fit_command(home: &Path, out: &Path, seed: &str) -> Command {
+    let f = fixture();
+    command(
+        RELSTITCH,
+        home,
+        &[
+            "fit",
+            "--model",
+            &f.model.to_string_lossy(),
+            "--train",
+            &f.train.to_string_lossy(),
+            "--out",
+            &out.to_string_lossy(),
+            "--anchors",
+            "40",
+            "--epochs",
+            "4",
+            "--seed",
+            seed,
+            "--quiet",
+        ],
+    )
+}
+
+/// Kills `new()` at each of `kills` with the output in its `previous` state, then checks that the
+/// output is `previous` or `new_state`, that rerunning `new()` succeeds and gives `new_state`,
+/// and that no temporary is left under `work`; `reset()` brings back the previous output.
+fn kill_everywhere<S: PartialEq + std::fmt::Debug>(
+    work: &Path,
+    kills: &[Kill],
+    new: impl Fn() -> Command,
+    reset: impl Fn() -> Result<()>,
+    state: impl Fn() -> Result<S>,
+    (previous, new_state): (&S, &S),
+) -> Result<()> {
+    assert_ne!(
+        previous, new_state,
+        "the two runs must give different outputs"
+    );
+    for &kill in kills {
+        let killed = run_killed(new(), kill)?;
+        let now = state().with_context(|| format!("after kill {kill:?}"))?;
+        assert!(
+            &now == previous || &now == new_state,
+            "after kill {kill:?} (killed: {killed}) the output is neither the old nor the new one"
+        );
+        settle();
+        run_ok(new())?;
+        assert_eq!(&state()?, new_state, "rerun after {kill:?}");
+        let left = temporaries(work);
+        assert!(left.is_empty(), "after kill {kill:?} and a rerun: {left:?}");
+        reset()?;
+    }
+    Ok(())
+}
+
 fn run_ok(mut c: Command) -> Result<()> {
     let out = c.stderr(Stdio::piped()).output()?;
     if !out.status.success() {
@@ -216,61 +273,23 @@ fn kills() -> Vec<Kill> {
 
 #[test]
 fn fit_killed_anywhere_keeps_the_previous_checkpoint() -> Result<()> {
-    let f = fixture();
     let work = tempfile::tempdir()?;
     let home = work.path().join("home");
     let out = work.path().join("ckpt");
-    let model = f.model.to_string_lossy().into_owned();
-    let train = f.train.to_string_lossy().into_owned();
-    let fit = |seed: &str, out: &Path| {
-        let out = out.to_string_lossy().into_owned();
-        command(
-            RELSTITCH,
-            &home,
-            &[
-                "fit",
-                "--model",
-                &model,
-                "--train",
-                &train,
-                "--out",
-                &out,
-                "--anchors",
-                "40",
-                "--epochs",
-                "4",
-                "--seed",
-                seed,
-                "--quiet",
-            ],
-        )
-    };
-    run_ok(fit("0", &out))?;
+    run_ok(fit_command(&home, &out, "0"))?;
     let previous = checkpoint_state(&out)?;
     let reference = work.path().join("reference");
-    run_ok(fit("1", &reference))?;
+    run_ok(fit_command(&home, &reference, "1"))?;
     let new = checkpoint_state(&reference)?;
     std::fs::remove_dir_all(&reference)?;
-    assert_ne!(
-        previous, new,
-        "the two seeds must give different checkpoints"
-    );
-    for kill in kills() {
-        let killed = run_killed(fit("1", &out), kill)?;
-        let state = checkpoint_state(&out).with_context(|| format!("after kill {kill:?}"))?;
-        assert!(
-            state == previous || state == new,
-            "after kill {kill:?} (killed: {killed}) the checkpoint is neither the old nor the new one"
-        );
-        settle();
-        run_ok(fit("1", &out))?;
-        assert_eq!(checkpoint_state(&out)?, new, "rerun after {kill:?}");
-        let left = temporaries(work.path());
-        assert!(left.is_empty(), "after kill {kill:?} and a rerun: {left:?}");
-        // Back to the previous checkpoint for the next kill.
-        run_ok(fit("0", &out))?;
-    }
-    Ok(())
+    kill_everywhere(
+        work.path(),
+        &kills(),
+        || fit_command(&home, &out, "1"),
+        || run_ok(fit_command(&home, &out, "0")),
+        || checkpoint_state(&out),
+        (&previous, &new),
+    )
 }
 
 #[test]
@@ -314,20 +333,14 @@ fn embed_killed_anywhere_keeps_the_previous_output() -> Result<()> {
         Kill::After(1000),
         Kill::After(2000),
     ];
-    for kill in kills {
-        let killed = run_killed(embed(&texts_b, &out), kill)?;
-        let state = embeddings_state(&out).with_context(|| format!("after kill {kill:?}"))?;
-        assert!(
-            state == previous || state == new,
-            "after kill {kill:?} (killed: {killed}) the output is neither the old nor the new one"
-        );
-        settle();
-        run_ok(embed(&texts_b, &out))?;
-        assert_eq!(embeddings_state(&out)?, new, "rerun after {kill:?}");
-        let left = temporaries(work.path());
-        assert!(left.is_empty(), "after kill {kill:?} and a rerun: {left:?}");
-        run_ok(embed(&texts_a, &out))?;
-    }
+    kill_everywhere(
+        work.path(),
+        &kills,
+        || embed(&texts_b, &out),
+        || run_ok(embed(&texts_a, &out)),
+        || embeddings_state(&out),
+        (&previous, &new),
+    )?;
     // Output equal to the input is refused before anything is written.
     let before = std::fs::read(&texts_a)?;
     assert!(embed(&texts_a, &texts_a).output()?.status.code() != Some(0));
@@ -337,35 +350,12 @@ fn embed_killed_anywhere_keeps_the_previous_output() -> Result<()> {
 
 #[test]
 fn stitch_out_killed_anywhere_keeps_the_previous_checkpoint() -> Result<()> {
-    let f = fixture();
     let work = tempfile::tempdir()?;
     let home = work.path().join("home");
-    let model = f.model.to_string_lossy().into_owned();
-    let train = f.train.to_string_lossy().into_owned();
     let a = work.path().join("a");
     let b = work.path().join("b");
-    for (dir, seed) in [(&a, "0"), (&b, "1")] {
-        run_ok(command(
-            RELSTITCH,
-            &home,
-            &[
-                "fit",
-                "--model",
-                &model,
-                "--train",
-                &train,
-                "--out",
-                &dir.to_string_lossy(),
-                "--anchors",
-                "40",
-                "--epochs",
-                "4",
-                "--seed",
-                seed,
-                "--quiet",
-            ],
-        ))?;
-    }
+    run_ok(fit_command(&home, &a, "0"))?;
+    run_ok(fit_command(&home, &b, "1"))?;
     let stitch = |enc: &Path, dec: &Path, out: &Path| {
         command(
             STITCH,
@@ -387,21 +377,14 @@ fn stitch_out_killed_anywhere_keeps_the_previous_checkpoint() -> Result<()> {
     run_ok(stitch(&b, &a, &reference))?;
     let new = checkpoint_state(&reference)?;
     std::fs::remove_dir_all(&reference)?;
-    assert_ne!(previous, new);
-    for kill in kills() {
-        let killed = run_killed(stitch(&b, &a, &out), kill)?;
-        let state = checkpoint_state(&out).with_context(|| format!("after kill {kill:?}"))?;
-        assert!(
-            state == previous || state == new,
-            "after kill {kill:?} (killed: {killed}) the stitched checkpoint is neither the old nor the new one"
-        );
-        settle();
-        run_ok(stitch(&b, &a, &out))?;
-        assert_eq!(checkpoint_state(&out)?, new, "rerun after {kill:?}");
-        let left = temporaries(work.path());
-        assert!(left.is_empty(), "after kill {kill:?} and a rerun: {left:?}");
-        run_ok(stitch(&a, &b, &out))?;
-    }
+    kill_everywhere(
+        work.path(),
+        &kills(),
+        || stitch(&b, &a, &out),
+        || run_ok(stitch(&a, &b, &out)),
+        || checkpoint_state(&out),
+        (&previous, &new),
+    )?;
     // --out equal to one of the inputs is refused and the input stays as it was.
     let before = checkpoint_state(&a)?;
     let status = stitch(&a, &b, &a).stderr(Stdio::null()).status()?;
