@@ -860,6 +860,8 @@ fn checked_sq_norms_vec(
     let ctx = || format!("computing the norms of {what}");
     let sq = row_sq_norms(x).context(ctx)?;
     let v = to_f64_rows(&sq, "reading the norms")?;
+    // "invalid input: row 2 …", not "invalid the input: row 2 …".
+    let what = what.strip_prefix("the ").unwrap_or(what);
     for (i, &s) in v.iter().enumerate() {
         if s.is_finite() && !(nonzero && s == 0.0) {
             continue;

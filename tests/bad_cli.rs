@@ -218,7 +218,7 @@ fn other_commands_refuse_flags_that_would_be_ignored() -> Result<()> {
         let mut args = vec!["compare", "--a", &x, "--b", &y];
         args.extend(extra);
         let e = s.fails(&args)?;
-        mentions(&e, &["only apply to --space relative"]);
+        mentions(&e, &["only applies to --space relative"]);
     }
     let e = s.fails(&[
         "compare",

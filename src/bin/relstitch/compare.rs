@@ -140,8 +140,14 @@ pub fn run(args: CompareArgs) -> anyhow::Result<()> {
             .filter_map(|(name, on)| on.then_some(name))
             .collect();
             if !given.is_empty() {
+                let (verb, them) = if given.len() == 1 {
+                    ("applies", "it")
+                } else {
+                    ("apply", "them")
+                };
                 bail!(
-                    "{} only apply to --space relative (with --anchors); drop them or add --anchors",
+                    "{} only {verb} to --space relative (with --anchors); drop {them} or add \
+                     --anchors",
                     given.join(", ")
                 );
             }

@@ -120,9 +120,14 @@ pub fn run(args: FitArgs) -> anyhow::Result<()> {
     if matches!(args.space, SpaceArg::Absolute) {
         let given = args.projection.given();
         if !given.is_empty() {
+            let (verb, them) = if given.len() == 1 {
+                ("applies", "it")
+            } else {
+                ("apply", "them")
+            };
             anyhow::bail!(
-                "{} only apply to --space relative (the head reads the encoder's own embeddings \
-                 with --space absolute); drop them or use --space relative",
+                "{} only {verb} to --space relative (the head reads the encoder's own embeddings \
+                 with --space absolute); drop {them} or use --space relative",
                 given.join(", ")
             );
         }
