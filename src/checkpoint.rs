@@ -181,61 +181,85 @@ impl Checkpoint {
         })
     }
 
-    /// Writes the checkpoint to `dir` atomically (a temporary sibling directory renamed into place).
-    /// An existing `dir` is replaced only if it is itself a relstitch checkpoint.
+    /// Writes the checkpoint to `dir` atomically: every file is written into a locked staging
+    /// folder beside `dir`, which then takes `dir`'s place in one atomic exchange (Linux) or two
+    /// renames with roll-back elsewhere. A crash at any point leaves `dir` as it was or complete,
+    /// and the next save into the same folder removes what the crash left behind.
+    ///
+    /// `model.safetensors` records what config.json says the head computes (labels, space,
+    /// anchors, head shape, the encoder's identity) and a digest of the weights, so that
+    /// [`Checkpoint::load`] notices any later disagreement.
+    ///
+    /// # Errors
+    /// Refuses (with [`Error::InvalidArgument`]) to replace anything that is not provably a
+    /// relstitch checkpoint: an existing `dir` must be an empty folder, or a folder whose config.json
+    /// carries the checkpoint format marker and which holds nothing but checkpoint files. Refuses a
+    /// `dir` that is one of this checkpoint's own inputs (the folder it was loaded from, or the
+    /// checkpoints a stitch was made from), a symbolic link, or anything that is not a folder.
+    /// [`Error::Io`] when writing fails.
     pub fn save(&self, dir: &Path) -> Result<()> {
+        let mut inputs: Vec<PathBuf> = self.dir.iter().cloned().collect();
+        if let Some(s) = &self.config.stitched_from {
+            inputs.extend(
+                [&s.encoder_checkpoint, &s.decoder_checkpoint]
+                    .into_iter()
+                    .filter(|p| !p.is_empty())
+                    .map(PathBuf::from),
+            );
+        }
+        let inputs: Vec<&Path> = inputs.iter().map(PathBuf::as_path).collect();
+        crate::io::refuse_overwriting_inputs(dir, &inputs)?;
+        check_replaceable(dir)?;
         let parent = crate::io::parent_dir(dir);
         std::fs::create_dir_all(&parent).map_err(|e| Error::io(&parent, e))?;
-        if dir.exists()
-            && !dir.join("config.json").is_file()
-            && std::fs::read_dir(dir)
-                .map(|mut d| d.next().is_some())
-                .unwrap_or(true)
-        {
-            return Err(Error::invalid(
-                "checkpoint output",
-                format!(
-                    "{} exists and is not a relstitch checkpoint; choose another --out",
-                    dir.display()
-                ),
-            ));
-        }
-        let tmp = tempfile::Builder::new()
-            .prefix(".relstitch-ckpt-")
-            .tempdir_in(&parent)
-            .map_err(|e| Error::io(&parent, e))?;
+        let staging = crate::io::TempDir::new_in(&parent)?;
+        let new = staging.path().join("new");
+        std::fs::create_dir(&new).map_err(|e| Error::io(&new, e))?;
+        self.write_files(&new)?;
+        crate::io::failpoint("checkpoint-staged");
+        // Checked again right before the swap: the folder may have changed while we wrote.
+        check_replaceable(dir)?;
+        crate::io::replace_dir(&staging, &new, dir)?;
+        tracing::info!(dir = %dir.display(), "checkpoint saved");
+        Ok(())
+    }
+
+    /// Writes config.json, model.safetensors, the anchors and the translation into `dir`.
+    fn write_files(&self, dir: &Path) -> Result<()> {
+        check_file_name(&self.config.anchors.file, dir)?;
         let json = serde_json::to_vec_pretty(&self.config)
             .map_err(|e| Error::invalid("checkpoint config", e.to_string()))?;
-        crate::io::write_atomic(&tmp.path().join("config.json"), &json)?;
+        crate::io::write_atomic(&dir.join("config.json"), &json)?;
+        self.anchors
+            .save_jsonl(&dir.join(&self.config.anchors.file))?;
+        let translation_sha256 = match &self.translation {
+            Some(t) => {
+                let path = dir.join(TRANSLATION_FILE);
+                t.save(&path)?;
+                Some(crate::io::sha256_file(&path)?)
+            }
+            None => None,
+        };
         let mut names: Vec<&String> = self.weights.keys().collect();
         names.sort();
         let tensors: Vec<(&str, &Tensor)> = names
             .iter()
             .map(|k| (k.as_str(), &self.weights[*k]))
             .collect();
-        let meta = HashMap::from([
+        let mut meta = HashMap::from([
             ("format".to_string(), FORMAT.to_string()),
             (
-                "labels".to_string(),
-                serde_json::to_string(&self.config.labels).unwrap_or_default(),
+                TENSORS_SHA256.to_string(),
+                weights_digest(&self.weights, &dir.join(WEIGHTS_FILE))?,
             ),
         ]);
-        crate::io::write_safetensors(&tmp.path().join("model.safetensors"), &tensors, &meta)?;
-        self.anchors
-            .save_jsonl(&tmp.path().join(&self.config.anchors.file))?;
-        if let Some(t) = &self.translation {
-            t.save(&tmp.path().join("translation.safetensors"))?;
+        for (key, value) in semantic_record(&self.config)? {
+            meta.insert(key.to_string(), value.to_string());
         }
-        let kept = tmp.keep();
-        if dir.exists() {
-            let old = parent.join(format!(".relstitch-old-{}", std::process::id()));
-            std::fs::rename(dir, &old).map_err(|e| Error::io(dir, e))?;
-            std::fs::rename(&kept, dir).map_err(|e| Error::io(dir, e))?;
-            let _ = std::fs::remove_dir_all(&old);
-        } else {
-            std::fs::rename(&kept, dir).map_err(|e| Error::io(dir, e))?;
+        if let Some(sha) = translation_sha256 {
+            meta.insert(TRANSLATION_SHA256.to_string(), sha);
         }
-        Ok(())
+        crate::io::write_safetensors(&dir.join(WEIGHTS_FILE), &tensors, &meta)
     }
 
     /// Reads and validates a checkpoint directory.
@@ -285,6 +309,7 @@ impl Checkpoint {
         if uniq.len() != config.labels.len() {
             return Err(bad(dir, "config.json", "label names repeat"));
         }
+        check_file_name(&config.anchors.file, dir)?;
         let anchors = AnchorSet::load_jsonl(&dir.join(&config.anchors.file))?;
         if anchors.len() != config.anchors.count || anchors.hash() != config.anchors.sha256 {
             return Err(bad(dir, &config.anchors.file, format!(
@@ -311,11 +336,24 @@ impl Checkpoint {
                 ),
             ));
         }
-        let weights_file = read_weights(&dir.join("model.safetensors"))?;
+        let (weights_file, recorded) = read_weights(&dir.join(WEIGHTS_FILE))?;
+        check_recorded(dir, &config, &weights_file, &recorded)?;
         let translation = if config.space == Space::Translated {
-            Some(LatentTranslator::load(
-                &dir.join("translation.safetensors"),
-            )?)
+            let path = dir.join(TRANSLATION_FILE);
+            let translator = LatentTranslator::load(&path)?;
+            if let Some(expected) = recorded.get(TRANSLATION_SHA256) {
+                let actual = crate::io::sha256_file(&path)?;
+                if &actual != expected {
+                    return Err(Error::Integrity {
+                        path,
+                        reason: format!(
+                            "its sha256 is {actual} but model.safetensors recorded {expected} when the checkpoint was saved; \
+                             the file was replaced or damaged: restore it, or stitch again"
+                        ),
+                    });
+                }
+            }
+            Some(translator)
         } else {
             None
         };
@@ -331,11 +369,605 @@ impl Checkpoint {
     }
 }
 
-/// Reads the head's weights, refusing NaN or infinite values.
-fn read_weights(path: &Path) -> Result<HashMap<String, Tensor>> {
+/// The head's weights file in a checkpoint.
+const WEIGHTS_FILE: &str = "model.safetensors";
+/// The latent map of a translated checkpoint.
+const TRANSLATION_FILE: &str = "translation.safetensors";
+/// model.safetensors metadata: the digest of the head's weights.
+const TENSORS_SHA256: &str = "tensors_sha256";
+/// model.safetensors metadata: the sha256 of translation.safetensors.
+const TRANSLATION_SHA256: &str = "translation_sha256";
+
+/// The files a checkpoint folder may hold (besides its anchors file, named in config.json).
+const CHECKPOINT_FILES: [&str; 3] = ["config.json", WEIGHTS_FILE, TRANSLATION_FILE];
+
+/// Fails unless `dir` may be replaced by a checkpoint save: absent, an empty folder, or a folder
+/// that is provably a relstitch checkpoint (config.json with the format marker) holding nothing
+/// but checkpoint files.
+fn check_replaceable(dir: &Path) -> Result<()> {
+    let refuse = |why: String| {
+        Error::invalid(
+            "checkpoint output",
+            format!(
+                "{} {why}; relstitch replaces only an empty folder or one of its own checkpoints: choose another --out",
+                dir.display()
+            ),
+        )
+    };
+    let meta = match std::fs::symlink_metadata(dir) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(Error::io(dir, e)),
+    };
+    if !meta.file_type().is_dir() {
+        return Err(refuse(format!(
+            "exists and is {}",
+            crate::io::describe_file_type(&meta.file_type())
+        )));
+    }
+    let names: Vec<String> = std::fs::read_dir(dir)
+        .map_err(|e| Error::io(dir, e))?
+        .map(|e| {
+            e.map(|e| e.file_name().to_string_lossy().into_owned())
+                .map_err(|e| Error::io(dir, e))
+        })
+        .collect::<Result<_>>()?;
+    if names.is_empty() {
+        return Ok(());
+    }
+    let cfg_path = dir.join("config.json");
+    let marker = std::fs::read(&cfg_path)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok());
+    let format = marker
+        .as_ref()
+        .and_then(|v| v.get("format"))
+        .and_then(serde_json::Value::as_str);
+    if format != Some(FORMAT) {
+        return Err(refuse(
+            "exists and is not a relstitch checkpoint (its config.json has no `\"format\": \"relstitch-checkpoint\"`)"
+                .into(),
+        ));
+    }
+    let anchors_file = marker
+        .as_ref()
+        .and_then(|v| v.get("anchors"))
+        .and_then(|a| a.get("file"))
+        .and_then(serde_json::Value::as_str)
+        .unwrap_or("anchors.jsonl");
+    let mut foreign: Vec<&String> = names
+        .iter()
+        .filter(|n| !CHECKPOINT_FILES.contains(&n.as_str()) && n.as_str() != anchors_file)
+        .collect();
+    foreign.sort();
+    if !foreign.is_empty() {
+        let list: Vec<&str> = foreign.iter().take(5).map(|s| s.as_str()).collect();
+        return Err(refuse(format!(
+            "is a relstitch checkpoint but also holds files that are not part of one ({}{})",
+            list.join(", "),
+            if foreign.len() > 5 { ", ..." } else { "" }
+        )));
+    }
+    for n in &names {
+        let p = dir.join(n);
+        match std::fs::symlink_metadata(&p) {
+            Ok(m) if m.file_type().is_file() => {}
+            Ok(m) => {
+                return Err(refuse(format!(
+                    "holds {} that is {}",
+                    p.display(),
+                    crate::io::describe_file_type(&m.file_type())
+                )))
+            }
+            Err(e) => return Err(Error::io(&p, e)),
+        }
+    }
+    Ok(())
+}
+
+/// A file named in config.json must be a plain file name inside the checkpoint.
+fn check_file_name(name: &str, dir: &Path) -> Result<()> {
+    let mut parts = Path::new(name).components();
+    match (parts.next(), parts.next()) {
+        (Some(std::path::Component::Normal(_)), None) => Ok(()),
+        _ => Err(bad(
+            dir,
+            "config.json",
+            format!("anchors.file `{name}` must be a plain file name inside the checkpoint folder"),
+        )),
+    }
+}
+
+/// What config.json says the head computes, as (metadata key, JSON) pairs: recorded in
+/// model.safetensors at save and compared at load.
+fn semantic_record(config: &CheckpointConfig) -> Result<Vec<(&'static str, String)>> {
+    let json = |v: serde_json::Value| v.to_string();
+    let to = |what: &str, v: std::result::Result<serde_json::Value, serde_json::Error>| {
+        v.map_err(|e| Error::invalid("checkpoint config", format!("cannot serialise {what}: {e}")))
+    };
+    let e = &config.encoder;
+    Ok(vec![
+        (
+            "labels",
+            json(to("labels", serde_json::to_value(&config.labels))?),
+        ),
+        (
+            "space",
+            json(to("space", serde_json::to_value(config.space))?),
+        ),
+        (
+            "head",
+            json(to("head", serde_json::to_value(&config.head))?),
+        ),
+        (
+            "anchors",
+            json(
+                serde_json::json!({"count": config.anchors.count, "sha256": config.anchors.sha256}),
+            ),
+        ),
+        (
+            "encoder",
+            json(serde_json::json!({
+                "weights_sha256": e.weights_sha256,
+                "architecture": e.architecture,
+                "pooling": to("pooling", serde_json::to_value(e.pooling))?,
+                "normalize": e.normalize,
+                "max_length": e.max_length,
+                "prefix": e.prefix,
+                "dim": e.dim,
+            })),
+        ),
+    ])
+}
+
+/// Compares config.json with what model.safetensors recorded at save, and the weights with their
+/// recorded digest. Checkpoints written before these records existed carry only `labels` (checked)
+/// and are otherwise accepted as before.
+fn check_recorded(
+    dir: &Path,
+    config: &CheckpointConfig,
+    weights: &HashMap<String, Tensor>,
+    recorded: &HashMap<String, String>,
+) -> Result<()> {
+    let weights_path = dir.join(WEIGHTS_FILE);
+    if let Some(expected) = recorded.get(TENSORS_SHA256) {
+        let actual = weights_digest(weights, &weights_path)?;
+        if &actual != expected {
+            return Err(Error::Integrity {
+                path: weights_path,
+                reason: "the head's weights do not match the digest recorded when the checkpoint was saved; \
+                         the file was modified or damaged: restore it from a backup, or re-run `relstitch fit`"
+                    .into(),
+            });
+        }
+    }
+    for (key, now) in semantic_record(config)? {
+        let Some(saved) = recorded.get(key) else {
+            continue;
+        };
+        let parse = |s: &str| serde_json::from_str::<serde_json::Value>(s).ok();
+        if parse(saved) != parse(&now) {
+            let short = |s: &str| {
+                if s.chars().count() > 160 {
+                    format!("{}...", s.chars().take(160).collect::<String>())
+                } else {
+                    s.to_string()
+                }
+            };
+            return Err(Error::Integrity {
+                path: dir.join("config.json"),
+                reason: format!(
+                    "its `{key}` disagrees with what model.safetensors recorded when the checkpoint was saved \
+                     (saved {}, config.json now {}); config.json was edited or mixed with another checkpoint's files: \
+                     restore it, or re-run `relstitch fit`",
+                    short(saved),
+                    short(&now)
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// sha256 over the weights in name order: each name, its shape and its f32 values (little endian).
+fn weights_digest(weights: &HashMap<String, Tensor>, path: &Path) -> Result<String> {
+    use sha2::{Digest, Sha256};
+    let mut names: Vec<&String> = weights.keys().collect();
+    names.sort();
+    let mut h = Sha256::new();
+    for name in names {
+        let t = &weights[name];
+        h.update((name.len() as u64).to_le_bytes());
+        h.update(name.as_bytes());
+        h.update((t.rank() as u64).to_le_bytes());
+        for d in t.dims() {
+            h.update((*d as u64).to_le_bytes());
+        }
+        let values = t
+            .to_dtype(DType::F32)
+            .and_then(|t| t.flatten_all())
+            .and_then(|t| t.to_vec1::<f32>())
+            .map_err(|e| {
+                Error::candle(format!("hashing weight `{name}` of {}", path.display()), e)
+            })?;
+        for v in values {
+            h.update(v.to_le_bytes());
+        }
+    }
+    Ok(hex::encode(h.finalize()))
+}
+
+/// Reads the head's weights, refusing NaN or infinite values, and the file's metadata.
+fn read_weights(path: &Path) -> Result<(HashMap<String, Tensor>, HashMap<String, String>)> {
     let f = crate::io::SafetensorsFile::read(path, &Device::Cpu)?;
     for (k, t) in &f.tensors {
         crate::io::check_finite(t, &format!("weight `{k}` of {}", path.display()))?;
     }
-    Ok(f.tensors)
+    Ok((f.tensors, f.metadata))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decoder::{train_head, HeadKind};
+    use crate::encoder::Pooling;
+
+    /// A small trained relative checkpoint: 6 anchors, 3 classes, no encoder needed.
+    fn tiny() -> anyhow::Result<Checkpoint> {
+        let texts: Vec<String> = (0..6).map(|i| format!("anchor text {i}")).collect();
+        let anchors = AnchorSet::from_texts(&texts)?;
+        let x = Tensor::randn(0f32, 1., (30, 6), &Device::Cpu)?;
+        let labels: Vec<usize> = (0..30).map(|i| i % 3).collect();
+        let options = TrainOptions {
+            epochs: 2,
+            ..Default::default()
+        };
+        let trained = train_head(&x, &labels, HeadKind::Linear, 3, &options)?;
+        let encoder = ModelIdentity {
+            name: "tiny".into(),
+            hub_id: None,
+            revision: None,
+            path: PathBuf::from("/nowhere"),
+            weights_sha256: "ab".repeat(32),
+            architecture: "bert".into(),
+            pooling: Pooling::Mean,
+            normalize: true,
+            max_length: 128,
+            prefix: None,
+            dim: 8,
+        };
+        let config = CheckpointConfig {
+            format: FORMAT.into(),
+            format_version: FORMAT_VERSION,
+            relstitch_version: env!("CARGO_PKG_VERSION").into(),
+            encoder,
+            space: Space::Relative {
+                projection: Projection::Cosine,
+                pre_transform: PreTransform::default(),
+            },
+            anchors: AnchorsInfo {
+                file: "anchors.jsonl".into(),
+                count: anchors.len(),
+                sha256: anchors.hash(),
+                strategy: None,
+            },
+            head: trained.head.config().clone(),
+            labels: vec!["a".into(), "b".into(), "c".into()],
+            training: None,
+            stitched_from: None,
+            seed: 0,
+        };
+        Ok(Checkpoint {
+            config,
+            anchors,
+            weights: trained.weights,
+            translation: None,
+            dir: None,
+        })
+    }
+
+    /// Every file under `dir` with its bytes, for before/after comparisons.
+    fn snapshot(dir: &Path) -> anyhow::Result<Vec<(PathBuf, Vec<u8>)>> {
+        let mut out = Vec::new();
+        for e in std::fs::read_dir(dir)? {
+            let p = e?.path();
+            if p.is_dir() {
+                out.extend(snapshot(&p)?);
+            } else {
+                out.push((p.clone(), std::fs::read(&p)?));
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    fn leftovers(dir: &Path) -> anyhow::Result<Vec<String>> {
+        Ok(std::fs::read_dir(dir)?
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(".relstitch"))
+            .collect())
+    }
+
+    #[test]
+    fn never_replaces_a_folder_that_is_not_a_checkpoint() -> anyhow::Result<()> {
+        let ckpt = tiny()?;
+        let root = tempfile::tempdir()?;
+        // A Hugging Face model folder: config.json, but not ours.
+        let hf = root.path().join("hf-model");
+        std::fs::create_dir(&hf)?;
+        std::fs::write(hf.join("config.json"), r#"{"model_type": "bert"}"#)?;
+        std::fs::write(hf.join("tokenizer.json"), "{}")?;
+        std::fs::write(hf.join("model.safetensors"), b"weights")?;
+        // A user's data folder with a config.json beside data.csv.
+        let data = root.path().join("data");
+        std::fs::create_dir(&data)?;
+        std::fs::write(data.join("config.json"), "{}")?;
+        std::fs::write(data.join("data.csv"), "a,b\n1,2\n")?;
+        // A relstitch checkpoint into which the user put a file of their own.
+        let mixed = root.path().join("mixed");
+        ckpt.save(&mixed)?;
+        std::fs::write(mixed.join("notes.txt"), "mine")?;
+        // A config.json that merely mentions the marker somewhere else.
+        let sneaky = root.path().join("sneaky");
+        std::fs::create_dir(&sneaky)?;
+        std::fs::write(
+            sneaky.join("config.json"),
+            r#"{"model_type": "bert", "comment": "relstitch-checkpoint"}"#,
+        )?;
+        for dir in [&hf, &data, &mixed, &sneaky] {
+            let before = snapshot(dir)?;
+            let err = ckpt.save(dir);
+            assert!(
+                matches!(err, Err(Error::InvalidArgument { .. })),
+                "{}: {err:?}",
+                dir.display()
+            );
+            assert_eq!(snapshot(dir)?, before, "{} was modified", dir.display());
+        }
+        // A regular file is not a folder to replace.
+        let file = root.path().join("file");
+        std::fs::write(&file, "x")?;
+        assert!(ckpt.save(&file).is_err());
+        assert_eq!(std::fs::read_to_string(&file)?, "x");
+        assert!(leftovers(root.path())?.is_empty());
+        Ok(())
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn refuses_links_and_special_files() -> anyhow::Result<()> {
+        let ckpt = tiny()?;
+        let root = tempfile::tempdir()?;
+        let real = root.path().join("real");
+        ckpt.save(&real)?;
+        let link = root.path().join("link");
+        std::os::unix::fs::symlink(&real, &link)?;
+        assert!(ckpt.save(&link).is_err());
+        assert!(std::fs::symlink_metadata(&link)?.file_type().is_symlink());
+        let fifo = root.path().join("fifo");
+        let status = std::process::Command::new("mkfifo").arg(&fifo).status()?;
+        if status.success() {
+            let e = ckpt.save(&fifo).err().map(|e| e.to_string());
+            assert!(e.is_some_and(|e| e.contains("FIFO")));
+            let e = crate::io::write_atomic(&fifo, b"x")
+                .err()
+                .map(|e| e.to_string());
+            assert!(e.is_some_and(|e| e.contains("FIFO")));
+        }
+        // write_atomic never replaces a link either (it would cut it).
+        let target = root.path().join("target.txt");
+        std::fs::write(&target, "keep")?;
+        let file_link = root.path().join("out.txt");
+        std::os::unix::fs::symlink(&target, &file_link)?;
+        assert!(crate::io::write_atomic(&file_link, b"new").is_err());
+        assert_eq!(std::fs::read_to_string(&target)?, "keep");
+        assert!(crate::io::write_atomic(&real, b"x").is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn replaces_its_own_checkpoint_and_refuses_its_inputs() -> anyhow::Result<()> {
+        let ckpt = tiny()?;
+        let root = tempfile::tempdir()?;
+        let out = root.path().join("ckpt");
+        ckpt.save(&out)?;
+        let mut other = ckpt.clone();
+        other.config.seed = 7;
+        other.save(&out)?;
+        assert_eq!(Checkpoint::load(&out)?.config.seed, 7);
+        assert!(leftovers(root.path())?.is_empty());
+        // An empty folder is fine.
+        let empty = root.path().join("empty");
+        std::fs::create_dir(&empty)?;
+        ckpt.save(&empty)?;
+        Checkpoint::load(&empty)?;
+        // Saving a loaded checkpoint over the folder it came from, or a stitch over one of the
+        // checkpoints it was made from, is refused.
+        let loaded = Checkpoint::load(&out)?;
+        let before = snapshot(&out)?;
+        assert!(matches!(
+            loaded.save(&out),
+            Err(Error::InvalidArgument { .. })
+        ));
+        let mut stitched = ckpt.clone();
+        stitched.config.stitched_from = Some(StitchedFrom {
+            encoder_checkpoint: out.display().to_string(),
+            decoder_checkpoint: empty.display().to_string(),
+            translation: None,
+        });
+        let e = stitched.save(&out).err().map(|e| e.to_string());
+        assert!(e.is_some_and(|e| e.contains("also an input")));
+        // The same folder through another spelling of its path.
+        let dotted = root.path().join(".").join("ckpt");
+        assert!(stitched.save(&dotted).is_err());
+        assert_eq!(snapshot(&out)?, before);
+        Ok(())
+    }
+
+    #[test]
+    fn stale_temporaries_are_removed_and_live_ones_kept() -> anyhow::Result<()> {
+        let ckpt = tiny()?;
+        let root = tempfile::tempdir()?;
+        let old = std::time::SystemTime::now() - std::time::Duration::from_secs(60);
+        let age = |p: &Path| -> anyhow::Result<()> {
+            std::fs::File::options()
+                .write(true)
+                .open(p)?
+                .set_modified(old)?;
+            Ok(())
+        };
+        // Left by crashed runs: an unlocked file and an unlocked folder.
+        let dead_file = root.path().join(".relstitch-tmp-dead1");
+        std::fs::write(&dead_file, "partial")?;
+        age(&dead_file)?;
+        let dead_dir = root.path().join(".relstitch-tmp-dead2");
+        std::fs::create_dir(&dead_dir)?;
+        std::fs::write(dead_dir.join(".lock"), "")?;
+        std::fs::write(dead_dir.join("config.json"), "{}")?;
+        age(&dead_dir.join(".lock"))?;
+        std::fs::File::open(&dead_dir)?.set_modified(old)?;
+        // Still being written by someone: locked.
+        let live = root.path().join(".relstitch-tmp-live");
+        std::fs::write(&live, "writing")?;
+        age(&live)?;
+        let held = std::fs::File::open(&live)?;
+        held.lock()?;
+        // Not ours at all.
+        let foreign = root.path().join(".tmpABCDEF");
+        std::fs::write(&foreign, "someone else's")?;
+        age(&foreign)?;
+        ckpt.save(&root.path().join("ckpt"))?;
+        assert!(!dead_file.exists() && !dead_dir.exists());
+        assert!(live.exists() && foreign.exists());
+        drop(held);
+        Ok(())
+    }
+
+    #[test]
+    fn an_interrupted_two_rename_replacement_is_rolled_back() -> anyhow::Result<()> {
+        let ckpt = tiny()?;
+        let root = tempfile::tempdir()?;
+        let target = root.path().join("ckpt");
+        // A crash between "move the old checkpoint aside" and "move the new one in".
+        let staging = root.path().join(".relstitch-tmp-crashed");
+        std::fs::create_dir(&staging)?;
+        std::fs::write(staging.join(".lock"), "")?;
+        ckpt.save(&staging.join("old"))?;
+        let before = snapshot(&staging.join("old"))?;
+        std::fs::write(
+            staging.join("target"),
+            std::path::absolute(&target)?.display().to_string(),
+        )?;
+        let old = std::time::SystemTime::now() - std::time::Duration::from_secs(60);
+        std::fs::File::options()
+            .write(true)
+            .open(staging.join(".lock"))?
+            .set_modified(old)?;
+        std::fs::File::open(&staging)?.set_modified(old)?;
+        crate::io::clean_stale_temporaries(root.path());
+        assert!(!staging.exists());
+        let after: Vec<Vec<u8>> = snapshot(&target)?.into_iter().map(|(_, b)| b).collect();
+        let before: Vec<Vec<u8>> = before.into_iter().map(|(_, b)| b).collect();
+        assert_eq!(after, before);
+        Checkpoint::load(&target)?;
+        Ok(())
+    }
+
+    #[test]
+    fn edited_config_or_weights_are_detected() -> anyhow::Result<()> {
+        let ckpt = tiny()?;
+        let root = tempfile::tempdir()?;
+        let dir = root.path().join("ckpt");
+        let cfg = dir.join("config.json");
+        let edit = |f: &dyn Fn(&mut serde_json::Value)| -> anyhow::Result<Result<Checkpoint>> {
+            let _ = std::fs::remove_dir_all(&dir);
+            ckpt.save(&dir)?;
+            let mut json: serde_json::Value = serde_json::from_slice(&std::fs::read(&cfg)?)?;
+            f(&mut json);
+            std::fs::write(&cfg, serde_json::to_vec_pretty(&json)?)?;
+            Ok(Checkpoint::load(&dir))
+        };
+        let integrity = |r: Result<Checkpoint>, needle: &str| match r {
+            Err(e @ Error::Integrity { .. }) if e.to_string().contains(needle) => Ok(()),
+            other => Err(anyhow::anyhow!(
+                "expected an integrity error about {needle}, got {other:?}"
+            )),
+        };
+        integrity(
+            edit(&|j| j["labels"] = serde_json::json!(["c", "b", "a"]))?,
+            "labels",
+        )?;
+        integrity(
+            edit(&|j| j["space"]["projection"] = serde_json::json!({"kind": "euclidean"}))?,
+            "space",
+        )?;
+        integrity(
+            edit(&|j| j["encoder"]["weights_sha256"] = serde_json::json!("cd".repeat(32)))?,
+            "encoder",
+        )?;
+        integrity(
+            edit(&|j| j["encoder"]["pooling"] = serde_json::json!("cls"))?,
+            "encoder",
+        )?;
+        // Harmless edits still load.
+        assert!(edit(&|j| j["encoder"]["path"] = serde_json::json!("/elsewhere"))?.is_ok());
+        // A changed weight, with the file otherwise intact.
+        let _ = std::fs::remove_dir_all(&dir);
+        ckpt.save(&dir)?;
+        let st = dir.join(WEIGHTS_FILE);
+        let f = crate::io::SafetensorsFile::read(&st, &Device::Cpu)?;
+        let mut tensors: Vec<(String, Tensor)> = f.tensors.into_iter().collect();
+        tensors.sort_by(|a, b| a.0.cmp(&b.0));
+        tensors[0].1 = (&tensors[0].1 * 2.0)?;
+        let views: Vec<(&str, &Tensor)> = tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
+        crate::io::write_safetensors(&st, &views, &f.metadata)?;
+        integrity(Checkpoint::load(&dir), "weights")?;
+        Ok(())
+    }
+
+    #[test]
+    fn checkpoints_of_earlier_versions_still_load_and_their_labels_are_checked(
+    ) -> anyhow::Result<()> {
+        let ckpt = tiny()?;
+        let root = tempfile::tempdir()?;
+        let dir = root.path().join("ckpt");
+        ckpt.save(&dir)?;
+        // What relstitch 0.1 wrote: only `format` and `labels` in the metadata.
+        let st = dir.join(WEIGHTS_FILE);
+        let f = crate::io::SafetensorsFile::read(&st, &Device::Cpu)?;
+        let meta = HashMap::from([
+            ("format".to_string(), FORMAT.to_string()),
+            ("labels".to_string(), r#"["a","b","c"]"#.to_string()),
+        ]);
+        let views: Vec<(&str, &Tensor)> = f.tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
+        crate::io::write_safetensors(&st, &views, &meta)?;
+        let loaded = Checkpoint::load(&dir)?;
+        assert_eq!(loaded.config, ckpt.config);
+        let cfg = dir.join("config.json");
+        let text = std::fs::read_to_string(&cfg)?
+            .replace("\"a\"", "\"x\"")
+            .replace("\"c\"", "\"a\"")
+            .replace("\"x\"", "\"c\"");
+        std::fs::write(&cfg, text)?;
+        assert!(matches!(
+            Checkpoint::load(&dir),
+            Err(Error::Integrity { .. })
+        ));
+        Ok(())
+    }
+
+    #[test]
+    fn anchors_file_must_stay_inside_the_checkpoint() -> anyhow::Result<()> {
+        let ckpt = tiny()?;
+        let root = tempfile::tempdir()?;
+        let dir = root.path().join("ckpt");
+        ckpt.save(&dir)?;
+        let cfg = dir.join("config.json");
+        let mut json: serde_json::Value = serde_json::from_slice(&std::fs::read(&cfg)?)?;
+        json["anchors"]["file"] = serde_json::json!("../elsewhere.jsonl");
+        std::fs::write(&cfg, json.to_string())?;
+        assert!(matches!(Checkpoint::load(&dir), Err(Error::Input { .. })));
+        Ok(())
+    }
 }

@@ -119,6 +119,15 @@ pub enum Error {
         /// What is wrong and what to do.
         reason: String,
     },
+    /// A file disagrees with what was recorded about it when it was written (edited, replaced,
+    /// truncated or damaged on disk): its contents must not be used.
+    #[error("{path}: {reason}")]
+    Integrity {
+        /// The file that disagrees.
+        path: PathBuf,
+        /// What disagrees and how to repair it.
+        reason: String,
+    },
     /// An argument or an in-memory input is invalid (shapes, sizes, NaN, options).
     #[error("invalid {what}: {reason}")]
     InvalidArgument {

@@ -8,15 +8,357 @@ use candle_core::{DType, Device, Tensor};
 
 use crate::{Error, Result};
 
-/// Writes `bytes` to `path` atomically: a temporary file in the same folder, then a rename.
+/// The prefix of every temporary file or folder relstitch creates beside an output. Each one is
+/// locked (an advisory `flock`) by the process writing it for as long as it lives, so a later run
+/// can tell one left behind by a crash (unlocked: removed) from one still being written (locked:
+/// left alone).
+pub(crate) const TEMP_PREFIX: &str = ".relstitch-tmp-";
+
+/// The lock file inside a temporary folder.
+const DIR_LOCK: &str = ".lock";
+
+/// Temporaries younger than this are never removed by [`clean_stale_temporaries`]: their writer
+/// may be between creating and locking them.
+const TEMP_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Legacy temporary folders of older relstitch versions (no lock) are removed after this long.
+const LEGACY_GRACE: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Writes `bytes` to `path` atomically: a locked temporary file in the same folder, synced, then
+/// renamed over `path`.
 ///
-/// A crash or an error never leaves a half-written `path` behind.
+/// A crash or an error never leaves a half-written `path` behind, and the temporary file a crash
+/// leaves is removed by the next relstitch write into the same folder.
+///
+/// # Errors
+/// [`Error::InvalidArgument`] when `path` exists and is not a regular file (a folder, a symbolic
+/// link, a FIFO, a device...): relstitch replaces only regular files. [`Error::Io`] when the folder
+/// cannot be created or written.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    check_replaceable_file(path)?;
     let dir = parent_dir(path);
     std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
-    let mut tmp = tempfile::NamedTempFile::new_in(&dir).map_err(|e| Error::io(&dir, e))?;
+    let mut tmp = temp_file_in(&dir)?;
     tmp.write_all(bytes).map_err(|e| Error::io(tmp.path(), e))?;
     persist(tmp, path)
+}
+
+/// Fails unless `path` is absent or a regular file (symbolic links are not followed: a link is
+/// refused, never replaced).
+///
+/// # Errors
+/// [`Error::InvalidArgument`] naming what sits at `path`.
+pub fn check_replaceable_file(path: &Path) -> Result<()> {
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_file() => Ok(()),
+        Ok(m) => Err(Error::invalid(
+            "output",
+            format!(
+                "{} exists and is {}; relstitch only replaces regular files: remove it or choose another output path",
+                path.display(),
+                describe_file_type(&m.file_type())
+            ),
+        )),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::io(path, e)),
+    }
+}
+
+/// "a folder", "a symbolic link", "a FIFO"...
+pub(crate) fn describe_file_type(t: &std::fs::FileType) -> &'static str {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        if t.is_fifo() {
+            return "a FIFO (named pipe)";
+        }
+        if t.is_block_device() || t.is_char_device() {
+            return "a device node";
+        }
+        if t.is_socket() {
+            return "a socket";
+        }
+    }
+    if t.is_symlink() {
+        "a symbolic link"
+    } else if t.is_dir() {
+        "a folder"
+    } else if t.is_file() {
+        "a regular file"
+    } else {
+        "not a regular file"
+    }
+}
+
+/// Fails when `output` is one of `inputs` (the same path, the same file through another path or
+/// a link, or the same folder): a command never overwrites what it reads.
+///
+/// # Errors
+/// [`Error::InvalidArgument`] naming both.
+pub fn refuse_overwriting_inputs(output: &Path, inputs: &[&Path]) -> Result<()> {
+    for input in inputs {
+        if same_file(output, input) {
+            return Err(Error::invalid(
+                "output",
+                format!(
+                    "{} is also an input ({}); relstitch never overwrites what it reads: choose another output path",
+                    output.display(),
+                    input.display()
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Whether two paths name the same file or folder (by device and inode on unix, by canonical path
+/// elsewhere); false when either does not exist.
+fn same_file(a: &Path, b: &Path) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        if let (Ok(ma), Ok(mb)) = (std::fs::metadata(a), std::fs::metadata(b)) {
+            return ma.dev() == mb.dev() && ma.ino() == mb.ino();
+        }
+        false
+    }
+    #[cfg(not(unix))]
+    {
+        match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
+            (Ok(a), Ok(b)) => a == b,
+            _ => false,
+        }
+    }
+}
+
+/// A new temporary file in `dir`, named with [`TEMP_PREFIX`] and locked by this process; stale
+/// temporaries of crashed runs in `dir` are removed first.
+pub(crate) fn temp_file_in(dir: &Path) -> Result<tempfile::NamedTempFile> {
+    clean_stale_temporaries(dir);
+    let tmp = tempfile::Builder::new()
+        .prefix(TEMP_PREFIX)
+        .tempfile_in(dir)
+        .map_err(|e| Error::io(dir, e))?;
+    lock(tmp.as_file(), tmp.path())?;
+    Ok(tmp)
+}
+
+/// A temporary folder beside an output, locked by this process while it lives and removed with
+/// everything in it when dropped.
+#[derive(Debug)]
+pub(crate) struct TempDir {
+    dir: tempfile::TempDir,
+    // Held open: the lock lives as long as this handle.
+    _lock: std::fs::File,
+}
+
+impl TempDir {
+    /// Creates one in `parent` (after removing the stale temporaries of crashed runs there).
+    pub(crate) fn new_in(parent: &Path) -> Result<Self> {
+        clean_stale_temporaries(parent);
+        let dir = tempfile::Builder::new()
+            .prefix(TEMP_PREFIX)
+            .tempdir_in(parent)
+            .map_err(|e| Error::io(parent, e))?;
+        let lock_path = dir.path().join(DIR_LOCK);
+        let file = std::fs::File::create(&lock_path).map_err(|e| Error::io(&lock_path, e))?;
+        lock(&file, &lock_path)?;
+        Ok(Self { dir, _lock: file })
+    }
+
+    /// Its path.
+    pub(crate) fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+fn lock(file: &std::fs::File, path: &Path) -> Result<()> {
+    match file.try_lock() {
+        Ok(()) => Ok(()),
+        Err(std::fs::TryLockError::WouldBlock) => Err(Error::io(
+            path,
+            std::io::Error::new(
+                std::io::ErrorKind::WouldBlock,
+                "a fresh temporary file is locked by another process",
+            ),
+        )),
+        Err(std::fs::TryLockError::Error(e)) => Err(Error::io(path, e)),
+    }
+}
+
+/// Whether the temporary `path` (a file, or a folder holding a lock file) belongs to a process that
+/// is gone: its lock can be taken. Temporaries younger than a second are never stale.
+fn is_stale(path: &Path, meta: &std::fs::Metadata) -> bool {
+    let age = meta
+        .modified()
+        .ok()
+        .and_then(|m| m.elapsed().ok())
+        .unwrap_or_default();
+    if age < TEMP_GRACE {
+        return false;
+    }
+    let lock_path = if meta.is_dir() {
+        path.join(DIR_LOCK)
+    } else {
+        path.to_path_buf()
+    };
+    match std::fs::File::open(&lock_path) {
+        Ok(f) => f.try_lock().is_ok(),
+        // A folder without its lock file was never fully created: stale once old enough.
+        Err(_) => meta.is_dir() && age >= TEMP_GRACE * 10,
+    }
+}
+
+/// Removes the temporaries that crashed relstitch runs left in `dir`: unlocked files and folders
+/// named [`TEMP_PREFIX`]`*`, and the lock-less `.relstitch-ckpt-*` folders of older versions once
+/// an hour old. An interrupted folder replacement is rolled back first (see
+/// [`replace_dir`]). Best effort: failures are logged, never returned.
+pub(crate) fn clean_stale_temporaries(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        let path = entry.path();
+        let Ok(meta) = std::fs::symlink_metadata(&path) else {
+            continue;
+        };
+        if meta.file_type().is_symlink() {
+            continue;
+        }
+        let stale = if name.starts_with(TEMP_PREFIX) {
+            is_stale(&path, &meta)
+        } else if name.starts_with(".relstitch-ckpt-") && meta.is_dir() {
+            meta.modified()
+                .ok()
+                .and_then(|m| m.elapsed().ok())
+                .is_some_and(|age| age >= LEGACY_GRACE)
+        } else {
+            false
+        };
+        if !stale {
+            continue;
+        }
+        if meta.is_dir() {
+            roll_back_interrupted_replacement(&path);
+            match std::fs::remove_dir_all(&path) {
+                Ok(()) => {
+                    tracing::info!(path = %path.display(), "removed a temporary folder left by an interrupted run")
+                }
+                Err(e) => tracing::warn!(
+                    "cannot remove the stale temporary folder {}: {e}",
+                    path.display()
+                ),
+            }
+        } else {
+            match std::fs::remove_file(&path) {
+                Ok(()) => {
+                    tracing::info!(path = %path.display(), "removed a temporary file left by an interrupted run")
+                }
+                Err(e) => tracing::warn!(
+                    "cannot remove the stale temporary file {}: {e}",
+                    path.display()
+                ),
+            }
+        }
+    }
+}
+
+/// The file inside a staging folder that names the folder being replaced (the portable,
+/// two-rename path of [`replace_dir`] only).
+const TARGET_RECORD: &str = "target";
+/// Where the replaced folder waits inside the staging folder (two-rename path only).
+const OLD: &str = "old";
+
+/// If `staging` holds a folder moved aside by an interrupted two-rename replacement and its
+/// destination is empty, moves it back.
+fn roll_back_interrupted_replacement(staging: &Path) {
+    let old = staging.join(OLD);
+    let Ok(target) = std::fs::read_to_string(staging.join(TARGET_RECORD)) else {
+        return;
+    };
+    let target = PathBuf::from(target);
+    if old.is_dir() && std::fs::symlink_metadata(&target).is_err() {
+        match std::fs::rename(&old, &target) {
+            Ok(()) => tracing::warn!(
+                path = %target.display(),
+                "restored the folder an interrupted save had moved aside"
+            ),
+            Err(e) => tracing::warn!(
+                "an interrupted save left {} in {}; move it back by hand ({e})",
+                target.display(),
+                old.display()
+            ),
+        }
+    }
+}
+
+/// Puts the complete folder `new` (inside the locked `staging` folder) at `dest`.
+///
+/// When `dest` does not exist, `new` is renamed to it. When it does (the caller has checked that
+/// it may be replaced), the two are exchanged in one atomic `renameat2(RENAME_EXCHANGE)` on Linux,
+/// so that at every instant `dest` is either the old folder or the new one, whole; the old one then
+/// goes with `staging`. Elsewhere (or on a file system without exchange), `dest` is moved into
+/// `staging` (which records where it came from), `new` renamed to `dest`, and a failure in between
+/// moves it back; a crash in between is rolled back by the next run's
+/// [`clean_stale_temporaries`].
+pub(crate) fn replace_dir(staging: &TempDir, new: &Path, dest: &Path) -> Result<()> {
+    if std::fs::symlink_metadata(dest).is_err() {
+        std::fs::rename(new, dest).map_err(|e| Error::io(dest, e))?;
+        sync_dir(&parent_dir(dest));
+        return Ok(());
+    }
+    #[cfg(target_os = "linux")]
+    {
+        use rustix::fs::{renameat_with, RenameFlags, CWD};
+        match renameat_with(CWD, new, CWD, dest, RenameFlags::EXCHANGE) {
+            Ok(()) => {
+                sync_dir(&parent_dir(dest));
+                failpoint("replace-dir-exchanged");
+                return Ok(());
+            }
+            Err(e) => {
+                tracing::debug!("atomic exchange unavailable here ({e}); using two renames");
+            }
+        }
+    }
+    let record = staging.path().join(TARGET_RECORD);
+    let absolute = std::path::absolute(dest).map_err(|e| Error::io(dest, e))?;
+    write_atomic(&record, absolute.as_os_str().as_encoded_bytes())?;
+    let old = staging.path().join(OLD);
+    std::fs::rename(dest, &old).map_err(|e| Error::io(dest, e))?;
+    failpoint("replace-dir-moved-aside");
+    if let Err(e) = std::fs::rename(new, dest) {
+        let _ = std::fs::rename(&old, dest);
+        return Err(Error::io(dest, e));
+    }
+    sync_dir(&parent_dir(dest));
+    Ok(())
+}
+
+/// Makes a rename inside `dir` durable (best effort; not every platform can sync a folder).
+fn sync_dir(dir: &Path) {
+    #[cfg(unix)]
+    if let Ok(f) = std::fs::File::open(dir) {
+        let _ = f.sync_all();
+    }
+    #[cfg(not(unix))]
+    let _ = dir;
+}
+
+/// Test hook for crash tests: when the environment variable `RELSTITCH_FAILPOINT` equals `name`,
+/// prints `relstitch failpoint NAME reached` on stderr and waits to be killed. Costs one cached
+/// environment lookup otherwise.
+pub(crate) fn failpoint(name: &str) {
+    static POINT: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    let point = POINT.get_or_init(|| std::env::var("RELSTITCH_FAILPOINT").ok());
+    if point.as_deref() == Some(name) {
+        eprintln!("relstitch failpoint {name} reached");
+        loop {
+            std::thread::sleep(std::time::Duration::from_secs(3600));
+        }
+    }
 }
 
 /// Syncs a finished temporary file, makes it readable like an ordinary file (temporary files are
@@ -32,7 +374,10 @@ pub(crate) fn persist(tmp: tempfile::NamedTempFile, path: &Path) -> Result<()> {
     tmp.as_file()
         .sync_all()
         .map_err(|e| Error::io(tmp.path(), e))?;
+    failpoint("atomic-write-synced");
+    check_replaceable_file(path)?;
     tmp.persist(path).map_err(|e| Error::io(path, e.error))?;
+    sync_dir(&parent_dir(path));
     Ok(())
 }
 

@@ -1,16 +1,20 @@
 //! Small dense linear algebra in f64 on the CPU, for what candle does not have: symmetric
-//! eigen-decomposition, and from it singular values, thin SVDs and pseudo-inverses.
+//! eigen-decomposition, singular values, thin SVDs, pseudo-inverses and least squares.
 //!
-//! The matrices involved are small (anchors × dims, dims × dims), so the O(n³) work runs on the CPU;
-//! the big products (Gram matrices of many samples) are formed by the callers with candle in f64.
+//! Everything runs on [faer](https://docs.rs/faer) (pure Rust): its SVD works on the matrix itself,
+//! so its accuracy is that of the data (≈ ε_f64 · σ_max), where the Gram-matrix route this module
+//! used before squared the condition number (resolution ≈ 1e-8 · σ_max) — exactly where anchors
+//! are nearly collinear. The matrices involved are small (anchors × dims, dims × dims); the big
+//! products (Gram matrices of many samples) are formed by the callers with candle.
 //!
-//! The eigen-solver is the classic Householder tridiagonalisation followed by the implicit QL
-//! algorithm (`tred2`/`tql2` of EISPACK, as in JAMA), laid out so that the inner loops run over
-//! contiguous memory.
+//! faer checks its preconditions with assertions, so every function here validates shapes and
+//! finiteness first and returns a candle error instead.
 
 use candle_core::{DType, Device, Tensor};
+use faer::{Mat, MatRef, Side};
 
 /// An eigen-decomposition of a symmetric matrix.
+#[allow(dead_code)] // the building block of whitening; tested below
 #[derive(Debug, Clone)]
 pub(crate) struct SymEigen {
     /// The eigenvalues, largest first.
@@ -21,7 +25,8 @@ pub(crate) struct SymEigen {
 }
 
 /// Eigen-decomposition of the symmetric `n × n` row-major matrix `a` (only its lower triangle is
-/// read; it is symmetrised first). With `vectors = false` only the eigenvalues are computed.
+/// read). With `vectors = false` only the eigenvalues are computed.
+#[allow(dead_code)] // the building block of whitening; tested below
 pub(crate) fn sym_eigen(a: &[f64], n: usize, vectors: bool) -> candle_core::Result<SymEigen> {
     if a.len() != n * n {
         candle_core::bail!("sym_eigen: {} values for a {n}×{n} matrix", a.len());
@@ -35,237 +40,38 @@ pub(crate) fn sym_eigen(a: &[f64], n: usize, vectors: bool) -> candle_core::Resu
     if a.iter().any(|v| !v.is_finite()) {
         candle_core::bail!("sym_eigen: the matrix holds non-finite values");
     }
-    // `w` holds V transposed: V[r][c] lives at w[c * n + r], so JAMA's column walks are contiguous.
-    let mut w = vec![0f64; n * n];
-    for r in 0..n {
-        for c in 0..n {
-            // Symmetrise from the lower triangle: V[r][c] = A[max][min].
-            let (hi, lo) = if r >= c { (r, c) } else { (c, r) };
-            w[c * n + r] = a[hi * n + lo];
-        }
+    // Symmetrised from the lower triangle.
+    let m = Mat::<f64>::from_fn(
+        n,
+        n,
+        |r, c| if r >= c { a[r * n + c] } else { a[c * n + r] },
+    );
+    if !vectors {
+        let mut values = m
+            .self_adjoint_eigenvalues(Side::Lower)
+            .map_err(|e| candle_core::Error::Msg(format!("sym_eigen: {e:?}")))?;
+        values.reverse();
+        return Ok(SymEigen {
+            values,
+            vectors: vec![],
+        });
     }
-    let mut d = vec![0f64; n];
-    let mut e = vec![0f64; n];
-    tred2(&mut w, &mut d, &mut e, n, vectors);
-    tql2(&mut w, &mut d, &mut e, n, vectors)?;
-    // Sort descending; rows of `w` are now the eigenvectors (w[i*n + k] = V[k][i]).
-    let mut order: Vec<usize> = (0..n).collect();
-    order.sort_by(|&i, &j| d[j].total_cmp(&d[i]));
-    let values = order.iter().map(|&i| d[i]).collect();
-    let mut out = Vec::new();
-    if vectors {
-        out.reserve(n * n);
-        for &i in &order {
-            out.extend_from_slice(&w[i * n..(i + 1) * n]);
-        }
+    let evd = m
+        .self_adjoint_eigen(Side::Lower)
+        .map_err(|e| candle_core::Error::Msg(format!("sym_eigen: {e:?}")))?;
+    let s = evd.S().column_vector();
+    let u = evd.U();
+    // faer sorts ascending; we want largest first, eigenvectors as rows.
+    let mut values = Vec::with_capacity(n);
+    let mut out = Vec::with_capacity(n * n);
+    for i in (0..n).rev() {
+        values.push(s[i]);
+        out.extend((0..n).map(|r| u[(r, i)]));
     }
     Ok(SymEigen {
         values,
         vectors: out,
     })
-}
-
-/// Householder reduction to tridiagonal form (EISPACK tred2), on V stored transposed.
-#[allow(clippy::needless_range_loop)]
-fn tred2(w: &mut [f64], d: &mut [f64], e: &mut [f64], n: usize, vectors: bool) {
-    let ix = |r: usize, c: usize| c * n + r;
-    for j in 0..n {
-        d[j] = w[ix(n - 1, j)];
-    }
-    for i in (1..n).rev() {
-        let mut scale = 0.0;
-        let mut h = 0.0;
-        for k in 0..i {
-            scale += d[k].abs();
-        }
-        if scale == 0.0 {
-            e[i] = d[i - 1];
-            for j in 0..i {
-                d[j] = w[ix(i - 1, j)];
-                w[ix(i, j)] = 0.0;
-                w[ix(j, i)] = 0.0;
-            }
-        } else {
-            for k in 0..i {
-                d[k] /= scale;
-                h += d[k] * d[k];
-            }
-            let mut f = d[i - 1];
-            let mut g = h.sqrt();
-            if f > 0.0 {
-                g = -g;
-            }
-            e[i] = scale * g;
-            h -= f * g;
-            d[i - 1] = f - g;
-            for j in 0..i {
-                e[j] = 0.0;
-            }
-            for j in 0..i {
-                f = d[j];
-                w[ix(j, i)] = f;
-                g = e[j] + w[ix(j, j)] * f;
-                // Column j of V, rows j+1..i: contiguous in `w`.
-                let col = &w[j * n..j * n + i];
-                for k in (j + 1)..i {
-                    g += col[k] * d[k];
-                    e[k] += col[k] * f;
-                }
-                e[j] = g;
-            }
-            f = 0.0;
-            for j in 0..i {
-                e[j] /= h;
-                f += e[j] * d[j];
-            }
-            let hh = f / (h + h);
-            for j in 0..i {
-                e[j] -= hh * d[j];
-            }
-            for j in 0..i {
-                let f = d[j];
-                let g = e[j];
-                let col = &mut w[j * n..j * n + i];
-                for k in j..i {
-                    col[k] -= f * e[k] + g * d[k];
-                }
-                d[j] = w[ix(i - 1, j)];
-                w[ix(i, j)] = 0.0;
-            }
-        }
-        d[i] = h;
-    }
-    if vectors {
-        // Accumulate the transformations.
-        for i in 0..n - 1 {
-            w[ix(n - 1, i)] = w[ix(i, i)];
-            w[ix(i, i)] = 1.0;
-            let h = d[i + 1];
-            if h != 0.0 {
-                for k in 0..=i {
-                    d[k] = w[ix(k, i + 1)] / h;
-                }
-                for j in 0..=i {
-                    let mut g = 0.0;
-                    for k in 0..=i {
-                        g += w[ix(k, i + 1)] * w[ix(k, j)];
-                    }
-                    let col = &mut w[j * n..j * n + i + 1];
-                    for k in 0..=i {
-                        col[k] -= g * d[k];
-                    }
-                }
-            }
-            for k in 0..=i {
-                w[ix(k, i + 1)] = 0.0;
-            }
-        }
-        for j in 0..n {
-            d[j] = w[ix(n - 1, j)];
-            w[ix(n - 1, j)] = 0.0;
-        }
-        w[ix(n - 1, n - 1)] = 1.0;
-    } else {
-        // The diagonal of the tridiagonal matrix sits on the diagonal of V.
-        for j in 0..n {
-            d[j] = w[ix(j, j)];
-        }
-    }
-    e[0] = 0.0;
-}
-
-/// Implicit QL on the symmetric tridiagonal matrix (EISPACK tql2), on V stored transposed.
-fn tql2(
-    w: &mut [f64],
-    d: &mut [f64],
-    e: &mut [f64],
-    n: usize,
-    vectors: bool,
-) -> candle_core::Result<()> {
-    for i in 1..n {
-        e[i - 1] = e[i];
-    }
-    e[n - 1] = 0.0;
-    let mut f = 0.0f64;
-    let mut tst1 = 0.0f64;
-    let eps = f64::EPSILON;
-    for l in 0..n {
-        tst1 = tst1.max(d[l].abs() + e[l].abs());
-        let mut m = l;
-        while m < n {
-            if e[m].abs() <= eps * tst1 {
-                break;
-            }
-            m += 1;
-        }
-        if m == n {
-            // e[n-1] is 0, so this cannot happen; guard anyway.
-            m = n - 1;
-        }
-        if m > l {
-            let mut iter = 0;
-            loop {
-                iter += 1;
-                if iter > 100 {
-                    candle_core::bail!("symmetric eigen-decomposition did not converge");
-                }
-                let mut g = d[l];
-                let mut p = (d[l + 1] - g) / (2.0 * e[l]);
-                let mut r = p.hypot(1.0);
-                if p < 0.0 {
-                    r = -r;
-                }
-                d[l] = e[l] / (p + r);
-                d[l + 1] = e[l] * (p + r);
-                let dl1 = d[l + 1];
-                let mut h = g - d[l];
-                for di in d.iter_mut().take(n).skip(l + 2) {
-                    *di -= h;
-                }
-                f += h;
-                p = d[m];
-                let mut c = 1.0;
-                let mut c2 = c;
-                let mut c3 = c;
-                let el1 = e[l + 1];
-                let mut s = 0.0;
-                let mut s2 = 0.0;
-                for i in (l..m).rev() {
-                    c3 = c2;
-                    c2 = c;
-                    s2 = s;
-                    g = c * e[i];
-                    h = c * p;
-                    r = p.hypot(e[i]);
-                    e[i + 1] = s * r;
-                    s = e[i] / r;
-                    c = p / r;
-                    p = c * d[i] - s * g;
-                    d[i + 1] = h + s * (c * g + s * d[i]);
-                    if vectors {
-                        // Rotate eigenvector rows i and i+1 (columns of V).
-                        let (lo, hi) = w.split_at_mut((i + 1) * n);
-                        let vi = &mut lo[i * n..];
-                        let vi1 = &mut hi[..n];
-                        for k in 0..n {
-                            let h = vi1[k];
-                            vi1[k] = s * vi[k] + c * h;
-                            vi[k] = c * vi[k] - s * h;
-                        }
-                    }
-                }
-                p = -s * s2 * c3 * el1 * e[l] / dl1;
-                e[l] = s * p;
-                d[l] = c * p;
-                if e[l].abs() <= eps * tst1 {
-                    break;
-                }
-            }
-        }
-        d[l] += f;
-        e[l] = 0.0;
-    }
-    Ok(())
 }
 
 /// A thin singular value decomposition `A = U diag(s) Vᵀ` of an `m × n` matrix, with
@@ -275,137 +81,69 @@ pub(crate) struct Svd {
     /// `[m, r]` f64, orthonormal columns.
     pub u: Tensor,
     /// The singular values, largest first.
+    #[allow(dead_code)] // Procrustes needs only U and V; the tests check the whole product
     pub s: Vec<f64>,
     /// `[n, r]` f64, orthonormal columns.
     pub v: Tensor,
 }
 
-/// The singular values of `a` (`[m, n]`, any float dtype), largest first: the square roots of the
-/// eigenvalues of the smaller Gram matrix, formed in f64.
+/// `a` as a faer matrix in f64, after checking that it is a finite matrix.
+fn to_faer(a: &Tensor, what: &str) -> candle_core::Result<Mat<f64>> {
+    let (m, n) = a.dims2()?;
+    let v = a
+        .to_device(&Device::Cpu)?
+        .to_dtype(DType::F64)?
+        .flatten_all()?
+        .to_vec1::<f64>()?;
+    if v.iter().any(|x| !x.is_finite()) {
+        candle_core::bail!("{what}: the matrix holds non-finite values");
+    }
+    Ok(Mat::from_fn(m, n, |r, c| v[r * n + c]))
+}
+
+/// A faer matrix as an f64 CPU tensor.
+fn from_faer(m: MatRef<'_, f64>) -> candle_core::Result<Tensor> {
+    let (rows, cols) = (m.nrows(), m.ncols());
+    let mut v = Vec::with_capacity(rows * cols);
+    for r in 0..rows {
+        v.extend((0..cols).map(|c| m[(r, c)]));
+    }
+    Tensor::from_vec(v, (rows, cols), &Device::Cpu)
+}
+
+/// The faer thin SVD of a finite matrix (an empty one has an empty SVD).
+fn thin_svd(a: &Mat<f64>, what: &str) -> candle_core::Result<(Mat<f64>, Vec<f64>, Mat<f64>)> {
+    let (m, n) = (a.nrows(), a.ncols());
+    if m == 0 || n == 0 {
+        return Ok((Mat::zeros(m, 0), vec![], Mat::zeros(n, 0)));
+    }
+    let svd = a.thin_svd().map_err(|e| {
+        candle_core::Error::Msg(format!("{what}: the SVD did not converge ({e:?})"))
+    })?;
+    let s: Vec<f64> = svd.S().column_vector().iter().copied().collect();
+    Ok((svd.U().to_owned(), s, svd.V().to_owned()))
+}
+
+/// The singular values of `a` (`[m, n]`, any float dtype), largest first.
 pub(crate) fn singular_values(a: &Tensor) -> candle_core::Result<Vec<f64>> {
-    let (m, n) = a.dims2()?;
-    let a = a.to_device(&Device::Cpu)?.to_dtype(DType::F64)?;
-    let g = if m >= n {
-        a.t()?.matmul(&a)?
-    } else {
-        a.matmul(&a.t()?)?
-    };
-    let r = m.min(n);
-    let eig = sym_eigen(&g.flatten_all()?.to_vec1::<f64>()?, r, false)?;
-    Ok(eig.values.iter().map(|&l| l.max(0.0).sqrt()).collect())
+    let m = to_faer(a, "singular values")?;
+    if m.nrows() == 0 || m.ncols() == 0 {
+        return Ok(vec![]);
+    }
+    m.singular_values().map_err(|e| {
+        candle_core::Error::Msg(format!("singular values: the SVD did not converge ({e:?})"))
+    })
 }
 
-/// The thin SVD of `a` (`[m, n]`, any float dtype), computed from the eigen-decomposition of the
-/// smaller Gram matrix in f64 on the CPU.
-///
-/// The singular vectors of singular values below the resolution of the Gram route
-/// (≈ 1e-8 × the largest) are completed to an orthonormal set, so `U` and `V` always have
-/// orthonormal columns, as orthogonal Procrustes needs.
+/// The thin SVD of `a` (`[m, n]`, any float dtype), in f64 on the CPU. `U` and `V` always have
+/// orthonormal columns (also for rank-deficient `a`), as orthogonal Procrustes needs.
 pub(crate) fn svd(a: &Tensor) -> candle_core::Result<Svd> {
-    let (m, n) = a.dims2()?;
-    let a = a.to_device(&Device::Cpu)?.to_dtype(DType::F64)?;
-    if m < n {
-        let t = svd(&a.t()?)?;
-        return Ok(Svd {
-            u: t.v,
-            s: t.s,
-            v: t.u,
-        });
-    }
-    // m >= n: eigen of AᵀA gives V and s²; U = A V / s.
-    let g = a.t()?.matmul(&a)?;
-    let eig = sym_eigen(&g.flatten_all()?.to_vec1::<f64>()?, n, true)?;
-    let s: Vec<f64> = eig.values.iter().map(|&l| l.max(0.0).sqrt()).collect();
-    // Rows of `eig.vectors` are the columns of V.
-    let vt = Tensor::from_vec(eig.vectors, (n, n), &Device::Cpu)?;
-    let av = a.matmul(&vt.t()?)?; // [m, n], column i = A v_i = s_i u_i
-    let av_cols = av.t()?.contiguous()?.flatten_all()?.to_vec1::<f64>()?; // column-major
-    let smax = s.first().copied().unwrap_or(0.0);
-    let tol = smax * 1e-7;
-    let mut cols: Vec<Vec<f64>> = Vec::with_capacity(n);
-    for (i, si) in s.iter().enumerate() {
-        let mut c = av_cols[i * m..(i + 1) * m].to_vec();
-        if *si > tol {
-            for x in c.iter_mut() {
-                *x /= si;
-            }
-        } else {
-            c.iter_mut().for_each(|x| *x = 0.0);
-        }
-        cols.push(c);
-    }
-    orthonormalise_columns(&mut cols, m, &s, tol);
-    let mut u_cm = Vec::with_capacity(m * n);
-    for c in &cols {
-        u_cm.extend_from_slice(c);
-    }
-    let u = Tensor::from_vec(u_cm, (n, m), &Device::Cpu)?
-        .t()?
-        .contiguous()?;
-    let v = vt.t()?.contiguous()?;
-    Ok(Svd { u, s, v })
-}
-
-/// Modified Gram–Schmidt (twice) over `cols` (each of length `m`), in order; columns whose singular
-/// value is below `tol` (or that vanish) are replaced by standard basis vectors orthogonalised
-/// against the others.
-fn orthonormalise_columns(cols: &mut [Vec<f64>], m: usize, s: &[f64], tol: f64) {
-    let mut next_basis = 0usize;
-    for i in 0..cols.len() {
-        let mut ok = s[i] > tol;
-        if ok {
-            ok = orthogonalise_against(cols, i);
-        }
-        while !ok && next_basis < m {
-            let mut e = vec![0.0; m];
-            e[next_basis] = 1.0;
-            next_basis += 1;
-            cols[i] = e;
-            ok = orthogonalise_against(cols, i);
-        }
-    }
-}
-
-/// Orthogonalises `cols[i]` against `cols[..i]` (twice) and normalises it; false when it vanishes.
-fn orthogonalise_against(cols: &mut [Vec<f64>], i: usize) -> bool {
-    let (done, rest) = cols.split_at_mut(i);
-    let c = &mut rest[0];
-    let before = dot(c, c).sqrt();
-    if before == 0.0 {
-        return false;
-    }
-    for _ in 0..2 {
-        for q in done.iter() {
-            let p = dot(q, c);
-            for (x, y) in c.iter_mut().zip(q) {
-                *x -= p * y;
-            }
-        }
-    }
-    let after = dot(c, c).sqrt();
-    if after <= 1e-6 * before {
-        return false;
-    }
-    c.iter_mut().for_each(|x| *x /= after);
-    true
-}
-
-/// Dot product with four accumulators.
-pub(crate) fn dot(a: &[f64], b: &[f64]) -> f64 {
-    let mut acc = [0f64; 4];
-    let mut ca = a.chunks_exact(4);
-    let mut cb = b.chunks_exact(4);
-    for (x, y) in (&mut ca).zip(&mut cb) {
-        acc[0] += x[0] * y[0];
-        acc[1] += x[1] * y[1];
-        acc[2] += x[2] * y[2];
-        acc[3] += x[3] * y[3];
-    }
-    let mut s = (acc[0] + acc[1]) + (acc[2] + acc[3]);
-    for (x, y) in ca.remainder().iter().zip(cb.remainder()) {
-        s += x * y;
-    }
-    s
+    let (u, s, v) = thin_svd(&to_faer(a, "svd")?, "svd")?;
+    Ok(Svd {
+        u: from_faer(u.as_ref())?,
+        s,
+        v: from_faer(v.as_ref())?,
+    })
 }
 
 /// The rank tolerance for a matrix that came from f32 data: `10 · ε_f32 · σ_max`, the noise floor
@@ -415,83 +153,53 @@ pub(crate) fn rank_tolerance(s_max: f64) -> f64 {
     10.0 * f64::from(f32::EPSILON) * s_max
 }
 
-/// Eigen-decomposition of the Gram matrix `AᵀA` (`transpose = false`, `n × n`) or `AAᵀ`
-/// (`transpose = true`, `m × m`) of an f64 CPU matrix: the eigenvectors as the columns of a
-/// tensor, the eigenvalues, largest first.
-fn gram_eigen(a: &Tensor, transpose: bool) -> candle_core::Result<(Tensor, Vec<f64>)> {
-    let g = if transpose {
-        a.matmul(&a.t()?)?
-    } else {
-        a.t()?.matmul(a)?
-    };
-    let r = g.dim(0)?;
-    let eig = sym_eigen(&g.flatten_all()?.to_vec1::<f64>()?, r, true)?;
-    let v = Tensor::from_vec(eig.vectors, (r, r), &Device::Cpu)?
-        .t()?
-        .contiguous()?;
-    Ok((v, eig.values))
-}
-
-/// `1/λ` for the eigenvalues of a Gram matrix whose singular values `√λ` are above
-/// [`rank_tolerance`], 0 for the others; and the rank.
-fn inverse_gram_values(values: &[f64]) -> (Vec<f64>, usize) {
-    let smax = values.first().copied().unwrap_or(0.0).max(0.0).sqrt();
-    let tol = rank_tolerance(smax);
-    let inv: Vec<f64> = values
+/// `1/s` for the singular values above [`rank_tolerance`], 0 for the others; and the rank.
+fn inverse_singular_values(s: &[f64]) -> (Vec<f64>, usize) {
+    let tol = rank_tolerance(s.first().copied().unwrap_or(0.0));
+    let inv: Vec<f64> = s
         .iter()
-        .map(|&l| {
-            if l.max(0.0).sqrt() > tol {
-                1.0 / l
-            } else {
-                0.0
-            }
-        })
+        .map(|&x| if x > tol { 1.0 / x } else { 0.0 })
         .collect();
     let rank = inv.iter().filter(|&&v| v != 0.0).count();
     (inv, rank)
 }
 
+/// `V diag(inv) Uᵀ B` (or `V diag(inv) Uᵀ` when `b` is `None`), without forming `Uᵀ` larger
+/// than needed.
+fn apply_pinv(u: &Mat<f64>, inv: &[f64], v: &Mat<f64>, b: Option<&Mat<f64>>) -> Mat<f64> {
+    let ut_b = match b {
+        Some(b) => u.transpose() * b,
+        None => u.transpose().to_owned(),
+    };
+    // Scale the rows of Uᵀ B by 1/s, then multiply by V.
+    let scaled = Mat::from_fn(ut_b.nrows(), ut_b.ncols(), |r, c| ut_b[(r, c)] * inv[r]);
+    v * scaled
+}
+
 /// The Moore–Penrose pseudo-inverse of `a` (`[m, n]`, any float dtype) as an `[n, m]` f64 CPU
-/// tensor, through the eigen-decomposition of the smaller Gram matrix; singular values at or below
-/// [`rank_tolerance`] count as zero. Also returns the rank.
+/// tensor, through its SVD; singular values at or below [`rank_tolerance`] count as zero. Also
+/// returns the rank.
 pub(crate) fn pinv(a: &Tensor) -> candle_core::Result<(Tensor, usize)> {
-    let (m, n) = a.dims2()?;
-    let a = a.to_device(&Device::Cpu)?.to_dtype(DType::F64)?;
-    if m >= n {
-        // A⁺ = (AᵀA)⁺ Aᵀ = V Λ⁻¹ Vᵀ Aᵀ
-        let (v, l) = gram_eigen(&a, false)?;
-        let (inv, rank) = inverse_gram_values(&l);
-        let inv = Tensor::from_vec(inv, (1, n), &Device::Cpu)?;
-        let p = v.broadcast_mul(&inv)?.matmul(&v.t()?)?.matmul(&a.t()?)?;
-        Ok((p, rank))
-    } else {
-        // A⁺ = Aᵀ (AAᵀ)⁺ = Aᵀ U Λ⁻¹ Uᵀ
-        let (u, l) = gram_eigen(&a, true)?;
-        let (inv, rank) = inverse_gram_values(&l);
-        let inv = Tensor::from_vec(inv, (1, m), &Device::Cpu)?;
-        let p = a.t()?.matmul(&u.broadcast_mul(&inv)?.matmul(&u.t()?)?)?;
-        Ok((p, rank))
-    }
+    let (u, s, v) = thin_svd(&to_faer(a, "pinv")?, "pinv")?;
+    let (inv, rank) = inverse_singular_values(&s);
+    Ok((from_faer(apply_pinv(&u, &inv, &v, None).as_ref())?, rank))
 }
 
 /// The minimum-norm least-squares solution `X` of `A X ≈ B` (`a`: `[m, n]`, `b`: `[m, p]`) as an
-/// `[n, p]` f64 CPU tensor, and the rank of `A`. Never forms the `[n, m]` pseudo-inverse when
-/// `m ≥ n`, so many rows are cheap.
+/// `[n, p]` f64 CPU tensor, and the rank of `A`, through the SVD of `A`. Never forms the `[n, m]`
+/// pseudo-inverse, so many rows are cheap.
 pub(crate) fn lstsq(a: &Tensor, b: &Tensor) -> candle_core::Result<(Tensor, usize)> {
-    let (m, n) = a.dims2()?;
-    let a = a.to_device(&Device::Cpu)?.to_dtype(DType::F64)?;
-    let b = b.to_device(&Device::Cpu)?.to_dtype(DType::F64)?;
-    if m >= n {
-        let (v, l) = gram_eigen(&a, false)?;
-        let (inv, rank) = inverse_gram_values(&l);
-        let inv = Tensor::from_vec(inv, (1, n), &Device::Cpu)?;
-        let atb = a.t()?.matmul(&b)?;
-        let x = v.broadcast_mul(&inv)?.matmul(&v.t()?.matmul(&atb)?)?;
-        Ok((x, rank))
-    } else {
-        let (p, rank) = pinv(&a)?;
-        Ok((p.matmul(&b)?, rank))
+    let am = to_faer(a, "lstsq")?;
+    let bm = to_faer(b, "lstsq")?;
+    if am.nrows() != bm.nrows() {
+        candle_core::bail!("lstsq: A has {} rows but B has {}", am.nrows(), bm.nrows());
     }
+    let (u, s, v) = thin_svd(&am, "lstsq")?;
+    let (inv, rank) = inverse_singular_values(&s);
+    Ok((
+        from_faer(apply_pinv(&u, &inv, &v, Some(&bm)).as_ref())?,
+        rank,
+    ))
 }
 
 #[cfg(test)]
@@ -577,6 +285,93 @@ mod tests {
             .max_all()?
             .to_scalar::<f64>()?;
         assert!(err < 1e-9, "{err}");
+        Ok(())
+    }
+
+    #[test]
+    fn empty_and_non_finite_inputs_are_errors_not_panics() -> candle_core::Result<()> {
+        let e = Tensor::zeros((0, 3), DType::F64, &Device::Cpu)?;
+        assert!(singular_values(&e)?.is_empty());
+        let mut v = random(4, 3, 1);
+        v[5] = f64::NAN;
+        let a = Tensor::from_vec(v, (4, 3), &Device::Cpu)?;
+        assert!(svd(&a).is_err() && pinv(&a).is_err() && singular_values(&a).is_err());
+        let b = Tensor::zeros((5, 1), DType::F64, &Device::Cpu)?;
+        let a = Tensor::from_vec(random(4, 3, 2), (4, 3), &Device::Cpu)?;
+        assert!(lstsq(&a, &b).is_err());
+        Ok(())
+    }
+
+    /// What the Gram-matrix route this module used before (eigen-decomposition of AᵀA) gives for
+    /// the singular values: √λ(AᵀA), whose resolution is ≈ √ε · σ_max.
+    fn gram_singular_values(a: &Tensor) -> candle_core::Result<Vec<f64>> {
+        let g = a.t()?.matmul(a)?;
+        let n = g.dim(0)?;
+        let e = sym_eigen(&g.flatten_all()?.to_vec1::<f64>()?, n, false)?;
+        Ok(e.values.iter().map(|l| l.max(0.0).sqrt()).collect())
+    }
+
+    /// Nearly collinear anchors: a matrix with known singular values from 1 down to 1e-12 (the
+    /// regime of anchors that almost repeat). faer's SVD recovers the small ones to the precision
+    /// of the data; the Gram route loses everything below ≈ 1e-8 and its least-squares solution
+    /// is far off.
+    #[test]
+    fn ill_conditioned_anchors_are_resolved_better_than_by_the_gram_route(
+    ) -> candle_core::Result<()> {
+        let (m, n) = (40usize, 8usize);
+        let dev = &Device::Cpu;
+        let q = |seed| -> candle_core::Result<Tensor> {
+            let a = Tensor::from_vec(random(m, n, seed), (m, n), dev)?;
+            Ok(svd(&a)?.u) // orthonormal columns [m, n]
+        };
+        let u = q(21)?;
+        let v = svd(&Tensor::from_vec(random(n, n, 22), (n, n), dev)?)?.u;
+        let sigma: Vec<f64> = (0..n)
+            .map(|i| 10f64.powf(-(i as f64) * 12.0 / 7.0))
+            .collect();
+        let s = Tensor::from_vec(sigma.clone(), (1, n), dev)?;
+        let a = u.broadcast_mul(&s)?.matmul(&v.t()?)?;
+        let faer_s = singular_values(&a)?;
+        let gram_s = gram_singular_values(&a)?;
+        let rel = |got: &[f64]| -> f64 {
+            got.iter()
+                .zip(&sigma)
+                .map(|(g, t)| ((g - t) / t).abs())
+                .fold(0.0, f64::max)
+        };
+        let (faer_err, gram_err) = (rel(&faer_s), rel(&gram_s));
+        assert!(faer_err < 1e-3, "faer relative error {faer_err}");
+        assert!(
+            gram_err > 1e3 * faer_err.max(1e-16),
+            "gram {gram_err} vs faer {faer_err}"
+        );
+        // Least squares on a well-posed but ill-conditioned system (σ_min = 1e-5): the solution
+        // from the SVD is accurate, the normal equations lose ~all digits.
+        let sigma6: Vec<f64> = (0..n)
+            .map(|i| 10f64.powf(-(i as f64) * 5.0 / 7.0))
+            .collect();
+        let a6 = u
+            .broadcast_mul(&Tensor::from_vec(sigma6, (1, n), dev)?)?
+            .matmul(&v.t()?)?;
+        let x = Tensor::from_vec(random(n, 1, 23), (n, 1), dev)?;
+        let b = a6.matmul(&x)?;
+        let (got, rank) = lstsq(&a6, &b)?;
+        assert_eq!(rank, n);
+        let err = (got - &x)?.abs()?.max_all()?.to_scalar::<f64>()?;
+        assert!(err < 1e-6, "faer lstsq error {err}");
+        // The normal-equation solve through the Gram eigen-decomposition, for comparison.
+        let g = a6.t()?.matmul(&a6)?;
+        let e = sym_eigen(&g.flatten_all()?.to_vec1::<f64>()?, n, true)?;
+        let vt = Tensor::from_vec(e.vectors, (n, n), dev)?; // rows = eigenvectors
+        let inv: Vec<f64> = e.values.iter().map(|l| 1.0 / l).collect();
+        let inv = Tensor::from_vec(inv, (n, 1), dev)?;
+        let atb = a6.t()?.matmul(&b)?;
+        let gram_x = vt.t()?.matmul(&vt.matmul(&atb)?.broadcast_mul(&inv)?)?;
+        let gram_err = (gram_x - &x)?.abs()?.max_all()?.to_scalar::<f64>()?;
+        assert!(
+            gram_err > 100.0 * err.max(1e-15),
+            "gram {gram_err} vs faer {err}"
+        );
         Ok(())
     }
 }

@@ -447,7 +447,7 @@ fn parse_e5s1(bytes: &[u8]) -> std::result::Result<E5File<'_>, String> {
         let need = match dtype {
             0 => numel * 4,
             1 => {
-                if numel % QK != 0 {
+                if !numel.is_multiple_of(QK) {
                     return Err(format!(
                         "Q4_0 tensor `{name}` has {numel} elements, not a multiple of {QK}"
                     ));
@@ -518,7 +518,7 @@ fn tensor_f32(
     match e.dtype {
         0 => Ok(F32Tensor::from_le_bytes(shape, e.data.to_vec())),
         _ => {
-            if cols % QK != 0 {
+            if !cols.is_multiple_of(QK) {
                 return Err(format!(
                     "Q4_0 tensor `{name}` has rows of {cols}, not a multiple of {QK}"
                 ));

@@ -147,7 +147,8 @@ pub(crate) fn write_safetensors_atomic(
     tensors: &BTreeMap<String, F32Tensor>,
 ) -> Result<()> {
     let dir = parent_dir(path);
-    let tmp = tempfile::NamedTempFile::new_in(&dir).map_err(|e| Error::io(&dir, e))?;
+    crate::io::check_replaceable_file(path)?;
+    let tmp = crate::io::temp_file_in(&dir)?;
     let metadata = HashMap::from([("format".to_string(), "pt".to_string())]);
     safetensors::serialize_to_file(
         tensors.iter().map(|(k, v)| (k.as_str(), v)),

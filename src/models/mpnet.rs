@@ -330,7 +330,8 @@ impl MPNetModel {
 
     /// Loads with `vb` pointing directly at the `embeddings` / `encoder` level.
     fn load_unprefixed(vb: VarBuilder, cfg: &Config) -> Result<Self> {
-        if cfg.num_attention_heads == 0 || cfg.hidden_size % cfg.num_attention_heads != 0 {
+        if cfg.num_attention_heads == 0 || !cfg.hidden_size.is_multiple_of(cfg.num_attention_heads)
+        {
             bail!(
                 "MPNet: hidden_size {} is not a multiple of num_attention_heads {}",
                 cfg.hidden_size,

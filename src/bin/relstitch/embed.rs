@@ -39,6 +39,8 @@ pub struct EmbedArgs {
 }
 
 pub fn run(args: EmbedArgs) -> anyhow::Result<()> {
+    relstitch::io::refuse_overwriting_inputs(&args.output, &[&args.input])?;
+    relstitch::io::check_replaceable_file(&args.output)?;
     let options = args.model_options.apply(args.run.options(!args.quiet)?);
     let encoder = Encoder::load(&args.model, &options)?;
     let s = relstitch::embed::embed_file(&encoder, &args.input, &args.field, &args.output)?;

@@ -1,0 +1,422 @@
+//! Crash tests: the real binaries (`relstitch fit`, `relstitch embed`, `stitch-two-checkpoints
+//! --out`) on a real encoder (all-MiniLM-L6-v2) and real data (`fortunes`), killed with SIGKILL at
+//! several points. Afterwards the output that existed before loads and is either unchanged or the
+//! complete new one (never a mix, never missing), rerunning the same command succeeds, and no
+//! temporary file or folder remains beside the output or inside the cache.
+//!
+//! Kill points: timed (while the model loads, embeds, trains) and named failpoints
+//! (`RELSTITCH_FAILPOINT`): the binary stops there, says so on stderr, and waits to be killed.
+#![cfg(unix)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use candle_core::Device;
+use relstitch::catalog::Catalog;
+use relstitch::checkpoint::Checkpoint;
+use relstitch::data::{Builtin, Dataset, SplitOptions};
+use relstitch::fetch::Fetcher;
+use relstitch::io::SafetensorsFile;
+
+const RELSTITCH: &str = env!("CARGO_BIN_EXE_relstitch");
+const STITCH: &str = env!("CARGO_BIN_EXE_stitch-two-checkpoints");
+
+/// Kill points inside a save, and times after the start (model load, embedding, training).
+const FAILPOINTS: [&str; 3] = [
+    "atomic-write-synced",
+    "checkpoint-staged",
+    "replace-dir-exchanged",
+];
+const DELAYS_MS: [u64; 3] = [300, 1200, 2500];
+
+/// The real encoder's folder and a small real training file (shared, read-only).
+struct Fixture {
+    model: PathBuf,
+    _dir: tempfile::TempDir,
+    train: PathBuf,
+}
+
+fn fixture() -> &'static Fixture {
+    static FIXTURE: OnceLock<Fixture> = OnceLock::new();
+    FIXTURE.get_or_init(|| match make_fixture() {
+        Ok(f) => f,
+        Err(e) => panic!("cannot prepare the crash-test fixture: {e:#}"),
+    })
+}
+
+fn make_fixture() -> Result<Fixture> {
+    let fetcher = Fetcher::new()?.with_quiet(true);
+    let catalog = Catalog::builtin()?;
+    let entry = catalog
+        .get("all-MiniLM-L6-v2")
+        .context("all-MiniLM-L6-v2 is in the catalog")?;
+    let model = fetcher.fetch(&catalog, entry)?;
+    let split = Dataset::builtin(Builtin::Fortunes, &fetcher)?.split(&SplitOptions::default())?;
+    let dir = tempfile::tempdir()?;
+    let train = dir.path().join("train.jsonl");
+    split.train.first_per_label(25).write_jsonl(&train)?;
+    Ok(Fixture {
+        model,
+        _dir: dir,
+        train,
+    })
+}
+
+/// A command with its own cache folder.
+fn command(bin: &str, home: &Path, args: &[&str]) -> Command {
+    let mut c = Command::new(bin);
+    c.args(args)
+        .env("RELSTITCH_HOME", home)
+        .env_remove("RELSTITCH_FAILPOINT")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null());
+    c
+}
+
+fn run_ok(mut c: Command) -> Result<()> {
+    let out = c.stderr(Stdio::piped()).output()?;
+    if !out.status.success() {
+        bail!(
+            "{c:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+/// How a run was stopped.
+#[derive(Debug, Clone, Copy)]
+enum Kill {
+    At(&'static str),
+    After(u64),
+}
+
+/// Starts `c`, kills it with SIGKILL at `kill`, and waits for it. Returns whether it was killed
+/// (a timed kill may come after the command finished on its own).
+fn run_killed(mut c: Command, kill: Kill) -> Result<bool> {
+    if let Kill::At(point) = kill {
+        c.env("RELSTITCH_FAILPOINT", point);
+    }
+    let mut child = c.stderr(Stdio::piped()).spawn()?;
+    let stderr = child.stderr.take().context("stderr")?;
+    match kill {
+        Kill::At(point) => {
+            let marker = format!("relstitch failpoint {point} reached");
+            let deadline = Instant::now() + Duration::from_secs(300);
+            let mut lines = BufReader::new(stderr).lines();
+            let mut seen = Vec::new();
+            loop {
+                match lines.next() {
+                    Some(line) => {
+                        let line = line?;
+                        if line.contains(&marker) {
+                            break;
+                        }
+                        seen.push(line);
+                    }
+                    None => {
+                        let status = child.wait()?;
+                        bail!(
+                            "{c:?} never reached failpoint {point} ({status}): {}",
+                            seen.join("\n")
+                        );
+                    }
+                }
+                if Instant::now() > deadline {
+                    child.kill()?;
+                    bail!("{c:?} did not reach failpoint {point} in time");
+                }
+            }
+            child.kill()?; // SIGKILL
+            child.wait()?;
+            Ok(true)
+        }
+        Kill::After(ms) => {
+            // Drain stderr in the background so the child never blocks on a full pipe.
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut BufReader::new(stderr), &mut std::io::sink());
+            });
+            std::thread::sleep(Duration::from_millis(ms));
+            let finished = child.try_wait()?.is_some();
+            if !finished {
+                child.kill()?;
+            }
+            child.wait()?;
+            Ok(!finished)
+        }
+    }
+}
+
+/// Every `.relstitch*` or `.tmp*` entry under `dir` (recursively, not following links).
+fn temporaries(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let path = e.path();
+        if name.starts_with(".relstitch") || name.starts_with(".tmp") {
+            out.push(path.clone());
+        }
+        if e.file_type().is_ok_and(|t| t.is_dir()) {
+            out.extend(temporaries(&path));
+        }
+    }
+    out
+}
+
+/// A checkpoint's meaning: its config (as JSON) and its weights' values by name.
+type CheckpointState = (String, Vec<(String, Vec<f32>)>);
+/// An embedding file's meaning: its vectors and its sorted metadata.
+type EmbeddingsState = (Vec<Vec<f32>>, Vec<(String, String)>);
+
+/// A checkpoint's meaning: its config and its weights' values.
+fn checkpoint_state(dir: &Path) -> Result<CheckpointState> {
+    let c = Checkpoint::load(dir)?;
+    let mut w: Vec<(String, Vec<f32>)> = c
+        .weights
+        .iter()
+        .map(|(k, t)| Ok((k.clone(), t.flatten_all()?.to_vec1::<f32>()?)))
+        .collect::<Result<_>>()?;
+    w.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok((serde_json::to_string(&c.config)?, w))
+}
+
+/// An embedding file's meaning: its vectors and its metadata.
+fn embeddings_state(path: &Path) -> Result<EmbeddingsState> {
+    let f = SafetensorsFile::read(path, &Device::Cpu)?;
+    let mut meta: Vec<(String, String)> = f.metadata.into_iter().collect();
+    meta.sort();
+    let e = f
+        .tensors
+        .get("embeddings")
+        .context("embeddings tensor")?
+        .to_vec2::<f32>()?;
+    Ok((e, meta))
+}
+
+/// Waits a moment so that temporaries left by a kill are older than the one-second grace period
+/// during which a writer may not have locked them yet.
+fn settle() {
+    std::thread::sleep(Duration::from_millis(1100));
+}
+
+fn kills() -> Vec<Kill> {
+    FAILPOINTS
+        .iter()
+        .map(|p| Kill::At(p))
+        .chain(DELAYS_MS.iter().map(|&ms| Kill::After(ms)))
+        .collect()
+}
+
+#[test]
+fn fit_killed_anywhere_keeps_the_previous_checkpoint() -> Result<()> {
+    let f = fixture();
+    let work = tempfile::tempdir()?;
+    let home = work.path().join("home");
+    let out = work.path().join("ckpt");
+    let model = f.model.to_string_lossy().into_owned();
+    let train = f.train.to_string_lossy().into_owned();
+    let fit = |seed: &str, out: &Path| {
+        let out = out.to_string_lossy().into_owned();
+        command(
+            RELSTITCH,
+            &home,
+            &[
+                "fit",
+                "--model",
+                &model,
+                "--train",
+                &train,
+                "--out",
+                &out,
+                "--anchors",
+                "40",
+                "--epochs",
+                "4",
+                "--seed",
+                seed,
+                "--quiet",
+            ],
+        )
+    };
+    run_ok(fit("0", &out))?;
+    let previous = checkpoint_state(&out)?;
+    let reference = work.path().join("reference");
+    run_ok(fit("1", &reference))?;
+    let new = checkpoint_state(&reference)?;
+    std::fs::remove_dir_all(&reference)?;
+    assert_ne!(
+        previous, new,
+        "the two seeds must give different checkpoints"
+    );
+    for kill in kills() {
+        let killed = run_killed(fit("1", &out), kill)?;
+        let state = checkpoint_state(&out).with_context(|| format!("after kill {kill:?}"))?;
+        assert!(
+            state == previous || state == new,
+            "after kill {kill:?} (killed: {killed}) the checkpoint is neither the old nor the new one"
+        );
+        settle();
+        run_ok(fit("1", &out))?;
+        assert_eq!(checkpoint_state(&out)?, new, "rerun after {kill:?}");
+        let left = temporaries(work.path());
+        assert!(left.is_empty(), "after kill {kill:?} and a rerun: {left:?}");
+        // Back to the previous checkpoint for the next kill.
+        run_ok(fit("0", &out))?;
+    }
+    Ok(())
+}
+
+#[test]
+fn embed_killed_anywhere_keeps_the_previous_output() -> Result<()> {
+    let f = fixture();
+    let work = tempfile::tempdir()?;
+    let home = work.path().join("home");
+    let out = work.path().join("e.safetensors");
+    let texts_a = work.path().join("a.jsonl");
+    let texts_b = work.path().join("b.jsonl");
+    let train = std::fs::read_to_string(&f.train)?;
+    let lines: Vec<&str> = train.lines().collect();
+    std::fs::write(&texts_a, lines[..lines.len() / 2].join("\n"))?;
+    std::fs::write(&texts_b, lines[lines.len() / 2..].join("\n"))?;
+    let model = f.model.to_string_lossy().into_owned();
+    let embed = |input: &Path, out: &Path| {
+        command(
+            RELSTITCH,
+            &home,
+            &[
+                "embed",
+                "--model",
+                &model,
+                "--input",
+                &input.to_string_lossy(),
+                "--output",
+                &out.to_string_lossy(),
+                "--quiet",
+            ],
+        )
+    };
+    run_ok(embed(&texts_a, &out))?;
+    let previous = embeddings_state(&out)?;
+    let reference = work.path().join("reference.safetensors");
+    run_ok(embed(&texts_b, &reference))?;
+    let new = embeddings_state(&reference)?;
+    std::fs::remove_file(&reference)?;
+    let kills = [
+        Kill::At("atomic-write-synced"),
+        Kill::After(300),
+        Kill::After(1000),
+        Kill::After(2000),
+    ];
+    for kill in kills {
+        let killed = run_killed(embed(&texts_b, &out), kill)?;
+        let state = embeddings_state(&out).with_context(|| format!("after kill {kill:?}"))?;
+        assert!(
+            state == previous || state == new,
+            "after kill {kill:?} (killed: {killed}) the output is neither the old nor the new one"
+        );
+        settle();
+        run_ok(embed(&texts_b, &out))?;
+        assert_eq!(embeddings_state(&out)?, new, "rerun after {kill:?}");
+        let left = temporaries(work.path());
+        assert!(left.is_empty(), "after kill {kill:?} and a rerun: {left:?}");
+        run_ok(embed(&texts_a, &out))?;
+    }
+    // Output equal to the input is refused before anything is written.
+    let before = std::fs::read(&texts_a)?;
+    assert!(embed(&texts_a, &texts_a).output()?.status.code() != Some(0));
+    assert_eq!(std::fs::read(&texts_a)?, before);
+    Ok(())
+}
+
+#[test]
+fn stitch_out_killed_anywhere_keeps_the_previous_checkpoint() -> Result<()> {
+    let f = fixture();
+    let work = tempfile::tempdir()?;
+    let home = work.path().join("home");
+    let model = f.model.to_string_lossy().into_owned();
+    let train = f.train.to_string_lossy().into_owned();
+    let a = work.path().join("a");
+    let b = work.path().join("b");
+    for (dir, seed) in [(&a, "0"), (&b, "1")] {
+        run_ok(command(
+            RELSTITCH,
+            &home,
+            &[
+                "fit",
+                "--model",
+                &model,
+                "--train",
+                &train,
+                "--out",
+                &dir.to_string_lossy(),
+                "--anchors",
+                "40",
+                "--epochs",
+                "4",
+                "--seed",
+                seed,
+                "--quiet",
+            ],
+        ))?;
+    }
+    let stitch = |enc: &Path, dec: &Path, out: &Path| {
+        command(
+            STITCH,
+            &home,
+            &[
+                "--encoder-from",
+                &enc.to_string_lossy(),
+                "--decoder-from",
+                &dec.to_string_lossy(),
+                "--out",
+                &out.to_string_lossy(),
+            ],
+        )
+    };
+    let out = work.path().join("stitched");
+    run_ok(stitch(&a, &b, &out))?;
+    let previous = checkpoint_state(&out)?;
+    let reference = work.path().join("reference");
+    run_ok(stitch(&b, &a, &reference))?;
+    let new = checkpoint_state(&reference)?;
+    std::fs::remove_dir_all(&reference)?;
+    assert_ne!(previous, new);
+    for kill in kills() {
+        let killed = run_killed(stitch(&b, &a, &out), kill)?;
+        let state = checkpoint_state(&out).with_context(|| format!("after kill {kill:?}"))?;
+        assert!(
+            state == previous || state == new,
+            "after kill {kill:?} (killed: {killed}) the stitched checkpoint is neither the old nor the new one"
+        );
+        settle();
+        run_ok(stitch(&b, &a, &out))?;
+        assert_eq!(checkpoint_state(&out)?, new, "rerun after {kill:?}");
+        let left = temporaries(work.path());
+        assert!(left.is_empty(), "after kill {kill:?} and a rerun: {left:?}");
+        run_ok(stitch(&a, &b, &out))?;
+    }
+    // --out equal to one of the inputs is refused and the input stays as it was.
+    let before = checkpoint_state(&a)?;
+    let status = stitch(&a, &b, &a).stderr(Stdio::null()).status()?;
+    assert!(!status.success());
+    assert_eq!(checkpoint_state(&a)?, before);
+    // A user's folder holding a config.json and data is never replaced.
+    let user = work.path().join("user");
+    std::fs::create_dir(&user)?;
+    std::fs::write(user.join("config.json"), "{}")?;
+    std::fs::write(user.join("data.csv"), "x,y\n1,2\n")?;
+    let status = stitch(&a, &b, &user).stderr(Stdio::null()).status()?;
+    assert!(!status.success());
+    assert_eq!(
+        std::fs::read_to_string(user.join("data.csv"))?,
+        "x,y\n1,2\n"
+    );
+    Ok(())
+}
