@@ -22,7 +22,7 @@
 //! # Ok(()) }
 //! ```
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{BufRead, Write};
 use std::path::Path;
 
@@ -69,6 +69,23 @@ impl AnchorSample {
         }
     }
 
+    /// A short human description: its row, its text (cut to 60 characters) and its label.
+    fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(r) = self.row {
+            parts.push(format!("row {r}"));
+        }
+        if let Some(t) = &self.text {
+            let cut: String = t.chars().take(60).collect();
+            let more = if cut.len() < t.len() { "…" } else { "" };
+            parts.push(format!("text {:?}", format!("{cut}{more}")));
+        }
+        if let Some(l) = &self.label {
+            parts.push(format!("label {l:?}"));
+        }
+        parts.join(", ")
+    }
+
     /// Sets the label.
     #[must_use]
     pub fn with_label(mut self, label: impl Into<String>) -> Self {
@@ -90,8 +107,8 @@ impl AnchorSet {
         if samples.is_empty() {
             return Err(Error::invalid("anchor set", "no anchor samples"));
         }
-        let mut seen = HashSet::new();
-        let mut rows = HashSet::new();
+        let mut seen: HashMap<&AnchorSample, usize> = HashMap::new();
+        let mut rows: HashMap<usize, usize> = HashMap::new();
         for (i, s) in samples.iter().enumerate() {
             if s.text.is_none() && s.row.is_none() {
                 return Err(Error::invalid(
@@ -99,19 +116,26 @@ impl AnchorSet {
                     format!("sample {i} has neither a text nor a row"),
                 ));
             }
-            if !seen.insert(s) {
-                return Err(Error::invalid(
-                    "anchor set",
-                    format!("sample {i} is a duplicate of an earlier sample: {s:?}"),
-                ));
-            }
             if let Some(r) = s.row {
-                if !rows.insert(r) {
+                if let Some(j) = rows.insert(r, i) {
                     return Err(Error::invalid(
                         "anchor set",
-                        format!("row {r} is used by two anchor samples (the second is sample {i})"),
+                        format!(
+                            "duplicate anchor: row {r} is used by samples {j} and {i}; each \
+                             anchor must be a different row — remove the repeated one"
+                        ),
                     ));
                 }
+            }
+            if let Some(j) = seen.insert(s, i) {
+                return Err(Error::invalid(
+                    "anchor set",
+                    format!(
+                        "sample {i} is a duplicate of sample {j} ({}); each anchor must be a \
+                         different sample — remove the repeated one",
+                        s.describe()
+                    ),
+                ));
             }
         }
         Ok(Self { samples })
@@ -981,7 +1005,29 @@ pub fn sweep_num_anchors<T>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
     use candle_core::Device;
+
+    #[test]
+    fn duplicate_anchors_are_described_for_humans() {
+        let msg = |r: Result<AnchorSet>| r.err().map(|e| e.to_string()).unwrap_or_default();
+        let m = msg(AnchorSet::from_rows(&[4, 1, 4]));
+        assert!(
+            m.contains("duplicate anchor: row 4 is used by samples 0 and 2"),
+            "{m}"
+        );
+        let m = msg(AnchorSet::from_texts(&["a cat", "a dog", "a cat"]));
+        assert!(
+            m.contains("sample 2 is a duplicate of sample 0 (text \"a cat\")"),
+            "{m}"
+        );
+        for m in [
+            msg(AnchorSet::from_rows(&[1, 1])),
+            msg(AnchorSet::from_texts(&["x", "x"])),
+        ] {
+            assert!(!m.contains("AnchorSample") && !m.contains("Some("), "{m}");
+        }
+    }
 
     fn labels(n: usize, classes: usize) -> Vec<String> {
         (0..n).map(|i| format!("c{}", i % classes)).collect()

@@ -55,9 +55,68 @@ pub struct Head {
 
 const LN_EPS: f64 = 1e-5;
 
+/// The widest layer [`HeadConfig::validate`] accepts (input, hidden or classes): 2²⁴, far above any
+/// embedding or anchor count, far below an allocation that cannot succeed.
+pub const MAX_HEAD_WIDTH: usize = 1 << 24;
+
+impl HeadConfig {
+    /// Checks the sizes: input width, hidden width and classes at least 1 (2 classes), each at
+    /// most [`MAX_HEAD_WIDTH`].
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] naming the size and what to use instead.
+    pub fn validate(&self) -> Result<()> {
+        let width = |what: &str, v: usize, min: usize, fix: &str| {
+            if v < min || v > MAX_HEAD_WIDTH {
+                Err(Error::invalid(
+                    what,
+                    format!("{v}: must be between {min} and {MAX_HEAD_WIDTH}; {fix}"),
+                ))
+            } else {
+                Ok(())
+            }
+        };
+        width(
+            "head input width",
+            self.input_dim,
+            1,
+            "the head needs vectors with at least one dimension (relative heads: at least 2 anchors)",
+        )?;
+        width(
+            "number of classes",
+            self.num_classes,
+            2,
+            "a classifier needs at least two labels",
+        )?;
+        self.kind.validate()
+    }
+}
+
+impl HeadKind {
+    /// Checks the hidden width of [`HeadKind::Mlp`]: between 1 and [`MAX_HEAD_WIDTH`].
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] naming the width.
+    pub fn validate(&self) -> Result<()> {
+        match *self {
+            Self::Mlp { hidden } if hidden == 0 || hidden > MAX_HEAD_WIDTH => Err(Error::invalid(
+                "hidden width (--hidden)",
+                format!(
+                    "{hidden}: must be between 1 and {MAX_HEAD_WIDTH}; use e.g. 256, or the \
+                     linear head"
+                ),
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
 impl Head {
     /// Builds the head from `vb` (names: `norm`, `fc0`, `hidden_norm`, `fc1`).
     pub fn load(vb: VarBuilder, config: &HeadConfig) -> candle_core::Result<Self> {
+        if let Err(e) = config.validate() {
+            candle_core::bail!("{e}");
+        }
         let ln = LayerNormConfig {
             eps: LN_EPS,
             ..Default::default()
@@ -204,6 +263,57 @@ pub struct TrainOptions {
     pub progress: bool,
 }
 
+impl TrainOptions {
+    /// Checks the options: at least 1 epoch and 1 sample per step, a finite positive learning
+    /// rate, a finite non-negative weight decay and a validation fraction in `[0, 0.9)`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] naming the option, its value and a sensible one.
+    pub fn validate(&self) -> Result<()> {
+        if self.epochs == 0 {
+            return Err(Error::invalid(
+                "epochs",
+                "0: train for at least 1 epoch (default 40)",
+            ));
+        }
+        if self.batch_size == 0 {
+            return Err(Error::invalid(
+                "training batch size",
+                "0: use at least 1 sample per step (default 32)",
+            ));
+        }
+        if !(self.learning_rate.is_finite() && self.learning_rate > 0.0) {
+            return Err(Error::invalid(
+                "learning rate",
+                format!(
+                    "{}: must be finite and positive (default 1e-3)",
+                    self.learning_rate
+                ),
+            ));
+        }
+        if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
+            return Err(Error::invalid(
+                "weight decay",
+                format!(
+                    "{}: must be finite and not negative (default 0.01)",
+                    self.weight_decay
+                ),
+            ));
+        }
+        if !(0.0..0.9).contains(&self.val_fraction) {
+            return Err(Error::invalid(
+                "validation fraction",
+                format!(
+                    "{}: must be in [0, 0.9) (0 trains on everything without early stopping; \
+                     default 0.1)",
+                    self.val_fraction
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
 impl Default for TrainOptions {
     fn default() -> Self {
         Self {
@@ -285,6 +395,11 @@ pub fn predict_classes(head: &Head, x: &Tensor) -> Result<Vec<usize>> {
 
 /// Trains a head on `x` with class indices `labels`.
 ///
+/// # Errors
+/// [`Error::InvalidArgument`] for labels that do not match `x`, fewer than 2 classes, invalid
+/// [`TrainOptions`] or head sizes ([`HeadConfig::validate`]: e.g. an MLP with `hidden: 0`),
+/// non-finite inputs, or a loss that diverges.
+///
 /// # Shapes
 /// - `x`: `[n, d]` f32 (any device); `labels`: n indices below `num_classes`
 pub fn train_head(
@@ -313,22 +428,15 @@ pub fn train_head(
             format!("class index {bad} out of range for {num_classes} classes"),
         ));
     }
-    if options.batch_size == 0 || options.epochs == 0 {
-        return Err(Error::invalid(
-            "training options",
-            "epochs and batch size must be at least 1",
-        ));
-    }
-    if !(0.0..0.9).contains(&options.val_fraction) {
-        return Err(Error::invalid("validation fraction", "must be in [0, 0.9)"));
-    }
-    crate::io::check_finite(x, "training inputs")?;
-    let device = x.device().clone();
+    options.validate()?;
     let config = HeadConfig {
         kind,
         input_dim: d,
         num_classes,
     };
+    config.validate()?;
+    crate::io::check_finite(x, "training inputs")?;
+    let device = x.device().clone();
     let (train_idx, val_idx) = stratified_split(labels, options.val_fraction, options.seed);
     if train_idx.is_empty() {
         return Err(Error::invalid(
@@ -470,6 +578,71 @@ pub fn train_head(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn absurd_sizes_and_options_are_typed_errors_not_panics() -> anyhow::Result<()> {
+        let x = Tensor::randn(0f32, 1., (20, 4), &Device::Cpu)?;
+        let labels: Vec<usize> = (0..20).map(|i| i % 2).collect();
+        let ok = TrainOptions {
+            epochs: 1,
+            ..TrainOptions::default()
+        };
+        let refused = |r: Result<TrainedHead>, needle: &str| -> anyhow::Result<()> {
+            match r {
+                Err(e @ Error::InvalidArgument { .. }) => {
+                    let msg = e.to_string();
+                    anyhow::ensure!(msg.contains(needle), "`{msg}` does not mention `{needle}`");
+                    Ok(())
+                }
+                Err(e) => anyhow::bail!("expected InvalidArgument about {needle}, got {e}"),
+                Ok(_) => anyhow::bail!("expected InvalidArgument about {needle}, got a head"),
+            }
+        };
+        // `--head mlp --hidden 0` used to panic in the weight initialisation.
+        refused(
+            train_head(&x, &labels, HeadKind::Mlp { hidden: 0 }, 2, &ok),
+            "hidden width (--hidden): 0",
+        )?;
+        refused(
+            train_head(&x, &labels, HeadKind::Mlp { hidden: usize::MAX }, 2, &ok),
+            "hidden width",
+        )?;
+        let empty = Tensor::zeros((20, 0), DType::F32, &Device::Cpu)?;
+        refused(
+            train_head(&empty, &labels, HeadKind::Linear, 2, &ok),
+            "head input width",
+        )?;
+        let with = |f: fn(&mut TrainOptions)| {
+            let mut o = ok.clone();
+            f(&mut o);
+            o
+        };
+        for (o, needle) in [
+            (with(|o| o.epochs = 0), "epochs"),
+            (with(|o| o.batch_size = 0), "batch size"),
+            (with(|o| o.learning_rate = 0.0), "learning rate"),
+            (with(|o| o.learning_rate = -1e-3), "learning rate"),
+            (with(|o| o.learning_rate = f64::NAN), "learning rate"),
+            (with(|o| o.learning_rate = f64::INFINITY), "learning rate"),
+            (with(|o| o.weight_decay = f64::NAN), "weight decay"),
+            (with(|o| o.val_fraction = 1.5), "validation fraction"),
+            (with(|o| o.val_fraction = -0.1), "validation fraction"),
+            (with(|o| o.val_fraction = f64::NAN), "validation fraction"),
+        ] {
+            refused(train_head(&x, &labels, HeadKind::Linear, 2, &o), needle)?;
+        }
+        // A head whose config.json says `hidden: 0` is refused when it is built, too.
+        let config = HeadConfig {
+            kind: HeadKind::Mlp { hidden: 0 },
+            input_dim: 4,
+            num_classes: 2,
+        };
+        let vb = VarBuilder::zeros(DType::F32, &Device::Cpu);
+        assert!(Head::load(vb, &config).is_err());
+        // Sensible options still train.
+        train_head(&x, &labels, HeadKind::Mlp { hidden: 3 }, 2, &ok)?;
+        Ok(())
+    }
 
     #[test]
     fn every_layer_of_an_mlp_head_trains() -> anyhow::Result<()> {

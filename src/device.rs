@@ -88,13 +88,40 @@ impl FromStr for DeviceChoice {
     }
 }
 
+/// How many threads per available core [`set_num_threads`] accepts at most.
+pub const MAX_THREADS_PER_CORE: usize = 4;
+
+/// The largest thread count [`set_num_threads`] accepts on this machine:
+/// [`MAX_THREADS_PER_CORE`] × the cores available to this process.
+pub fn max_num_threads() -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    cores.saturating_mul(MAX_THREADS_PER_CORE)
+}
+
 /// Sets the number of CPU threads used by candle's matrix code and by tokenization.
 ///
 /// Call it once, before any model runs; later calls cannot shrink a pool that already exists
 /// (they log a warning).
-pub fn set_num_threads(n: usize) {
-    if n == 0 {
-        return;
+///
+/// Why there is a maximum: candle's matrix products (gemm) split every product into one job per
+/// thread, each of the rayon workers keeps its own packing buffer, and idle workers spin looking
+/// for work. With 5000 threads on 2 cores, projecting 4000 × 384 embeddings onto 768 anchors ran
+/// for more than 120 s (killed; 550 MB resident) instead of 0.6 s with 2 threads — it looks like a
+/// hang. More threads than cores never helps, so counts above [`max_num_threads`] are refused.
+///
+/// # Errors
+/// [`Error::InvalidArgument`] for 0 or more than [`max_num_threads`]; nothing is changed then.
+pub fn set_num_threads(n: usize) -> Result<()> {
+    let max = max_num_threads();
+    if n == 0 || n > max {
+        let cores = max / MAX_THREADS_PER_CORE;
+        return Err(Error::invalid(
+            "thread count",
+            format!(
+                "{n}: use 1 to {max} ({MAX_THREADS_PER_CORE} × the {cores} core(s) available), \
+                 or leave --threads out to use all cores"
+            ),
+        ));
     }
     // candle reads RAYON_NUM_THREADS for its gemm parallelism; rayon's global pool runs the rest.
     std::env::set_var("RAYON_NUM_THREADS", n.to_string());
@@ -104,6 +131,7 @@ pub fn set_num_threads(n: usize) {
     {
         tracing::warn!("could not set the thread count to {n}: {e}");
     }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -127,6 +155,23 @@ mod tests {
             DeviceChoice::Auto.device()?,
             Device::Cpu | Device::Cuda(_) | Device::Metal(_)
         ));
+        Ok(())
+    }
+
+    #[test]
+    fn absurd_thread_counts_are_refused_before_anything_changes() -> anyhow::Result<()> {
+        // Only refusals here: a valid count would change the process-wide pool of the test binary.
+        let max = max_num_threads();
+        assert!(max >= MAX_THREADS_PER_CORE);
+        for n in [0, max + 1, 5000.max(max + 1), usize::MAX] {
+            match set_num_threads(n) {
+                Err(e @ Error::InvalidArgument { .. }) => {
+                    let msg = e.to_string();
+                    assert!(msg.contains(&format!("use 1 to {max}")), "{msg}");
+                }
+                other => anyhow::bail!("--threads {n} was not refused: {other:?}"),
+            }
+        }
         Ok(())
     }
 }

@@ -6,11 +6,16 @@
 use std::path::PathBuf;
 
 /// Everything that can go wrong in relstitch, with the file involved and the underlying cause.
+///
+/// A variant that wraps another error keeps it as its [`source`](std::error::Error::source) and
+/// does not repeat it in its own message, so that reporters which print the chain (anyhow,
+/// `relstitch`'s own output) show each cause exactly once. Walk the chain, or format an
+/// `anyhow::Error` with `{:#}`, to get the whole story on one line.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// Reading or writing a file failed.
-    #[error("{path}: {source}")]
+    #[error("{path}: {}", io_summary(source))]
     Io {
         /// The file or folder involved.
         path: PathBuf,
@@ -19,7 +24,7 @@ pub enum Error {
         source: std::io::Error,
     },
     /// A JSON file could not be parsed.
-    #[error("{path}: invalid JSON ({source}); {hint}")]
+    #[error("{path}: invalid JSON at line {}, column {}; {hint}", source.line(), source.column())]
     Json {
         /// The file.
         path: PathBuf,
@@ -38,7 +43,7 @@ pub enum Error {
         reason: String,
     },
     /// A tensor operation failed (wrong shapes, device problems, missing weights...).
-    #[error("{context}: {source}")]
+    #[error("{context}")]
     Candle {
         /// What was being done, including the file when there is one.
         context: String,
@@ -145,7 +150,7 @@ pub enum Error {
         reason: String,
     },
     /// Drawing a figure failed.
-    #[error("drawing the figure {figure:?}: {source}")]
+    #[error("drawing the figure {figure:?} failed")]
     Plot {
         /// The figure's title.
         figure: String,
@@ -153,6 +158,26 @@ pub enum Error {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+}
+
+/// What went wrong with a file, in a few words (the operating system's own message stays in the
+/// error's source).
+fn io_summary(e: &std::io::Error) -> &'static str {
+    use std::io::ErrorKind as K;
+    match e.kind() {
+        K::NotFound => "not found",
+        K::PermissionDenied => "permission denied",
+        K::AlreadyExists => "already exists",
+        K::IsADirectory => "is a folder, not a file",
+        K::NotADirectory => "a part of the path is not a folder",
+        K::DirectoryNotEmpty => "the folder is not empty",
+        K::StorageFull => "no space left on the device",
+        K::ReadOnlyFilesystem => "the file system is read-only",
+        K::InvalidData => "holds invalid data",
+        K::UnexpectedEof => "ends too early (truncated?)",
+        K::Interrupted => "interrupted",
+        _ => "cannot be read or written",
+    }
 }
 
 /// The result type of the public API.
@@ -193,5 +218,58 @@ pub trait CandleContext<T> {
 impl<T> CandleContext<T> for candle_core::Result<T> {
     fn context(self, context: impl FnOnce() -> String) -> Result<T> {
         self.map_err(|e| Error::candle(context(), e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::error::Error as _;
+
+    /// Every message of the chain, outermost first, as anyhow and `relstitch` print them.
+    fn chain(e: &Error) -> Vec<String> {
+        let mut out = vec![e.to_string()];
+        let mut cur = e.source();
+        while let Some(c) = cur {
+            out.push(c.to_string());
+            cur = c.source();
+        }
+        out
+    }
+
+    #[test]
+    fn each_cause_appears_once_and_stays_in_the_chain() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "no such thing (os error 2)");
+        let e = Error::io("/data/x.jsonl", io);
+        let c = chain(&e);
+        assert_eq!(
+            c,
+            ["/data/x.jsonl: not found", "no such thing (os error 2)"]
+        );
+        let joined = c.join("\n");
+        assert_eq!(joined.matches("os error 2").count(), 1, "{joined}");
+
+        let json = serde_json::from_str::<serde_json::Value>("{\n  oops").err();
+        if let Some(source) = json {
+            let cause = source.to_string();
+            let e = Error::Json {
+                path: "/m/config.json".into(),
+                hint: "re-fetch the model".into(),
+                source,
+            };
+            let c = chain(&e);
+            assert_eq!(c.len(), 2);
+            assert!(
+                c[0].starts_with("/m/config.json: invalid JSON at line 2, column 3"),
+                "{c:?}"
+            );
+            assert!(!c[0].contains(&cause), "{c:?}");
+        }
+
+        let e = Error::candle(
+            "reading the anchors",
+            candle_core::Error::Msg("shape mismatch".into()),
+        );
+        assert_eq!(chain(&e), ["reading the anchors", "shape mismatch"]);
     }
 }

@@ -548,9 +548,23 @@ pub fn read_texts(path: &Path, field: &str) -> Result<Vec<String>> {
         if jsonl {
             let value: serde_json::Value = serde_json::from_str(line).map_err(|e| {
                 input_err(format!(
-                    "not a JSON object ({e}); each line must be one JSON object"
+                    "not valid JSON ({e}); each line must be one JSON object"
                 ))
             })?;
+            let kind = match &value {
+                serde_json::Value::Object(_) => None,
+                serde_json::Value::Array(_) => Some("an array"),
+                serde_json::Value::String(_) => Some("a string"),
+                serde_json::Value::Number(_) => Some("a number"),
+                serde_json::Value::Bool(_) => Some("a boolean"),
+                serde_json::Value::Null => Some("null"),
+            };
+            if let Some(kind) = kind {
+                return Err(input_err(format!(
+                    "not a JSON object (found {kind}); each line must be one JSON object with the \
+                     text in field `{field}`, e.g. {{\"{field}\": \"...\"}}"
+                )));
+            }
             match value.get(field) {
                 Some(serde_json::Value::String(s)) => texts.push(s.clone()),
                 Some(other) => {

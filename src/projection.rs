@@ -605,7 +605,8 @@ impl RelativeProjector {
                 let sq = checked_sq_norms(&x64, false, what, "after the pre-transform", offset)?;
                 let a = on_device(anchors_t, &dev64).context(ctx)?;
                 let asq = on_device(anchor_sq, &dev64).context(ctx)?;
-                x64.matmul(&a)
+                let out = x64
+                    .matmul(&a)
                     .and_then(|xa| xa.affine(-2.0, 0.0))
                     .and_then(|t| t.broadcast_add(&sq))
                     .and_then(|t| t.broadcast_add(&asq))
@@ -613,27 +614,31 @@ impl RelativeProjector {
                     .and_then(|t| t.sqrt())
                     .and_then(|t| t.to_dtype(DType::F32))
                     .and_then(|t| t.to_device(&dev))
-                    .context(ctx)
+                    .context(ctx)?;
+                check_projected(out, self.projection, offset)
             }
             Kernel::Pairwise { anchors } => {
                 checked_sq_norms(&x, false, what, "after the pre-transform", offset)?;
                 let a = on_device(anchors, &dev).context(ctx)?;
-                if dev.is_cpu() {
-                    pairwise_cpu(&x, &a, self.projection).context(ctx)
+                let out = if dev.is_cpu() {
+                    pairwise_cpu(&x, &a, self.projection).context(ctx)?
                 } else {
-                    pairwise(&x, &a, self.projection).context(ctx)
-                }
+                    pairwise(&x, &a, self.projection).context(ctx)?
+                };
+                check_projected(out, self.projection, offset)
             }
             Kernel::Basis { pinv } => {
                 let dev64 = f64_device(&dev);
                 checked_sq_norms(&x, false, what, "after the pre-transform", offset)?;
                 let p = on_device(pinv, &dev64).context(ctx)?;
-                x.to_device(&dev64)
+                let out = x
+                    .to_device(&dev64)
                     .and_then(|x| x.to_dtype(DType::F64))
                     .and_then(|x| x.matmul(&p))
                     .and_then(|t| t.to_dtype(DType::F32))
                     .and_then(|t| t.to_device(&dev))
-                    .context(ctx)
+                    .context(ctx)?;
+                check_projected(out, self.projection, offset)
             }
         }
     }
@@ -831,8 +836,9 @@ pub(crate) fn to_f64_rows(t: &Tensor, ctx: &str) -> Result<Vec<f64>> {
 }
 
 /// Squared L2 norms of the rows of `x` (`[n, 1]`, same dtype and device), failing with a typed error
-/// naming the first row (counted from `offset`) that holds NaN/infinite values (or overflows), or,
-/// with `nonzero`, the first zero row.
+/// naming the first row (counted from `offset`) that holds NaN/infinite values, or, with `nonzero`
+/// (the caller divides by the norms), the first zero row or row whose norm underflows or overflows.
+/// Without `nonzero`, a finite row whose squared norm overflows is accepted (its entry is `inf`).
 pub(crate) fn checked_sq_norms(
     x: &Tensor,
     nonzero: bool,
@@ -854,27 +860,93 @@ fn checked_sq_norms_vec(
     let ctx = || format!("computing the norms of {what}");
     let sq = row_sq_norms(x).context(ctx)?;
     let v = to_f64_rows(&sq, "reading the norms")?;
+    // "invalid input: row 2 …", not "invalid the input: row 2 …".
+    let what = what.strip_prefix("the ").unwrap_or(what);
     for (i, &s) in v.iter().enumerate() {
+        if s.is_finite() && !(nonzero && s == 0.0) {
+            continue;
+        }
+        // Only on the way to an error: look at the row to say what is really wrong.
+        let row = x
+            .get(i)
+            .and_then(|r| r.to_dtype(DType::F64))
+            .and_then(|r| r.to_vec1::<f64>())
+            .map_err(|e| Error::candle(format!("reading row {} of {what}", i + offset), e))?;
+        let largest = row.iter().fold(0f64, |m, v| m.max(v.abs()));
+        // Shown at the input's precision (1e-30, not 1.0000000031710769e-30).
+        let shown = if x.dtype() == DType::F64 {
+            format!("{largest:e}")
+        } else {
+            format!("{:e}", largest as f32)
+        };
         let i = i + offset;
+        let dtype = format!("{:?}", x.dtype()).to_lowercase();
+        if row.iter().any(|v| !v.is_finite()) {
+            return Err(Error::invalid(
+                what,
+                format!("row {i} holds NaN or infinite values {when}"),
+            ));
+        }
         if !s.is_finite() {
+            if !nonzero {
+                // Finite values whose norm is not needed (the caller only checks for NaN/inf).
+                continue;
+            }
             return Err(Error::invalid(
                 what,
                 format!(
-                    "row {i} holds NaN or infinite values (or values too large to square) {when}"
+                    "row {i} holds values too large to square in {dtype} (largest |value| \
+                     {shown}) {when}: its norm overflows; rescale the vectors (divide them \
+                     by a constant) first"
                 ),
             ));
         }
-        if nonzero && s == 0.0 {
+        if largest > 0.0 {
             return Err(Error::invalid(
                 what,
                 format!(
-                    "row {i} is a zero vector {when}: its cosine with anything is undefined; drop \
-                     it, or do not center when it equals the anchors' mean"
+                    "row {i} is not zero but its norm is too small for {dtype} (largest |value| \
+                     {shown}; its squared norm underflows to 0) {when}: rescale the vectors \
+                     (multiply them by a constant) first"
                 ),
             ));
         }
+        return Err(Error::invalid(
+            what,
+            format!(
+                "row {i} is a zero vector {when}: its cosine with anything is undefined; drop \
+                 it, or do not center when it equals the anchors' mean"
+            ),
+        ));
     }
     Ok((sq, v))
+}
+
+/// Fails when the projection of a chunk (`[c, k]`) holds a non-finite value: a distance or
+/// coordinate too large for f32 (the inputs are finite, so only overflow can cause it).
+/// `offset` is the index of the chunk's first row.
+fn check_projected(out: Tensor, projection: Projection, offset: usize) -> Result<Tensor> {
+    let k = out
+        .dim(1)
+        .map_err(|e| Error::candle("reading the projection", e))?;
+    let v = out
+        .flatten_all()
+        .and_then(|t| t.to_vec1::<f32>())
+        .map_err(|e| Error::candle("reading the projection", e))?;
+    if let Some(at) = v.iter().position(|x| !x.is_finite()) {
+        let (row, anchor) = (offset + at / k.max(1), at % k.max(1));
+        return Err(Error::invalid(
+            "input latents",
+            format!(
+                "the {projection} projection of row {row} onto anchor {anchor} overflows f32 (the \
+                 result is larger than {:e}): the embeddings' values are too large; rescale them \
+                 (divide them by a constant) or pre-normalise them (--l2-normalize), then project \
+                 again",
+                f32::MAX
+            ),
+        ));
+    }
+    Ok(out)
 }
 
 /// Fails when two rows of `a` (`[k, d]` f32) are identical.
@@ -1255,6 +1327,105 @@ impl candle_core::InplaceOp1 for ScaleRows {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every projection on values near `f32::MAX`: a finite result or a typed error that says the
+    /// values are too large — never `inf` or NaN in the output.
+    #[test]
+    fn huge_values_never_project_to_non_finite_numbers() -> anyhow::Result<()> {
+        let big = f32::MAX / 2.0;
+        let anchors = Tensor::new(
+            &[[big, 0.0, 0.0], [0.0, -big, 0.0], [0.0, 0.0, big]],
+            &Device::Cpu,
+        )?;
+        let x = Tensor::new(&[[-big, big, 3.0], [big, 0.5, -big]], &Device::Cpu)?;
+        let all = [
+            Projection::Cosine,
+            Projection::Angular,
+            Projection::Euclidean,
+            Projection::L1,
+            Projection::LInf,
+            Projection::Lp { p: 3.0 },
+            Projection::ChangeOfBasis,
+            Projection::SparseTopK { k: 2, power: 8.0 },
+        ];
+        let mut refused = 0;
+        for projection in all {
+            for pre in [
+                PreTransform::NONE,
+                PreTransform::default().with_center(true),
+            ] {
+                if projection == Projection::ChangeOfBasis && pre.center {
+                    continue; // 3 centred anchors in 3 dimensions have rank 2: refused for that.
+                }
+                let r =
+                    RelativeProjector::fit(&anchors, projection, pre).and_then(|p| p.project(&x));
+                match r {
+                    Ok(y) => {
+                        let v = y.flatten_all()?.to_vec1::<f32>()?;
+                        assert!(
+                            v.iter().all(|v| v.is_finite()),
+                            "{projection} ({pre}) wrote {v:?}"
+                        );
+                    }
+                    Err(e @ Error::InvalidArgument { .. }) => {
+                        let msg = e.to_string();
+                        assert!(
+                            msg.contains("too large") || msg.contains("overflows"),
+                            "{projection} ({pre}): {msg}"
+                        );
+                        refused += 1;
+                    }
+                    Err(e) => anyhow::bail!("{projection} ({pre}): untyped error {e}"),
+                }
+            }
+        }
+        assert!(refused > 0);
+        // The issue's case: the Euclidean distance between opposite huge rows exceeds f32::MAX.
+        let p = RelativeProjector::fit(&anchors, Projection::Euclidean, PreTransform::NONE)?;
+        let msg = match p.project(&x) {
+            Err(e) => e.to_string(),
+            Ok(y) => format!("projected to {y}"),
+        };
+        assert!(
+            msg.contains("euclidean projection of row 0 onto anchor 0 overflows f32"),
+            "{msg}"
+        );
+        Ok(())
+    }
+
+    /// A tiny row is not a zero row: the message says which it is.
+    #[test]
+    fn tiny_rows_are_not_called_zero_vectors() -> anyhow::Result<()> {
+        let anchors = Tensor::new(&[[1f32, 0.0], [0.0, 1.0]], &Device::Cpu)?;
+        let p = RelativeProjector::fit(&anchors, Projection::Cosine, PreTransform::NONE)?;
+        let tiny = Tensor::new(&[[1f32, 1.0], [1e-30, 0.0]], &Device::Cpu)?;
+        let msg = match p.project(&tiny) {
+            Err(e) => e.to_string(),
+            Ok(y) => format!("projected to {y}"),
+        };
+        assert!(
+            msg.contains("row 1 is not zero but its norm is too small for f32")
+                && msg.contains("1e-30"),
+            "{msg}"
+        );
+        assert!(!msg.contains("zero vector"), "{msg}");
+        let huge = Tensor::new(&[[1f32, 1.0], [1e30, 0.0]], &Device::Cpu)?;
+        let msg = match p.project(&huge) {
+            Err(e) => e.to_string(),
+            Ok(y) => format!("projected to {y}"),
+        };
+        assert!(
+            msg.contains("row 1 holds values too large to square in f32"),
+            "{msg}"
+        );
+        let zero = Tensor::new(&[[1f32, 1.0], [0.0, 0.0]], &Device::Cpu)?;
+        let msg = match p.project(&zero) {
+            Err(e) => e.to_string(),
+            Ok(y) => format!("projected to {y}"),
+        };
+        assert!(msg.contains("row 1 is a zero vector"), "{msg}");
+        Ok(())
+    }
 
     #[test]
     fn acos_matches_std() -> candle_core::Result<()> {

@@ -135,7 +135,10 @@ impl LatentTranslator {
 
     /// Fits `method` with explicit options.
     ///
-    /// Errors: not matrices, different numbers of rows, fewer than 2 anchors, NaN/infinite values.
+    /// # Errors
+    /// [`Error::InvalidArgument`] for: not matrices, different numbers of rows, fewer than 2
+    /// anchors, NaN/infinite values, or a degenerate side — a source or target whose anchors are
+    /// all the same vector (zero or constant embeddings), from which no map can be learned.
     ///
     /// # Shapes
     /// - `source`: `[n, d_s]`, `target`: `[n, d_t]`.
@@ -172,6 +175,8 @@ impl LatentTranslator {
         }
         crate::io::check_finite(&s, "source anchors")?;
         crate::io::check_finite(&t, "target anchors")?;
+        check_spread(&s, "source")?;
+        check_spread(&t, "target")?;
         let ctx = || format!("fitting the {} translation", method.name());
         let cpu = Device::Cpu;
         let s64 = s
@@ -407,6 +412,10 @@ impl LatentTranslator {
     /// `[d_t]`, and metadata `format`, `method`, `scaling`, `num_anchors`, `source_dim`,
     /// `target_dim`. The map is `y = ((x − source_mean) / source_scale · matrix + bias) ·
     /// target_scale + target_mean`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] when any number of the map is NaN or infinite (nothing is
+    /// written then); [`Error::Io`] / [`Error::Safetensors`] when writing fails.
     pub fn save(&self, path: &Path) -> Result<()> {
         let ctx = || format!("saving the translation to {}", path.display());
         let cpu = Device::Cpu;
@@ -415,6 +424,26 @@ impl LatentTranslator {
         let ss = v(&self.source_scale)?;
         let tm = v(&self.target_mean)?;
         let ts = v(&self.target_scale)?;
+        // Never write a map that would turn every input into NaN or infinity.
+        for (name, t) in [
+            ("matrix", &self.matrix),
+            ("bias", &self.bias),
+            ("fused matrix", &self.fused_w),
+            ("fused bias", &self.fused_b),
+            ("source_scale", &ss),
+            ("target_scale", &ts),
+        ] {
+            crate::io::check_finite(t, &format!("the translation's {name}")).map_err(|e| {
+                Error::invalid(
+                    "latent translation",
+                    format!(
+                        "not saved to {}: {e}; the anchors' values are too large or too \
+                         degenerate for this method — rescale them or use --method procrustes",
+                        path.display()
+                    ),
+                )
+            })?;
+        }
         let metadata = HashMap::from([
             ("format".to_string(), FORMAT.to_string()),
             ("method".to_string(), self.method.name().to_string()),
@@ -508,6 +537,56 @@ impl LatentTranslator {
     }
 }
 
+/// Fails when all rows of `x` (`[n, d]` f32) are the same point, up to f32 rounding: a space with
+/// no spread carries no information about the map (the least-squares maps then send everything to
+/// one point and Procrustes returns an arbitrary rotation, an identity from the SVD of zero).
+/// `side` is "source" or "target".
+fn check_spread(x: &Tensor, side: &str) -> Result<()> {
+    let d = x.dim(1).context(|| format!("reading the {side} anchors"))?;
+    let v = crate::projection::to_f64_rows(x, &format!("reading the {side} anchors"))?;
+    let n = v.len() / d.max(1);
+    let mut mean = vec![0f64; d];
+    for row in v.chunks_exact(d) {
+        mean.iter_mut().zip(row).for_each(|(m, a)| *m += a);
+    }
+    mean.iter_mut().for_each(|m| *m /= n.max(1) as f64);
+    let (mut spread, mut largest) = (vec![0f64; d], vec![0f64; d]);
+    for row in v.chunks_exact(d) {
+        for (j, (a, m)) in row.iter().zip(&mean).enumerate() {
+            spread[j] = spread[j].max((a - m).abs());
+            largest[j] = largest[j].max(a.abs());
+        }
+    }
+    // A dimension whose values are equal up to a few f32 roundings is constant; the side is
+    // degenerate when every dimension is.
+    let constant = spread
+        .iter()
+        .zip(&largest)
+        .all(|(s, l)| *s <= 8.0 * f64::from(f32::EPSILON) * l);
+    if constant {
+        let what = if largest.iter().all(|&l| l == 0.0) {
+            "zero vectors"
+        } else {
+            "the same vector"
+        };
+        let consequence = if side == "source" {
+            "the source carries nothing to translate (procrustes would save an identity map, \
+             linear and affine a constant one)"
+        } else {
+            "every translated vector would be that one point"
+        };
+        return Err(Error::invalid(
+            format!("{side} anchors"),
+            format!(
+                "all {n} rows are {what} (no variance), so no translation can be learned: \
+                 {consequence}; give the anchors embedded by the {side} encoder, one different \
+                 sample per row"
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// The mean and scale of a space for `scaling`, per dimension.
 fn scaling_stats(x: &Tensor, scaling: Scaling) -> Result<(Vec<f64>, Vec<f64>)> {
     let d = x.dim(1).context(|| "reading a space".into())?;
@@ -550,4 +629,87 @@ fn pad_cols(x: &Tensor, d: usize) -> candle_core::Result<Tensor> {
     }
     let z = Tensor::zeros((n, d - c), x.dtype(), x.device())?;
     Tensor::cat(&[x, &z], 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused(r: Result<LatentTranslator>, needles: &[&str]) -> anyhow::Result<()> {
+        match r {
+            Err(e @ Error::InvalidArgument { .. }) => {
+                let msg = e.to_string();
+                for n in needles {
+                    anyhow::ensure!(msg.contains(n), "`{msg}` does not mention `{n}`");
+                }
+                Ok(())
+            }
+            Err(e) => anyhow::bail!("expected InvalidArgument mentioning {needles:?}, got {e}"),
+            Ok(_) => anyhow::bail!("expected InvalidArgument mentioning {needles:?}, got a map"),
+        }
+    }
+
+    #[test]
+    fn degenerate_sides_are_refused() -> anyhow::Result<()> {
+        let cpu = Device::Cpu;
+        let good = Tensor::randn(0f32, 1., (6, 3), &cpu)?;
+        let zero = Tensor::zeros((6, 3), DType::F32, &cpu)?;
+        let constant = Tensor::new(&[0.25f32, -3.0, 7.5], &cpu)?
+            .unsqueeze(0)?
+            .repeat((6, 1))?;
+        // Equal up to f32 rounding of a large value: still no spread.
+        let nearly = Tensor::new(
+            &[
+                [1e6f32, 1.0, 2.0],
+                [1e6 + 0.0625, 1.0, 2.0],
+                [1e6, 1.0, 2.0],
+                [1e6 - 0.0625, 1.0, 2.0],
+            ],
+            &cpu,
+        )?;
+        let nearly_good = good.narrow(0, 0, 4)?;
+        // A large constant offset in one dimension is fine when another dimension varies.
+        let offset = Tensor::new(
+            &[
+                [1e6f32, 0.1, 2.0],
+                [1e6, 0.2, 2.0],
+                [1e6, 0.3, 2.0],
+                [1e6, 0.5, 2.0],
+            ],
+            &cpu,
+        )?;
+        for method in [
+            TranslationMethod::Procrustes,
+            TranslationMethod::Linear,
+            TranslationMethod::Affine,
+        ] {
+            for scaling in [Scaling::Standard, Scaling::Isotropic, Scaling::None] {
+                let o = TranslationOptions::default().with_scaling(scaling);
+                let fit = |s: &Tensor, t: &Tensor| LatentTranslator::fit_with(s, t, method, &o);
+                refused(
+                    fit(&zero, &good),
+                    &["source anchors", "all 6 rows are zero vectors", "identity"],
+                )?;
+                refused(
+                    fit(&constant, &good),
+                    &["source anchors", "all 6 rows are the same vector"],
+                )?;
+                refused(
+                    fit(&nearly, &nearly_good),
+                    &["source anchors", "all 4 rows are the same vector"],
+                )?;
+                fit(&offset, &nearly_good)?;
+                refused(
+                    fit(&good, &zero),
+                    &["target anchors", "zero vectors", "one point"],
+                )?;
+                refused(
+                    fit(&good, &constant),
+                    &["target anchors", "the same vector"],
+                )?;
+                fit(&good, &good)?;
+            }
+        }
+        Ok(())
+    }
 }

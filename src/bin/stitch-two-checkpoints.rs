@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{Parser, ValueEnum};
-use relstitch::checkpoint::Checkpoint;
+use relstitch::checkpoint::{Checkpoint, Space};
 use relstitch::data::{read_table, Fields};
 use relstitch::device::DeviceChoice;
 use relstitch::encoder::EncoderOptions;
@@ -37,16 +37,16 @@ struct Cli {
     /// Write the stitched checkpoint here.
     #[arg(long)]
     out: Option<PathBuf>,
-    /// Print the evaluation as JSON.
-    #[arg(long)]
+    /// Print the evaluation as JSON (with --eval).
+    #[arg(long, requires = "eval")]
     json: bool,
-    /// Latent translation for absolute decoders.
-    #[arg(long, value_enum, default_value_t = TranslationArg::Procrustes)]
-    translation: TranslationArg,
+    /// Latent translation, when the decoder (B) reads absolute latents. [default: procrustes]
+    #[arg(long, value_enum)]
+    translation: Option<TranslationArg>,
     /// Where to run: auto, cpu, cuda[:N], metal[:N].
     #[arg(long, default_value = "auto")]
     device: String,
-    /// CPU threads.
+    /// CPU threads, at least 1 and at most a few times the number of cores (default: all cores).
     #[arg(long)]
     threads: Option<usize>,
     /// Log more (-v, -vv).
@@ -74,11 +74,11 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     if let Some(n) = cli.threads {
-        relstitch::device::set_num_threads(n);
+        relstitch::device::set_num_threads(n)?;
     }
     let options = StitchOptions {
         encoder: EncoderOptions::default().with_device(cli.device.parse::<DeviceChoice>()?),
-        translation: match cli.translation {
+        translation: match cli.translation.unwrap_or(TranslationArg::Procrustes) {
             TranslationArg::Procrustes => TranslationMethod::Procrustes,
             TranslationArg::Linear => TranslationMethod::Linear,
             TranslationArg::Affine => TranslationMethod::Affine,
@@ -87,6 +87,14 @@ fn main() -> anyhow::Result<()> {
     };
     let a = Checkpoint::load(&cli.encoder_from)?;
     let b = Checkpoint::load(&cli.decoder_from)?;
+    if cli.translation.is_some() && !matches!(b.config.space, Space::Absolute) {
+        anyhow::bail!(
+            "--translation only applies when the decoder checkpoint reads absolute latents; {} \
+             reads {} vectors, which are stitched zero-shot without a translation",
+            cli.decoder_from.display(),
+            b.config.space.name()
+        );
+    }
     let stitched = Pipeline::stitch(&a, &b, &options)?;
     if let Some(out) = &cli.out {
         stitched.checkpoint().save(out)?;

@@ -237,13 +237,8 @@ impl Dataset {
     /// record orders, and two datasets with the same ids and labels (the English and Spanish Bible)
     /// split identically. Both halves keep every label name and the records' source order.
     pub fn split(&self, options: &SplitOptions) -> Result<Split> {
+        options.validate()?;
         let f = options.test_fraction;
-        if !(f > 0.0 && f < 1.0) {
-            return Err(Error::invalid(
-                "test fraction",
-                format!("{f} is not strictly between 0 and 1; use e.g. 0.2"),
-            ));
-        }
         let mut by_label: Vec<Vec<usize>> = vec![Vec::new(); self.labels.len()];
         for (i, r) in self.records.iter().enumerate() {
             if let Some(v) = by_label.get_mut(r.label) {
@@ -332,6 +327,22 @@ pub struct SplitOptions {
 impl SplitOptions {
     /// The salt of the default split.
     pub const DEFAULT_SALT: &'static str = "relstitch-split-v1";
+
+    /// Checks the options without any data, so that a caller can refuse them before a download:
+    /// the test fraction must be strictly between 0 and 1.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] naming the test fraction.
+    pub fn validate(&self) -> Result<()> {
+        let f = self.test_fraction;
+        if !(f > 0.0 && f < 1.0) {
+            return Err(Error::invalid(
+                "test fraction",
+                format!("{f} is not strictly between 0 and 1; use e.g. 0.2"),
+            ));
+        }
+        Ok(())
+    }
 
     /// Sets the test fraction.
     #[must_use]

@@ -6,7 +6,7 @@ use clap::Args;
 use relstitch::bench::{default_peer_script, time_relstitch, time_sentence_transformers};
 use relstitch::encoder::Encoder;
 
-use crate::common::RunArgs;
+use crate::common::{ModelArgs, RunArgs};
 
 /// Throughput of relstitch against sentence-transformers (PyTorch), in one run.
 ///
@@ -44,6 +44,8 @@ pub struct BenchArgs {
     pub json: bool,
     #[command(flatten)]
     pub run: RunArgs,
+    #[command(flatten)]
+    pub model_options: ModelArgs,
 }
 
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
@@ -54,10 +56,10 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     });
     let mut run = args.run.clone();
     run.threads = Some(threads);
-    let options = run.options(false)?;
+    let options = args.model_options.apply(run.options(false)?);
     let encoder = Encoder::load(&args.model, &options)?;
     let texts = relstitch::io::read_texts(&args.texts, &args.field)?;
-    let ours = time_relstitch(&encoder, &texts, run.batch_size, threads, args.repeats)?;
+    let ours = time_relstitch(&encoder, &texts, run.batch_size(), threads, args.repeats)?;
     let peer = if args.no_peer {
         None
     } else {
@@ -67,7 +69,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             &script,
             &encoder.identity().path,
             &args.texts,
-            run.batch_size,
+            run.batch_size(),
             threads,
             args.repeats,
         )?)

@@ -1,4 +1,10 @@
-//! Arguments shared by every command that runs an encoder.
+//! Arguments shared by the commands that run an encoder.
+//!
+//! [`RunArgs`] (where and how fast) is taken by every command that runs an encoder;
+//! [`ModelArgs`] (overrides of the model's pooling, normalisation, length and prefix) only by the
+//! commands that load a model by name (`embed`, `fit`, `bench`, `compare --model`). `predict` and
+//! `eval` run the encoder a checkpoint recorded, with the settings it was trained with, so they do
+//! not take [`ModelArgs`]: clap refuses those flags there instead of ignoring them.
 
 use clap::{Args, ValueEnum};
 use relstitch::device::DeviceChoice;
@@ -28,18 +34,51 @@ impl From<PoolingArg> for Pooling {
     }
 }
 
-/// How to run the encoder.
-#[derive(Args, Debug, Clone)]
+/// Texts per forward pass when `--batch-size` is not given.
+pub const DEFAULT_BATCH_SIZE: usize = 32;
+
+/// Where and how fast to run the encoder.
+#[derive(Args, Debug, Clone, Default)]
 pub struct RunArgs {
     /// Where to run: auto, cpu, cuda[:N] or metal[:N] (cuda/metal need a build with that feature).
-    #[arg(long, default_value = "auto")]
-    pub device: String,
-    /// CPU threads (default: all cores).
+    /// [default: auto]
+    #[arg(long)]
+    pub device: Option<String>,
+    /// CPU threads, at least 1 and at most a few times the number of cores (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
-    /// Texts per forward pass.
-    #[arg(long, default_value_t = 32)]
-    pub batch_size: usize,
+    /// Texts per forward pass. [default: 32]
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+}
+
+impl RunArgs {
+    /// Whether any of these flags was given.
+    pub fn any_given(&self) -> bool {
+        self.device.is_some() || self.threads.is_some() || self.batch_size.is_some()
+    }
+
+    /// The texts per forward pass.
+    pub fn batch_size(&self) -> usize {
+        self.batch_size.unwrap_or(DEFAULT_BATCH_SIZE)
+    }
+
+    /// The library options these arguments describe (and sets the thread count).
+    pub fn options(&self, progress: bool) -> anyhow::Result<EncoderOptions> {
+        if let Some(n) = self.threads {
+            relstitch::device::set_num_threads(n)?;
+        }
+        let device: DeviceChoice = self.device.as_deref().unwrap_or("auto").parse()?;
+        Ok(EncoderOptions::default()
+            .with_device(device)
+            .with_batch_size(self.batch_size())
+            .with_progress(progress))
+    }
+}
+
+/// Overrides of the model's own settings, for commands that load a model by name.
+#[derive(Args, Debug, Clone, Default)]
+pub struct ModelArgs {
     /// Override the model's pooling (default: its 1_Pooling/config.json).
     #[arg(long, value_enum)]
     pub pooling: Option<PoolingArg>,
@@ -54,21 +93,21 @@ pub struct RunArgs {
     pub prefix: Option<String>,
 }
 
-impl RunArgs {
-    /// The library options these arguments describe (and sets the thread count).
-    pub fn options(&self, progress: bool) -> anyhow::Result<EncoderOptions> {
-        if let Some(n) = self.threads {
-            relstitch::device::set_num_threads(n);
-        }
-        let device: DeviceChoice = self.device.parse()?;
-        let mut o = EncoderOptions::default()
-            .with_device(device)
-            .with_batch_size(self.batch_size)
-            .with_progress(progress);
-        o.pooling = self.pooling.map(Into::into);
-        o.normalize = self.normalize;
-        o.max_length = self.max_length;
-        o.prefix = self.prefix.clone();
-        Ok(o)
+impl ModelArgs {
+    /// Whether any override was given.
+    pub fn any_given(&self) -> bool {
+        self.pooling.is_some()
+            || self.normalize.is_some()
+            || self.max_length.is_some()
+            || self.prefix.is_some()
+    }
+
+    /// `options` with these overrides.
+    pub fn apply(&self, mut options: EncoderOptions) -> EncoderOptions {
+        options.pooling = self.pooling.map(Into::into);
+        options.normalize = self.normalize;
+        options.max_length = self.max_length;
+        options.prefix = self.prefix.clone();
+        options
     }
 }

@@ -9,7 +9,7 @@ use relstitch::encoder::Encoder;
 use relstitch::metrics::{compare_spaces, SpaceComparison};
 use relstitch::projection::{PreTransform, RelativeProjector};
 
-use crate::common::RunArgs;
+use crate::common::{ModelArgs, RunArgs};
 use crate::relative::{
     projection_from_args, read_matrix, resolve_anchors, AnchorSpec, ProjectionArg,
 };
@@ -61,10 +61,10 @@ pub struct CompareArgs {
     #[arg(long, value_name = "MODEL", num_args = 1, requires = "input")]
     pub model: Vec<String>,
     /// The texts both models embed (.txt or .jsonl), with --model.
-    #[arg(long, value_name = "texts.jsonl")]
+    #[arg(long, value_name = "texts.jsonl", requires = "model")]
     pub input: Option<PathBuf>,
-    /// The JSON field holding the text (.jsonl input).
-    #[arg(long, default_value = "text")]
+    /// The JSON field holding the text (.jsonl input), with --model.
+    #[arg(long, default_value = "text", requires = "model")]
     pub field: String,
     /// Neighbourhood size for Jaccard@k and mutual k-NN (1 ≤ k < n).
     #[arg(long, default_value_t = 10)]
@@ -77,18 +77,18 @@ pub struct CompareArgs {
     /// onto --anchors. Default: relative when --anchors is given, else absolute.
     #[arg(long, value_enum)]
     pub space: Option<SpaceArg>,
-    /// The projection for `--space relative`.
-    #[arg(long, value_enum, default_value_t = ProjectionArg::Cosine)]
-    pub projection: ProjectionArg,
+    /// The projection for `--space relative`. [default: cosine]
+    #[arg(long, value_enum)]
+    pub projection: Option<ProjectionArg>,
     /// The order for `--projection lp`.
     #[arg(long)]
     pub p: Option<f64>,
     /// Anchors kept per sample for `--projection sparse_topk`.
     #[arg(long = "top-k")]
     pub top_k: Option<usize>,
-    /// The exponent for `--projection sparse_topk`.
-    #[arg(long, default_value_t = 8.0)]
-    pub power: f64,
+    /// The exponent for `--projection sparse_topk`. [default: 8]
+    #[arg(long)]
+    pub power: Option<f64>,
     /// Center on the anchors' mean before projecting (`--space relative`).
     #[arg(long)]
     pub center: bool,
@@ -96,14 +96,16 @@ pub struct CompareArgs {
     /// mutual_knn, k, n; null where undefined) instead of a table.
     #[arg(long)]
     pub json: bool,
-    /// The tensor to read from the input files.
-    #[arg(long, default_value = "embeddings")]
+    /// The tensor to read from the input files (--a/--b and safetensors anchors).
+    #[arg(long, default_value = "embeddings", conflicts_with = "model")]
     pub tensor: String,
     /// No progress bars.
     #[arg(long, short)]
     pub quiet: bool,
     #[command(flatten)]
     pub run: RunArgs,
+    #[command(flatten)]
+    pub model_options: ModelArgs,
 }
 
 /// Which representations to compare.
@@ -127,15 +129,47 @@ pub fn run(args: CompareArgs) -> anyhow::Result<()> {
             if args.anchors.is_some() {
                 bail!("--anchors only applies to --space relative");
             }
+            let given: Vec<&str> = [
+                ("--projection", args.projection.is_some()),
+                ("--p", args.p.is_some()),
+                ("--top-k", args.top_k.is_some()),
+                ("--power", args.power.is_some()),
+                ("--center", args.center),
+            ]
+            .into_iter()
+            .filter_map(|(name, on)| on.then_some(name))
+            .collect();
+            if !given.is_empty() {
+                let (verb, them) = if given.len() == 1 {
+                    ("applies", "it")
+                } else {
+                    ("apply", "them")
+                };
+                bail!(
+                    "{} only {verb} to --space relative (with --anchors); drop {them} or add \
+                     --anchors",
+                    given.join(", ")
+                );
+            }
             (a, b)
         }
         SpaceArg::Relative => {
             let spec = args.anchors.as_deref().context(
                 "--space relative needs --anchors (rows:… or A.safetensors,B.safetensors)",
             )?;
-            let projection = projection_from_args(args.projection, args.p, args.top_k, args.power)?;
+            let projection =
+                projection_from_args(args.projection, args.p, args.top_k, args.power, "--top-k")?;
             let pre = PreTransform::default().with_center(args.center);
             let (anchors_a, anchors_b) = anchor_pair(spec, &a, &b, &args.tensor)?;
+            let (ka, kb) = (anchors_a.dim(0)?, anchors_b.dim(0)?);
+            if ka != kb {
+                // The same check as `metrics::compare_relative`, before any projection runs.
+                bail!(
+                    "--anchors {spec}: {ka} anchors for the first space but {kb} for the second; \
+                     relative representations are only comparable over the same anchor samples, \
+                     in the same order, embedded in each space"
+                );
+            }
             let ra = RelativeProjector::fit(&anchors_a, projection, pre)
                 .context("projecting the first space")?
                 .project(&a)?;
@@ -157,15 +191,23 @@ pub fn run(args: CompareArgs) -> anyhow::Result<()> {
 /// The two spaces, from files or from two models.
 fn load_spaces(args: &CompareArgs) -> anyhow::Result<(Tensor, Tensor, [String; 2])> {
     match (&args.a, &args.b, args.model.as_slice()) {
-        (Some(a), Some(b), []) => Ok((
-            read_matrix(a, &args.tensor)?,
-            read_matrix(b, &args.tensor)?,
-            [a.display().to_string(), b.display().to_string()],
-        )),
+        (Some(a), Some(b), []) => {
+            if args.run.any_given() || args.model_options.any_given() {
+                bail!(
+                    "--device, --threads, --batch-size, --pooling, --normalize, --max-length and \
+                     --prefix only apply with --model (with --a/--b nothing is embedded)"
+                );
+            }
+            Ok((
+                read_matrix(a, &args.tensor)?,
+                read_matrix(b, &args.tensor)?,
+                [a.display().to_string(), b.display().to_string()],
+            ))
+        }
         (None, None, [m1, m2]) => {
             let input = args.input.as_ref().context("--model needs --input")?;
             let texts = relstitch::io::read_texts(input, &args.field)?;
-            let options = args.run.options(!args.quiet)?;
+            let options = args.model_options.apply(args.run.options(!args.quiet)?);
             let embed = |m: &str| -> anyhow::Result<Tensor> {
                 let enc = Encoder::load(m, &options).with_context(|| format!("loading {m}"))?;
                 Ok(enc
@@ -204,6 +246,14 @@ fn anchor_pair(
     };
     let ra = resolve_anchors(&AnchorSpec::File(fa.trim().into()), a, tensor)?;
     let rb = resolve_anchors(&AnchorSpec::File(fb.trim().into()), b, tensor)?;
+    if let (Some(ha), Some(hb)) = (&ra.set_hash, &rb.set_hash) {
+        if ha != hb {
+            bail!(
+                "--anchors {spec}: the two files hold different anchor sets (anchor_set_sha256 \
+                 {ha} vs {hb}); embed the same anchor samples in each space"
+            );
+        }
+    }
     Ok((ra.latents, rb.latents))
 }
 

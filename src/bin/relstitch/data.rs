@@ -130,6 +130,8 @@ fn list() -> anyhow::Result<()> {
 
 fn fetch(args: FetchArgs) -> anyhow::Result<()> {
     let which: Builtin = args.name.parse()?;
+    // Refuse bad settings before anything is downloaded.
+    args.split.options().validate()?;
     let fetcher = Fetcher::new()?.with_quiet(args.quiet);
     let data = Dataset::builtin(which, &fetcher)?;
     let dir = args.out.unwrap_or_else(|| which.default_dir(&fetcher));
@@ -137,6 +139,7 @@ fn fetch(args: FetchArgs) -> anyhow::Result<()> {
 }
 
 fn split_file(args: SplitArgs) -> anyhow::Result<()> {
+    args.split.options().validate()?;
     let fields = Fields::default()
         .with_text(args.text_field)
         .with_label(args.label_field)

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use clap::Args;
 use relstitch::encoder::Encoder;
 
-use crate::common::RunArgs;
+use crate::common::{ModelArgs, RunArgs};
 
 /// Embed a file of texts with one encoder.
 ///
@@ -34,12 +34,14 @@ pub struct EmbedArgs {
     pub quiet: bool,
     #[command(flatten)]
     pub run: RunArgs,
+    #[command(flatten)]
+    pub model_options: ModelArgs,
 }
 
 pub fn run(args: EmbedArgs) -> anyhow::Result<()> {
     relstitch::io::refuse_overwriting_inputs(&args.output, &[&args.input])?;
     relstitch::io::check_replaceable_file(&args.output)?;
-    let options = args.run.options(!args.quiet)?;
+    let options = args.model_options.apply(args.run.options(!args.quiet)?);
     let encoder = Encoder::load(&args.model, &options)?;
     let s = relstitch::embed::embed_file(&encoder, &args.input, &args.field, &args.output)?;
     if !args.quiet {

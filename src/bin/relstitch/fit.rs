@@ -9,7 +9,7 @@ use relstitch::data::{read_table, Fields};
 use relstitch::decoder::{HeadKind, TrainOptions};
 use relstitch::stitch::{fit, AnchorChoice, FitOptions};
 
-use crate::common::RunArgs;
+use crate::common::{ModelArgs, RunArgs};
 use crate::relative::ProjectionArgs;
 
 /// Train a classification head on a frozen encoder's relative (default) or absolute latents.
@@ -40,9 +40,9 @@ pub struct FitArgs {
     /// Number of anchors chosen from the training set, or an anchors .jsonl file (with texts).
     #[arg(long, default_value = "768")]
     pub anchors: String,
-    /// How anchors are chosen.
-    #[arg(long, value_enum, default_value_t = StrategyArg::Stratified)]
-    pub anchor_strategy: StrategyArg,
+    /// How anchors are chosen from the training set (not with an anchors file). [default: stratified]
+    #[arg(long, value_enum)]
+    pub anchor_strategy: Option<StrategyArg>,
     /// Which space the head reads.
     #[arg(long, value_enum, default_value_t = SpaceArg::Relative)]
     pub space: SpaceArg,
@@ -51,9 +51,9 @@ pub struct FitArgs {
     /// The head: linear (LayerNorm + Linear, the paper's) or mlp (one hidden layer).
     #[arg(long, value_enum, default_value_t = HeadArg::Linear)]
     pub head: HeadArg,
-    /// Hidden width of --head mlp.
-    #[arg(long, default_value_t = 256)]
-    pub hidden: usize,
+    /// Hidden width of --head mlp. [default: 256]
+    #[arg(long)]
+    pub hidden: Option<usize>,
     /// Maximum epochs.
     #[arg(long, default_value_t = 40)]
     pub epochs: usize,
@@ -74,6 +74,8 @@ pub struct FitArgs {
     pub quiet: bool,
     #[command(flatten)]
     pub run: RunArgs,
+    #[command(flatten)]
+    pub model_options: ModelArgs,
 }
 
 /// Anchor strategies on the command line.
@@ -108,12 +110,33 @@ pub enum HeadArg {
     Mlp,
 }
 
+/// Hidden width of `--head mlp` when `--hidden` is not given.
+const DEFAULT_HIDDEN: usize = 256;
+
 pub fn run(args: FitArgs) -> anyhow::Result<()> {
+    if matches!(args.head, HeadArg::Linear) && args.hidden.is_some() {
+        anyhow::bail!("--hidden only applies to --head mlp (the linear head has no hidden layer)");
+    }
+    if matches!(args.space, SpaceArg::Absolute) {
+        let given = args.projection.given();
+        if !given.is_empty() {
+            let (verb, them) = if given.len() == 1 {
+                ("applies", "it")
+            } else {
+                ("apply", "them")
+            };
+            anyhow::bail!(
+                "{} only {verb} to --space relative (the head reads the encoder's own embeddings \
+                 with --space absolute); drop {them} or use --space relative",
+                given.join(", ")
+            );
+        }
+    }
     let fields = Fields::default()
         .with_text(&args.text_field)
         .with_label(&args.label_field);
     let train = read_table(&args.train, &fields)?;
-    let strategy = match args.anchor_strategy {
+    let strategy = match args.anchor_strategy.unwrap_or(StrategyArg::Stratified) {
         StrategyArg::Uniform => AnchorStrategy::Uniform { seed: args.seed },
         StrategyArg::Stratified => AnchorStrategy::Stratified { seed: args.seed },
         StrategyArg::FarthestPoint => AnchorStrategy::FarthestPoint { seed: args.seed },
@@ -124,6 +147,11 @@ pub fn run(args: FitArgs) -> anyhow::Result<()> {
     };
     let anchors = match args.anchors.parse::<usize>() {
         Ok(count) => AnchorChoice::Select { count, strategy },
+        Err(_) if args.anchor_strategy.is_some() => anyhow::bail!(
+            "--anchor-strategy only applies when --anchors is a number (anchors chosen from the \
+             training set); {} is read as an anchors file",
+            args.anchors
+        ),
         Err(_) => AnchorChoice::File(PathBuf::from(&args.anchors)),
     };
     let space = match args.space {
@@ -134,13 +162,13 @@ pub fn run(args: FitArgs) -> anyhow::Result<()> {
         },
     };
     let options = FitOptions {
-        encoder: args.run.options(!args.quiet)?,
+        encoder: args.model_options.apply(args.run.options(!args.quiet)?),
         anchors,
         space,
         head: match args.head {
             HeadArg::Linear => HeadKind::Linear,
             HeadArg::Mlp => HeadKind::Mlp {
-                hidden: args.hidden,
+                hidden: args.hidden.unwrap_or(DEFAULT_HIDDEN),
             },
         },
         train: TrainOptions {
@@ -153,6 +181,9 @@ pub fn run(args: FitArgs) -> anyhow::Result<()> {
         },
         cache: !args.no_cache,
     };
+    // Refuse absurd sizes and options before anything is embedded.
+    options.head.validate()?;
+    options.train.validate()?;
     let ckpt = fit(&args.model, &train, &options)?;
     ckpt.save(&args.out)?;
     let report = ckpt.config.training.as_ref().map(|t| &t.report);

@@ -55,18 +55,18 @@ pub struct RelativeArgs {
 /// The projection and its pre-transforms, shared by `relative` and `fit`.
 #[derive(Args, Debug, Clone)]
 pub struct ProjectionArgs {
-    /// How each sample is compared with each anchor.
-    #[arg(long, value_enum, default_value_t = ProjectionArg::Cosine)]
-    pub projection: ProjectionArg,
+    /// How each sample is compared with each anchor. [default: cosine]
+    #[arg(long, value_enum)]
+    pub projection: Option<ProjectionArg>,
     /// The order of the Minkowski distance, for `--projection lp` (p ≥ 1).
     #[arg(long)]
     pub p: Option<f64>,
     /// How many anchors to keep per sample, for `--projection sparse_topk`.
     #[arg(long)]
     pub k: Option<usize>,
-    /// The sharpening exponent for `--projection sparse_topk` (ASIF uses 8).
-    #[arg(long, default_value_t = 8.0)]
-    pub power: f64,
+    /// The sharpening exponent for `--projection sparse_topk` (ASIF uses 8). [default: 8]
+    #[arg(long)]
+    pub power: Option<f64>,
     /// Subtract the anchors' mean from anchors and samples first (adds translation invariance).
     #[arg(long)]
     pub center: bool,
@@ -82,7 +82,7 @@ pub struct ProjectionArgs {
 impl ProjectionArgs {
     /// The library's projection.
     pub fn projection(&self) -> anyhow::Result<Projection> {
-        projection_from_args(self.projection, self.p, self.k, self.power)
+        projection_from_args(self.projection, self.p, self.k, self.power, "--k")
     }
 
     /// The library's pre-transform.
@@ -91,6 +91,22 @@ impl ProjectionArgs {
             .with_center(self.center)
             .with_standardize(self.standardize)
             .with_l2_normalize(self.l2_normalize)
+    }
+
+    /// The flags given on the command line, by name (empty when all are left at their defaults).
+    pub fn given(&self) -> Vec<&'static str> {
+        [
+            ("--projection", self.projection.is_some()),
+            ("--p", self.p.is_some()),
+            ("--k", self.k.is_some()),
+            ("--power", self.power.is_some()),
+            ("--center", self.center),
+            ("--standardize", self.standardize),
+            ("--l2-normalize", self.l2_normalize),
+        ]
+        .into_iter()
+        .filter_map(|(name, on)| on.then_some(name))
+        .collect()
     }
 }
 
@@ -117,13 +133,37 @@ pub enum ProjectionArg {
     SparseTopk,
 }
 
-/// Builds the library's projection from the name and its parameters.
+/// The command-line name of a projection.
+fn arg_name(p: ProjectionArg) -> String {
+    p.to_possible_value()
+        .map(|v| v.get_name().to_string())
+        .unwrap_or_default()
+}
+
+/// The sharpening exponent of `sparse_topk` when `--power` is not given (ASIF's).
+const DEFAULT_POWER: f64 = 8.0;
+
+/// Builds the library's projection from the name (default cosine) and its parameters, refusing a
+/// parameter the projection does not take (`k_flag` is how the caller spells the top-k flag).
 pub(crate) fn projection_from_args(
-    name: ProjectionArg,
+    name: Option<ProjectionArg>,
     p: Option<f64>,
     k: Option<usize>,
-    power: f64,
+    power: Option<f64>,
+    k_flag: &str,
 ) -> anyhow::Result<Projection> {
+    let name = name.unwrap_or(ProjectionArg::Cosine);
+    if p.is_some() && name != ProjectionArg::Lp {
+        bail!("--p only applies to --projection lp (the projection here is {}); drop --p or use --projection lp", arg_name(name));
+    }
+    if name != ProjectionArg::SparseTopk {
+        if k.is_some() {
+            bail!("{k_flag} only applies to --projection sparse_topk (the projection here is {}); drop {k_flag} or use --projection sparse_topk", arg_name(name));
+        }
+        if power.is_some() {
+            bail!("--power only applies to --projection sparse_topk (the projection here is {}); drop --power or use --projection sparse_topk", arg_name(name));
+        }
+    }
     Ok(match name {
         ProjectionArg::Cosine => Projection::Cosine,
         ProjectionArg::Angular => Projection::Angular,
@@ -135,8 +175,10 @@ pub(crate) fn projection_from_args(
         },
         ProjectionArg::ChangeOfBasis => Projection::ChangeOfBasis,
         ProjectionArg::SparseTopk => Projection::SparseTopK {
-            k: k.context("--projection sparse_topk needs --k (anchors kept per sample)")?,
-            power,
+            k: k.with_context(|| {
+                format!("--projection sparse_topk needs {k_flag} (anchors kept per sample)")
+            })?,
+            power: power.unwrap_or(DEFAULT_POWER),
         },
     })
 }
@@ -145,7 +187,7 @@ pub(crate) fn projection_from_args(
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum AnchorSpec {
     /// Rows of the embeddings.
-    Rows(Vec<usize>),
+    Rows(RowList),
     /// A safetensors file of anchor latents.
     File(PathBuf),
     /// An anchor-set JSONL whose samples carry rows.
@@ -156,7 +198,7 @@ impl AnchorSpec {
     /// Parses `rows:…`, a `.jsonl` path or a safetensors path.
     pub(crate) fn parse(spec: &str) -> anyhow::Result<Self> {
         if let Some(rows) = spec.strip_prefix("rows:") {
-            return Ok(Self::Rows(parse_rows(rows)?));
+            return Ok(Self::Rows(RowList::parse(rows)?));
         }
         let path = PathBuf::from(spec);
         if matches!(
@@ -170,35 +212,81 @@ impl AnchorSpec {
     }
 }
 
-/// Parses `I,J,K` and `A..B` (B excluded) lists of 0-based rows.
-pub(crate) fn parse_rows(s: &str) -> anyhow::Result<Vec<usize>> {
-    let mut rows = Vec::new();
-    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        if let Some((a, b)) = part.split_once("..") {
-            let a: usize = a
-                .trim()
-                .parse()
-                .with_context(|| format!("bad row range `{part}`"))?;
-            let b: usize = b
-                .trim()
-                .parse()
-                .with_context(|| format!("bad row range `{part}`"))?;
-            if b <= a {
-                bail!("empty row range `{part}` (write A..B with A < B; B is excluded)");
+/// A `rows:` list as written (`I,J,K` and `A..B`, B excluded), kept as spans so that a huge range
+/// is checked against the row count before anything is expanded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct RowList {
+    /// `(start, end, as written)`, end excluded, start < end.
+    spans: Vec<(usize, usize, String)>,
+}
+
+impl RowList {
+    /// Parses `I,J,K` and `A..B` lists of 0-based rows; refuses empty and reversed ranges.
+    pub(crate) fn parse(s: &str) -> anyhow::Result<Self> {
+        let mut spans = Vec::new();
+        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let number = |x: &str| -> anyhow::Result<usize> {
+                x.trim().parse().with_context(|| {
+                    format!("bad row `{part}` (expected rows:I,J,K or rows:A..B with 0-based rows)")
+                })
+            };
+            if let Some((a, b)) = part.split_once("..") {
+                let (a, b) = (number(a)?, number(b)?);
+                if b <= a {
+                    bail!("empty row range `{part}` (write A..B with A < B; B is excluded)");
+                }
+                spans.push((a, b, part.to_string()));
+            } else {
+                let a = number(part)?;
+                let b = a
+                    .checked_add(1)
+                    .with_context(|| format!("row `{part}` is too large"))?;
+                spans.push((a, b, part.to_string()));
             }
-            rows.extend(a..b);
-        } else {
-            rows.push(
-                part.parse().with_context(|| {
-                    format!("bad row `{part}` (expected rows:I,J,K or rows:A..B)")
-                })?,
-            );
         }
+        if spans.is_empty() {
+            bail!("no rows given (expected rows:I,J,K or rows:A..B)");
+        }
+        Ok(Self { spans })
     }
-    if rows.is_empty() {
-        bail!("no rows given (expected rows:I,J,K or rows:A..B)");
+
+    /// The rows, in order, for a matrix of `n` rows: refuses a row or range past the last row
+    /// (before expanding it) and a row named twice.
+    pub(crate) fn resolve(&self, n: usize) -> anyhow::Result<Vec<usize>> {
+        let mut total = 0usize;
+        for (a, b, text) in &self.spans {
+            if *b > n {
+                let what = if b - a == 1 {
+                    format!("row {a}")
+                } else {
+                    format!("row range `{text}`")
+                };
+                bail!(
+                    "{what} is out of range: the embeddings have {n} rows (0..{n}); name rows \
+                     below {n}"
+                );
+            }
+            total += b - a;
+        }
+        let mut rows = Vec::with_capacity(total);
+        let mut first_use: HashMap<usize, &str> = HashMap::new();
+        for (a, b, text) in &self.spans {
+            for r in *a..*b {
+                if let Some(earlier) = first_use.insert(r, text) {
+                    let by = if earlier == text.as_str() {
+                        format!("`{text}`")
+                    } else {
+                        format!("by `{earlier}` and by `{text}`")
+                    };
+                    bail!(
+                        "duplicate row {r}: named twice ({by}); each anchor must be a different row"
+                    );
+                }
+                rows.push(r);
+            }
+        }
+        Ok(rows)
     }
-    Ok(rows)
 }
 
 /// Anchor latents resolved against one embedding matrix.
@@ -217,7 +305,8 @@ pub(crate) fn resolve_anchors(
 ) -> anyhow::Result<ResolvedAnchors> {
     match spec {
         AnchorSpec::Rows(rows) => {
-            let set = AnchorSet::from_rows(rows)?;
+            let n = embeddings.dim(0)?;
+            let set = AnchorSet::from_rows(&rows.resolve(n)?)?;
             Ok(ResolvedAnchors {
                 latents: set.latents(embeddings)?,
                 set_hash: Some(set.hash()),
@@ -279,6 +368,8 @@ pub fn run(args: RelativeArgs) -> anyhow::Result<()> {
     }
     meta.insert("anchors".into(), args.anchors.clone());
     meta.insert("source".into(), args.embeddings.display().to_string());
+    relstitch::io::check_finite(&rel, "relative representations")
+        .with_context(|| format!("nothing written to {}", args.output.display()))?;
     relstitch::io::write_safetensors(&args.output, &[("relative", &rel)], &meta)?;
     let (n, k) = rel.dims2()?;
     eprintln!(
@@ -294,12 +385,16 @@ mod tests {
 
     #[test]
     fn rows_parse() -> anyhow::Result<()> {
+        let parse_rows = |s: &str| RowList::parse(s)?.resolve(10);
         assert_eq!(parse_rows("3, 1,2")?, vec![3, 1, 2]);
         assert_eq!(parse_rows("0..3,7")?, vec![0, 1, 2, 7]);
         assert!(parse_rows("").is_err());
         assert!(parse_rows("4..2").is_err());
         assert!(parse_rows("x").is_err());
-        assert_eq!(AnchorSpec::parse("rows:1")?, AnchorSpec::Rows(vec![1]));
+        assert_eq!(
+            AnchorSpec::parse("rows:1")?,
+            AnchorSpec::Rows(RowList::parse("1")?)
+        );
         assert!(matches!(
             AnchorSpec::parse("a.jsonl")?,
             AnchorSpec::Jsonl(_)
@@ -308,6 +403,35 @@ mod tests {
             AnchorSpec::parse("a.safetensors")?,
             AnchorSpec::File(_)
         ));
+        Ok(())
+    }
+
+    #[test]
+    fn rows_are_checked_before_they_are_expanded() -> anyhow::Result<()> {
+        let msg = |spec: &str, n: usize| match RowList::parse(spec).and_then(|r| r.resolve(n)) {
+            Ok(rows) => format!("accepted {} rows", rows.len()),
+            Err(e) => e.to_string(),
+        };
+        // 10^11 rows would be 800 GB of indices: refused at once, naming the row count.
+        let m = msg("0..99999999999", 10);
+        assert!(
+            m.contains("row range `0..99999999999` is out of range"),
+            "{m}"
+        );
+        assert!(m.contains("10 rows"), "{m}");
+        let m = msg("3,10", 10);
+        assert!(m.contains("row 10 is out of range"), "{m}");
+        assert!(msg("18446744073709551615", 10).contains("too large"));
+        assert!(msg("5..5", 10).contains("empty row range"));
+        assert!(msg("5..3", 10).contains("empty row range"));
+        assert!(msg("0..-3", 10).contains("bad row"));
+        assert!(msg("1,1", 10).contains("duplicate row 1: named twice (`1`)"));
+        let m = msg("0..4,2", 10);
+        assert!(
+            m.contains("duplicate row 2: named twice (by `0..4` and by `2`)"),
+            "{m}"
+        );
+        assert_eq!(msg("0..10", 10), "accepted 10 rows");
         Ok(())
     }
 }

@@ -143,7 +143,13 @@ fn fit(args: FitArgs) -> anyhow::Result<()> {
     let target = read_matrix(&args.target, &args.tensor)?;
     let options = TranslationOptions::default().with_scaling(args.scaling.into());
     let map = LatentTranslator::fit_with(&source, &target, args.method.into(), &options)
-        .context("fitting the translation")?;
+        .with_context(|| {
+            format!(
+                "fitting the translation from {} (source) to {} (target); nothing written",
+                args.source.display(),
+                args.target.display()
+            )
+        })?;
     let residual = map.relative_residual(&source, &target)?;
     map.save(&args.out)?;
     eprintln!(
@@ -170,6 +176,13 @@ fn apply(args: ApplyArgs) -> anyhow::Result<()> {
         ("method".to_string(), map.method().name().to_string()),
         ("source".to_string(), args.embeddings.display().to_string()),
     ]);
+    relstitch::io::check_finite(&y, "translated embeddings").with_context(|| {
+        format!(
+            "translating {} overflows f32; rescale the embeddings; nothing written to {}",
+            args.embeddings.display(),
+            args.output.display()
+        )
+    })?;
     relstitch::io::write_safetensors(&args.output, &[("embeddings", &y)], &meta)?;
     let (n, d) = y.dims2()?;
     eprintln!(
