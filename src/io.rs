@@ -111,6 +111,17 @@ pub fn refuse_overwriting_inputs(output: &Path, inputs: &[&Path]) -> Result<()> 
     Ok(())
 }
 
+/// Checks an output file before any work is done: it must not be one of `inputs`
+/// ([`refuse_overwriting_inputs`]) and, if it exists, must be a regular file
+/// ([`check_replaceable_file`]).
+///
+/// # Errors
+/// [`Error::InvalidArgument`] saying which rule `output` breaks.
+pub fn check_output_file(output: &Path, inputs: &[&Path]) -> Result<()> {
+    refuse_overwriting_inputs(output, inputs)?;
+    check_replaceable_file(output)
+}
+
 /// Whether two paths name the same file or folder (by device and inode on unix, by canonical path
 /// elsewhere); false when either does not exist.
 fn same_file(a: &Path, b: &Path) -> bool {

@@ -730,3 +730,66 @@ fn an_io_cause_is_printed_once() -> Result<()> {
     assert_eq!(e.matches("No such file or directory").count(), 1, "{e}");
     Ok(())
 }
+
+/// No command overwrites one of its own inputs: the output is refused before any work and the
+/// input is left as it was.
+#[test]
+fn outputs_that_are_inputs_are_refused() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let x = dir.path().join("x.safetensors");
+    let t = candle_core::Tensor::randn(0f32, 1., (10, 4), &candle_core::Device::Cpu)?;
+    relstitch::io::write_safetensors(&x, &[("embeddings", &t)], &Default::default())?;
+    let before = std::fs::read(&x)?;
+    let xs = x.to_string_lossy().into_owned();
+    let runs: [&[&str]; 4] = [
+        &[
+            "relative",
+            "--embeddings",
+            &xs,
+            "--anchors",
+            "rows:0..3",
+            "--output",
+            &xs,
+        ],
+        &[
+            "translate",
+            "fit",
+            "--source",
+            &xs,
+            "--target",
+            &xs,
+            "--out",
+            &xs,
+        ],
+        &[
+            "translate",
+            "apply",
+            "--map",
+            &xs,
+            "--embeddings",
+            &xs,
+            "--output",
+            &xs,
+        ],
+        &[
+            "embed",
+            "--model",
+            "all-MiniLM-L6-v2",
+            "--input",
+            &xs,
+            "--output",
+            &xs,
+        ],
+    ];
+    for args in runs {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_relstitch"))
+            .args(args)
+            .env("RELSTITCH_HOME", dir.path().join("home"))
+            .output()?;
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        assert!(err.contains("also an input"), "{args:?}: {err}");
+        assert_eq!(std::fs::read(&x)?, before, "{args:?} changed its input");
+    }
+    Ok(())
+}

@@ -39,8 +39,7 @@ pub struct EmbedArgs {
 }
 
 pub fn run(args: EmbedArgs) -> anyhow::Result<()> {
-    relstitch::io::refuse_overwriting_inputs(&args.output, &[&args.input])?;
-    relstitch::io::check_replaceable_file(&args.output)?;
+    relstitch::io::check_output_file(&args.output, &[&args.input])?;
     let options = args.model_options.apply(args.run.options(!args.quiet)?);
     let encoder = Encoder::load(&args.model, &options)?;
     let s = relstitch::embed::embed_file(&encoder, &args.input, &args.field, &args.output)?;

@@ -49,6 +49,18 @@ pub struct EvalArgs {
 }
 
 pub fn run_predict(args: PredictArgs) -> anyhow::Result<()> {
+    if let Some(out) = &args.output {
+        relstitch::io::check_output_file(out, &[&args.input])?;
+        let parent = out.parent().filter(|p| !p.as_os_str().is_empty());
+        let parent = parent.unwrap_or(std::path::Path::new("."));
+        if relstitch::io::refuse_overwriting_inputs(parent, &[&args.checkpoint]).is_err() {
+            anyhow::bail!(
+                "--output {} is inside the checkpoint {}; write predictions elsewhere",
+                out.display(),
+                args.checkpoint.display()
+            );
+        }
+    }
     let ckpt = Checkpoint::load(&args.checkpoint)?;
     let options = StitchOptions {
         encoder: args.run.options(false)?,

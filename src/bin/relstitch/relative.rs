@@ -348,6 +348,10 @@ pub(crate) fn latents_sha256(t: &Tensor) -> anyhow::Result<String> {
 }
 
 pub fn run(args: RelativeArgs) -> anyhow::Result<()> {
+    relstitch::io::check_output_file(
+        &args.output,
+        &[&args.embeddings, std::path::Path::new(&args.anchors)],
+    )?;
     let projection = args.projection.projection()?;
     let pre = args.projection.pre_transform();
     let x = read_matrix(&args.embeddings, &args.tensor)?;

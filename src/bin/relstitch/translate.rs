@@ -139,6 +139,7 @@ pub fn run(args: TranslateArgs) -> anyhow::Result<()> {
 }
 
 fn fit(args: FitArgs) -> anyhow::Result<()> {
+    relstitch::io::check_output_file(&args.out, &[&args.source, &args.target])?;
     let source = read_matrix(&args.source, &args.tensor)?;
     let target = read_matrix(&args.target, &args.tensor)?;
     let options = TranslationOptions::default().with_scaling(args.scaling.into());
@@ -166,6 +167,7 @@ fn fit(args: FitArgs) -> anyhow::Result<()> {
 }
 
 fn apply(args: ApplyArgs) -> anyhow::Result<()> {
+    relstitch::io::check_output_file(&args.output, &[&args.map, &args.embeddings])?;
     let map = LatentTranslator::load(&args.map)?;
     let x = read_matrix(&args.embeddings, &args.tensor)?;
     let y = map
