@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::encoder::Pooling;
+use crate::model_folder::Pooling;
 use crate::{Error, Result};
 
 /// The catalog file, as shipped with this version of relstitch.

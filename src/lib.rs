@@ -45,6 +45,7 @@ pub mod import;
 pub mod io;
 mod linalg;
 pub mod metrics;
+mod model_folder;
 pub mod models;
 #[cfg(feature = "plot")]
 pub mod plot;

@@ -12,8 +12,6 @@
 //! ```
 
 mod arch;
-mod pooling;
-mod st_files;
 
 use std::path::{Path, PathBuf};
 
@@ -21,8 +19,7 @@ use candle_core::{Device, Tensor};
 use tokenizers::{Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
 
 pub use arch::{ArchConfig, Architecture};
-pub use pooling::{l2_normalize, Pooling};
-pub use st_files::SentenceTransformersConfig;
+pub use crate::model_folder::{l2_normalize, Pooling, SentenceTransformersConfig};
 
 use crate::device::DeviceChoice;
 use crate::error::CandleContext;

@@ -1,0 +1,13 @@
+//! The sentence-transformers model-folder format, shared by the code that builds model folders
+//! ([`crate::fetch`], the importers) and the code that loads them ([`crate::encoder`]): the pooling
+//! modes and the `modules.json` / `1_Pooling/config.json` / `sentence_bert_config.json` files.
+//!
+//! A leaf: it depends on nothing in the crate but [`crate::io`] and the error type, so the model
+//! catalog, the fetcher and the encoder can all use it without depending on each other. The public
+//! paths `relstitch::encoder::{Pooling, SentenceTransformersConfig, l2_normalize}` stay as they were.
+
+mod pooling;
+mod st_files;
+
+pub use pooling::{l2_normalize, Pooling};
+pub use st_files::SentenceTransformersConfig;
