@@ -18,8 +18,8 @@ use std::path::{Path, PathBuf};
 use candle_core::{Device, Tensor};
 use tokenizers::{Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
 
-pub use arch::{ArchConfig, Architecture};
 pub use crate::model_folder::{l2_normalize, Pooling, SentenceTransformersConfig};
+pub use arch::{ArchConfig, Architecture};
 
 use crate::device::DeviceChoice;
 use crate::error::CandleContext;
