@@ -14,8 +14,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::catalog::{Catalog, CatalogModel, Package, Recipe, Registry};
-use crate::model_folder::SentenceTransformersConfig;
 use crate::io::sha256_file;
+use crate::model_folder::SentenceTransformersConfig;
 use crate::verify::{remove_stale_temporaries, Expected, VerdictCache, STALE_AFTER};
 use crate::{Error, Result};
 

@@ -95,6 +95,21 @@ pub fn resolve_with(name: &str, catalog: &Catalog, fetcher: &Fetcher) -> Result<
             hint: "no such folder; give a folder holding config.json, model.safetensors and tokenizer.json".into(),
         });
     }
+    resolve_by_name(name, catalog, fetcher)
+}
+
+/// Resolves a catalog name or a Hub id (`org/name[@revision]`) without looking for a local folder
+/// of that name: the cache, the Hugging Face cache, the registry, the Hub. What a checkpoint uses to
+/// find its encoder, so that a folder that happens to sit in the current directory is never taken
+/// for it.
+///
+/// # Errors
+/// [`Error::UnknownModel`] when nothing serves `name`; the errors of fetching otherwise.
+pub(crate) fn resolve_by_name(
+    name: &str,
+    catalog: &Catalog,
+    fetcher: &Fetcher,
+) -> Result<ResolvedModel> {
     let entry = catalog.get(name);
     if let Some(m) = entry {
         match fetcher.check_cached(m, false)? {

@@ -92,35 +92,12 @@ fn embed(encoder: &Encoder, texts: &[String], cache: bool) -> Result<Tensor> {
 }
 
 /// Loads the encoder a checkpoint names, with the pooling, normalisation, length and prefix it was
-/// trained with, and checks that its weights are the same.
+/// trained with, and checks that its weights are the same ([`Encoder::from_identity`]).
+///
+/// # Errors
+/// Those of [`Encoder::from_identity`].
 pub fn load_encoder(identity: &ModelIdentity, options: &EncoderOptions) -> Result<Encoder> {
-    let mut o = options.clone();
-    o.pooling = Some(identity.pooling);
-    o.normalize = Some(identity.normalize);
-    o.max_length = Some(identity.max_length);
-    o.prefix = identity.prefix.clone();
-    let name = if identity.path.is_dir()
-        && crate::catalog::Catalog::builtin()?
-            .get(&identity.name)
-            .is_none()
-    {
-        identity.path.display().to_string()
-    } else {
-        identity.name.clone()
-    };
-    let encoder = Encoder::load(&name, &o)?;
-    if encoder.identity().weights_sha256 != identity.weights_sha256 {
-        return Err(Error::UnknownModel {
-            name: identity.name.clone(),
-            hint: format!(
-                "resolved to {} whose weights (sha256 {}) differ from the ones the checkpoint was trained with ({}); fetch the same model version",
-                encoder.identity().path.display(),
-                &encoder.identity().weights_sha256[..12],
-                &identity.weights_sha256[..identity.weights_sha256.len().min(12)]
-            ),
-        });
-    }
-    Ok(encoder)
+    Encoder::from_identity(identity, options)
 }
 
 /// Trains a decoder on `train` with the encoder `model` and returns the checkpoint (not yet saved).

@@ -266,3 +266,56 @@ fn checkpoints_round_trip_and_training_is_deterministic() -> anyhow::Result<()> 
     );
     Ok(())
 }
+
+/// A checkpoint finds its encoder by its recorded identity: a folder in the current directory that
+/// happens to carry the model's name is never taken for it (issue: `./sre-embedding-model` beside a
+/// checkpoint broke `stitch-two-checkpoints`).
+#[test]
+fn checkpoints_find_their_encoder_by_identity_not_by_a_folder_of_that_name() -> anyhow::Result<()> {
+    let (train, test) = data();
+    let small = train.first_per_label(20);
+    let o = FitOptions {
+        anchors: AnchorChoice::Select {
+            count: 40,
+            strategy: AnchorStrategy::Stratified { seed: 0 },
+        },
+        train: TrainOptions {
+            epochs: 3,
+            ..TrainOptions::default()
+        },
+        ..FitOptions::default()
+    };
+    let a = fit("all-MiniLM-L6-v2", &small, &o)?;
+    let dir = tempfile::tempdir()?;
+    let ckpt = dir.path().join("ckpt");
+    a.save(&ckpt)?;
+    // The decoy: a folder named like the model, in the folder the command runs from.
+    let work = dir.path().join("work");
+    let decoy = work.join("all-MiniLM-L6-v2");
+    std::fs::create_dir_all(&decoy)?;
+    std::fs::write(
+        decoy.join("config.json"),
+        r#"{"model_type": "not-a-model"}"#,
+    )?;
+    let texts = work.join("texts.txt");
+    let lines: Vec<String> = test
+        .records
+        .iter()
+        .take(5)
+        .map(|r| r.text.replace(['\n', '\r'], " "))
+        .collect();
+    std::fs::write(&texts, lines.join("\n"))?;
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_relstitch"))
+        .current_dir(&work)
+        .args(["predict", "--checkpoint"])
+        .arg(&ckpt)
+        .args(["--input", "texts.txt"])
+        .output()?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 5);
+    Ok(())
+}

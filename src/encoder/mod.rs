@@ -192,6 +192,61 @@ impl Encoder {
         Self::from_resolved(&ResolvedModel::local(dir), options)
     }
 
+    /// Loads the encoder that `identity` describes (as recorded in a checkpoint or an output's
+    /// metadata), with the pooling, normalisation, length and prefix it records, and checks that
+    /// its weights are the recorded ones.
+    ///
+    /// The model is found by what the identity says, never by a folder that happens to share its
+    /// name in the current directory: a catalog name through the cache or its registry, a Hub id
+    /// (at its recorded revision) through the Hugging Face cache, otherwise the recorded folder.
+    ///
+    /// # Errors
+    /// [`Error::ModelFolder`] when the model found has other weights than the recorded ones;
+    /// [`Error::UnknownModel`] when none can be found; the errors of [`Encoder::load`].
+    pub fn from_identity(identity: &ModelIdentity, options: &EncoderOptions) -> Result<Self> {
+        let mut o = options.clone();
+        o.pooling = Some(identity.pooling);
+        o.normalize = Some(identity.normalize);
+        o.max_length = Some(identity.max_length);
+        o.prefix = identity.prefix.clone();
+        let catalog = crate::catalog::Catalog::builtin()?;
+        let fetcher = crate::fetch::Fetcher::new()?;
+        let resolved = if catalog.get(&identity.name).is_some() {
+            crate::resolve::resolve_by_name(&identity.name, &catalog, &fetcher)?
+        } else if identity.path.is_dir() {
+            ResolvedModel::local(&identity.path)
+        } else if let Some(hub) = &identity.hub_id {
+            let id = match &identity.revision {
+                Some(rev) => format!("{hub}@{rev}"),
+                None => hub.clone(),
+            };
+            crate::resolve::resolve_by_name(&id, &catalog, &fetcher)?
+        } else {
+            return Err(Error::UnknownModel {
+                name: identity.name.clone(),
+                hint: format!(
+                    "the encoder's folder {} is gone and it has no catalog name or Hub id; put the model back there",
+                    identity.path.display()
+                ),
+            });
+        };
+        let encoder = Self::from_resolved(&resolved, &o)?;
+        let (found, wanted) = (&encoder.identity.weights_sha256, &identity.weights_sha256);
+        if found != wanted {
+            let short = |s: &str| s.chars().take(12).collect::<String>();
+            return Err(Error::ModelFolder {
+                path: encoder.identity.path.clone(),
+                reason: format!(
+                    "its weights (sha256 {}) are not the ones `{}` was recorded with ({}); get that model version back (e.g. the same --model or Hub revision)",
+                    short(found),
+                    identity.name,
+                    short(wanted)
+                ),
+            });
+        }
+        Ok(encoder)
+    }
+
     fn from_resolved(resolved: &ResolvedModel, options: &EncoderOptions) -> Result<Self> {
         let dir = &resolved.dir;
         if options.batch_size == 0 {
