@@ -99,7 +99,7 @@ pub enum Error {
         reason: String,
     },
     /// `config.json` names an architecture relstitch does not implement.
-    #[error("{path}: unsupported model_type `{model_type}` (supported: bert, xlm-roberta, distilbert, mpnet)")]
+    #[error("{path}: unsupported model_type `{model_type}` (supported: bert, roberta, xlm-roberta, camembert, distilbert, mpnet)")]
     UnsupportedArchitecture {
         /// The config.json file.
         path: PathBuf,
