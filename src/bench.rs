@@ -3,7 +3,7 @@
 //! Both sides embed the same real texts with the same batch size and thread count; the peer runs as
 //! a child process (`scripts/bench/st_throughput.py`) so that the two never share a thread pool.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
 
@@ -26,14 +26,6 @@ pub struct Throughput {
     pub seconds: f64,
     /// `texts / seconds`.
     pub texts_per_s: f64,
-}
-
-/// The Python peer script shipped in the repository.
-pub fn default_peer_script() -> PathBuf {
-    PathBuf::from(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/scripts/bench/st_throughput.py"
-    ))
 }
 
 /// Times `encoder.embed(texts)`: one warm-up run, then the best of `repeats`.

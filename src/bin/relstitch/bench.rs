@@ -3,7 +3,11 @@
 use std::path::PathBuf;
 
 use clap::Args;
-use relstitch::bench::{default_peer_script, time_relstitch, time_sentence_transformers};
+use relstitch::bench::{time_relstitch, time_sentence_transformers};
+
+/// The sentence-transformers peer, built into the binary so that an installed `relstitch` needs no
+/// source tree.
+const PEER_SCRIPT: &str = include_str!("../../../scripts/bench/st_throughput.py");
 use relstitch::encoder::Encoder;
 
 use crate::common::{ModelArgs, RunArgs};
@@ -33,7 +37,7 @@ pub struct BenchArgs {
     /// Python interpreter for the sentence-transformers peer.
     #[arg(long, env = "RELSTITCH_BENCH_PYTHON", default_value = "python3")]
     pub python: String,
-    /// The peer script.
+    /// Another peer script (default: the built-in copy of scripts/bench/st_throughput.py).
     #[arg(long)]
     pub peer_script: Option<PathBuf>,
     /// Skip the peer (relstitch only).
@@ -63,7 +67,16 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     let peer = if args.no_peer {
         None
     } else {
-        let script = args.peer_script.clone().unwrap_or_else(default_peer_script);
+        // The built-in peer goes to a temporary file unless --peer-script names another.
+        let builtin = tempfile::Builder::new()
+            .prefix("relstitch-peer-")
+            .suffix(".py")
+            .tempfile()?;
+        std::fs::write(builtin.path(), PEER_SCRIPT)?;
+        let script = args
+            .peer_script
+            .clone()
+            .unwrap_or_else(|| builtin.path().to_path_buf());
         Some(time_sentence_transformers(
             &args.python,
             &script,
