@@ -1965,3 +1965,41 @@ fn seeds_are_valid() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+// ------------------------------------------------------------------------------------------------
+// Regressions: the cases the fuzzers found, fixed, and kept.
+// ------------------------------------------------------------------------------------------------
+
+/// Runs a fixed case through the harness (panic, hang and allocation bounds included).
+fn regression(
+    what: &str,
+    names: Vec<String>,
+    case: impl FnOnce() -> Outcome + Send + 'static,
+) -> anyhow::Result<()> {
+    run_case(what, names, case).map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+/// A tokenizer.json with a syntax error inside its `decoder` section made `tokenizers` panic
+/// (`expect("Helper")` in its decoder deserialiser) instead of returning an error.
+#[test]
+fn regression_broken_tokenizer_json_is_refused() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    for (name, _, bytes) in &model_seeds()[0] {
+        let p = dir.path().join(name);
+        std::fs::create_dir_all(p.parent().unwrap_or(dir.path()))?;
+        std::fs::write(p, bytes)?;
+    }
+    let text = tokenizer_json().to_string();
+    let broken = text.replacen("\"prefix\":", "\"prefix\"", 1);
+    assert_ne!(broken, text);
+    std::fs::write(dir.path().join("tokenizer.json"), broken)?;
+    let d = dir.path().to_path_buf();
+    regression(
+        "Encoder::from_dir",
+        vec![display(dir.path())],
+        move || match Encoder::from_dir(&d, &cpu_options()) {
+            Err(e @ relstitch::Error::Tokenizer { .. }) => Outcome::Refused(e),
+            other => Outcome::Invalid(format!("{other:?}")),
+        },
+    )
+}

@@ -134,6 +134,30 @@ pub struct ModelIdentity {
     pub dim: usize,
 }
 
+/// Reads a `tokenizer.json`, checking that it is well-formed JSON first: `tokenizers` (0.22 and
+/// 0.23) panics instead of failing when a syntax error sits inside the `decoder` section.
+fn read_tokenizer(path: &Path) -> Result<Tokenizer> {
+    let bad = |reason: String| Error::Tokenizer {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        bad(format!(
+            "{e}; the folder needs a tokenizer.json (fast tokenizer)"
+        ))
+    })?;
+    serde_json::from_str::<serde::de::IgnoredAny>(&text).map_err(|e| {
+        bad(format!(
+            "not valid JSON ({e}); fix or re-fetch the model folder's tokenizer.json"
+        ))
+    })?;
+    text.parse::<Tokenizer>().map_err(|e| {
+        bad(format!(
+            "{e}; the folder needs a tokenizer.json (fast tokenizer)"
+        ))
+    })
+}
+
 /// A loaded text encoder.
 pub struct Encoder {
     model: Architecture,
@@ -184,10 +208,7 @@ impl Encoder {
             ),
         })?;
         let tok_path = dir.join("tokenizer.json");
-        let mut tokenizer = Tokenizer::from_file(&tok_path).map_err(|e| Error::Tokenizer {
-            path: tok_path.clone(),
-            reason: format!("{e}; the folder needs a tokenizer.json (fast tokenizer)"),
-        })?;
+        let mut tokenizer = read_tokenizer(&tok_path)?;
         let max_length = options
             .max_length
             .or(st.max_seq_length)
