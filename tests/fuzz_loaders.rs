@@ -2003,3 +2003,38 @@ fn regression_broken_tokenizer_json_is_refused() -> anyhow::Result<()> {
         },
     )
 }
+
+/// A config.json with zero attention heads panicked inside candle (a division by zero) instead
+/// of being refused.
+#[test]
+fn regression_zero_attention_heads_are_refused() -> anyhow::Result<()> {
+    for (seed, key) in [
+        (0, "num_attention_heads"),
+        (1, "num_attention_heads"),
+        (2, "n_heads"),
+        (3, "num_attention_heads"),
+    ] {
+        for heads in [0, 3] {
+            let dir = tempfile::tempdir()?;
+            for (name, _, bytes) in &model_seeds()[seed] {
+                let p = dir.path().join(name);
+                std::fs::create_dir_all(p.parent().unwrap_or(dir.path()))?;
+                let mut bytes = bytes.clone();
+                if name == "config.json" {
+                    let mut v: Value = serde_json::from_slice(&bytes)?;
+                    v[key] = json!(heads);
+                    bytes = serde_json::to_vec(&v)?;
+                }
+                std::fs::write(p, bytes)?;
+            }
+            let d = dir.path().to_path_buf();
+            regression("Encoder::from_dir", vec![display(dir.path())], move || {
+                match Encoder::from_dir(&d, &cpu_options()) {
+                    Err(e @ relstitch::Error::ModelFolder { .. }) => Outcome::Refused(e),
+                    other => Outcome::Invalid(format!("{other:?}")),
+                }
+            })?;
+        }
+    }
+    Ok(())
+}
