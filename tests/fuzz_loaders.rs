@@ -2038,3 +2038,26 @@ fn regression_zero_attention_heads_are_refused() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// A zText block whose index entry says it inflates to `u32::MAX` bytes was allocated in full
+/// (4 GiB) before the inflated size was compared.
+#[test]
+fn regression_ztext_block_size_is_not_trusted() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    for (name, _, bytes) in ztext() {
+        let mut bytes = bytes.clone();
+        if name == "ot.bzs" {
+            bytes[8..12].copy_from_slice(&u32::MAX.to_le_bytes());
+        }
+        std::fs::write(dir.path().join(name), bytes)?;
+    }
+    let d = dir.path().to_path_buf();
+    regression(
+        "read_ztext",
+        vec![display(dir.path())],
+        move || match data::bible::read_ztext(&d) {
+            Err(e) if e.to_string().contains("ot.bzz") => Outcome::Refused(e),
+            other => Outcome::Invalid(format!("{other:?}")),
+        },
+    )
+}
