@@ -1527,7 +1527,7 @@ fn check_translator(t: LatentTranslator) -> Result<(), String> {
 }
 
 proptest! {
-    #![proptest_config(config(400))]
+    #![proptest_config(config(2000))]
 
     /// `SafetensorsFile::read` + `matrix` and `LatentTranslator::load` on mutated safetensors.
     #[test]
@@ -1549,7 +1549,7 @@ proptest! {
 }
 
 proptest! {
-    #![proptest_config(config(250))]
+    #![proptest_config(config(1500))]
 
     /// `Checkpoint::load` on a checkpoint folder with one or two files mutated or removed.
     #[test]
@@ -1582,7 +1582,7 @@ proptest! {
 }
 
 proptest! {
-    #![proptest_config(config(600))]
+    #![proptest_config(config(3000))]
 
     /// `AnchorSet::load_jsonl` on mutated anchor files.
     #[test]
@@ -1660,7 +1660,7 @@ fn check_dataset(d: &relstitch::data::Dataset) -> Result<(), String> {
 }
 
 proptest! {
-    #![proptest_config(config(600))]
+    #![proptest_config(config(3000))]
 
     /// `data::read_table` (JSONL, CSV, TSV; free or fixed labels) and `io::read_texts` (TXT,
     /// JSONL) on mutated tables.
@@ -1763,7 +1763,7 @@ fn ztext() -> &'static Folder {
 }
 
 proptest! {
-    #![proptest_config(config(300))]
+    #![proptest_config(config(1500))]
 
     /// `bible::read_ztext` on a zText module with one or two of its six files mutated, and
     /// `bible::osis_to_text` on mutated OSIS.
@@ -1861,7 +1861,7 @@ proptest! {
 }
 
 proptest! {
-    #![proptest_config(config(120))]
+    #![proptest_config(config(600))]
 
     /// `Encoder::from_dir` on a tiny model folder (BERT, XLM-R, DistilBERT, MPNet) with one or
     /// two of config.json, tokenizer.json, modules.json, 1_Pooling/config.json,
@@ -2089,4 +2089,19 @@ fn regression_e5s1_counts_are_not_trusted() -> anyhow::Result<()> {
         })?;
     }
     Ok(())
+}
+
+/// Fortune files without a single usable entry gave "invalid dataset `fortunes`: has no labels",
+/// naming neither the folder nor what is wrong with it.
+#[test]
+fn regression_empty_fortune_files_name_the_folder() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    std::fs::write(dir.path().join("food"), "")?;
+    std::fs::write(dir.path().join("law"), "%\nshort\n%\n")?;
+    let d = dir.path().to_path_buf();
+    regression("fortunes::from_dir", vec![display(dir.path())], move || {
+        judge(data::fortunes::from_dir(&d, &["food", "law"]), |_| {
+            Err("empty fortune files were accepted".into())
+        })
+    })
 }
