@@ -12,21 +12,24 @@
 //!   worker thread; a case that asks for more than 256 MiB (from inputs of a few KiB) fails, so
 //!   a size taken from a header is caught before it can abort the process.
 //!
-//! Short run (what `cargo test --release` runs; about a minute on 2 cores):
+//! Short run (what `cargo test --release` runs; about 30 s on 2 busy cores):
 //!
 //! ```text
 //! cargo test --release --test fuzz_loaders
 //! ```
 //!
 //! Long run (`RELSTITCH_FUZZ_CASES` cases per loader, here 20,000; `RELSTITCH_FUZZ_SEED` picks
-//! another sequence of cases, the default is fixed so that CI is reproducible):
+//! another sequence of cases, the default is fixed so that CI is reproducible;
+//! `RELSTITCH_FUZZ_TIMEOUT_SECS` changes the time bound; `RELSTITCH_FUZZ_VERBOSE=1` prints every
+//! error message; `--nocapture` shows the cases run, valid results and typed errors per loader):
 //!
 //! ```text
 //! RELSTITCH_FUZZ_CASES=20000 RELSTITCH_FUZZ_SEED=$RANDOM nice -n 10 \
-//!     cargo test --release --test fuzz_loaders 2>&1 | tee fuzz.log; grep -c panicked fuzz.log
+//!     cargo test --release --test fuzz_loaders -- --nocapture 2>&1 | tee fuzz.log
+//! grep -c panicked fuzz.log; grep '^fuzz:' fuzz.log
 //! ```
 //!
-//! The last command must print 0. A failing case is shrunk by proptest and stored under
+//! `grep -c panicked` must print 0. A failing case is shrunk by proptest and stored under
 //! `tests/fuzz_loaders.proptest-regressions`, which is replayed first on every later run.
 
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -1698,6 +1701,25 @@ proptest! {
         })?;
     }
 
+    /// `Split::read_dir` on a folder written by `Split::write_dir` (dataset.json, train.jsonl,
+    /// test.jsonl) with one or two files mutated or removed.
+    #[test]
+    fn dataset_split_folders(m in folder_mut(vec![Kind::Json, Kind::Lines, Kind::Lines])) {
+        let dir = tmpdir()?;
+        write_folder(dir.path(), split_seed(), &m.edits)?;
+        let d = dir.path().to_path_buf();
+        run_case("Split::read_dir", vec![display(dir.path())], move || {
+            judge(data::Split::read_dir(&d), |s| {
+                check_dataset(&s.train)?;
+                check_dataset(&s.test)?;
+                if s.train.labels != s.test.labels {
+                    return Err("train and test label lists differ".into());
+                }
+                Ok(())
+            })
+        })?;
+    }
+
     /// The fortunes parser and `fortunes::from_dir` on mutated category files.
     #[test]
     fn fortunes(m in folder_mut(vec![Kind::Binary, Kind::Lines])) {
@@ -1755,6 +1777,39 @@ proptest! {
             judge(data::spam::from_tgz(&q), |d| check_dataset(&d))
         })?;
     }
+}
+
+/// dataset.json, train.jsonl and test.jsonl of a split of a small dataset.
+fn split_seed() -> &'static Folder {
+    static SEED: OnceLock<Folder> = OnceLock::new();
+    SEED.get_or_init(|| {
+        let build = || -> anyhow::Result<Folder> {
+            let records = (0..30)
+                .map(|i| data::Record {
+                    id: format!("r{i}"),
+                    text: format!(
+                        "text number {i}, about {}",
+                        ["cats", "bonds", "rain"][i % 3]
+                    ),
+                    label: i % 3,
+                })
+                .collect();
+            let labels = vec!["pets".into(), "money".into(), "weather".into()];
+            let d = data::Dataset::try_new("toy", "memory", labels, records)?;
+            let dir = tempfile::tempdir()?;
+            d.split(&data::SplitOptions::default())?
+                .write_dir(dir.path())?;
+            read_folder(
+                dir.path(),
+                &[
+                    (data::MANIFEST_FILE, Kind::Json),
+                    ("train.jsonl", Kind::Lines),
+                    ("test.jsonl", Kind::Lines),
+                ],
+            )
+        };
+        build().unwrap_or_else(|e| panic!("building the split seed: {e:#}"))
+    })
 }
 
 fn ztext() -> &'static Folder {
