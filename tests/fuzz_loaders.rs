@@ -506,6 +506,10 @@ fn weird_value() -> BoxedStrategy<Value> {
         select(vec![0.5f64, -0.0, 1e308, -1e308, 1e-320, 2.5e9, 3.7, -2.5]).prop_map(Value::from),
         select(strings).prop_map(Value::from),
         (1usize..3000).prop_map(|n| Value::from("ab".repeat(n))),
+        // Multi-byte characters at every offset: a byte index into them must be a char boundary.
+        (0usize..4, 1usize..40).prop_map(|(lead, n)| {
+            Value::from(format!("{}{}", "a".repeat(lead), "é日😀".repeat(n)))
+        }),
         (1usize..400).prop_map(|d| {
             let mut v = Value::Array(vec![]);
             for _ in 0..d {
@@ -541,7 +545,7 @@ fn json_key() -> impl Strategy<Value = String> {
 }
 
 fn path() -> impl Strategy<Value = Vec<Index>> {
-    prop::collection::vec(any::<Index>(), 0..5)
+    prop::collection::vec(any::<Index>(), 1..2)
 }
 
 fn json_mut() -> impl Strategy<Value = JsonMut> {
@@ -557,33 +561,32 @@ fn json_muts() -> impl Strategy<Value = Vec<JsonMut>> {
     prop::collection::vec(json_mut(), 1..4)
 }
 
-/// Walks `path` from `v` and calls `f` with the parent of the last node reached (or `None` at the
-/// root) and the step into it.
+/// The node `path` picks: its first index chooses among every node of the document (pre-order,
+/// the root included), so that each field is as likely as any other; an empty path is the root.
+/// Returns the root and the child positions leading to the node.
 fn walk<'a>(v: &'a mut Value, path: &[Index]) -> (&'a mut Value, Vec<usize>) {
-    // Resolve the indices first (immutable), then descend mutably.
-    let mut steps = Vec::new();
-    {
-        let mut cur: &Value = v;
-        for ix in path {
-            let next = match cur {
-                Value::Array(a) if !a.is_empty() => {
-                    let i = ix.index(a.len());
-                    steps.push(i);
-                    &a[i]
-                }
-                Value::Object(o) if !o.is_empty() => {
-                    let i = ix.index(o.len());
-                    steps.push(i);
-                    match o.values().nth(i) {
-                        Some(n) => n,
-                        None => break,
-                    }
-                }
-                _ => break,
-            };
-            cur = next;
+    fn collect(v: &Value, here: &mut Vec<usize>, out: &mut Vec<Vec<usize>>) {
+        out.push(here.clone());
+        let children: Vec<&Value> = match v {
+            Value::Array(a) => a.iter().collect(),
+            Value::Object(o) => o.values().collect(),
+            _ => Vec::new(),
+        };
+        for (i, c) in children.into_iter().enumerate() {
+            here.push(i);
+            collect(c, here, out);
+            here.pop();
         }
     }
+    let steps = match path.first() {
+        None => Vec::new(),
+        Some(ix) => {
+            let mut all = Vec::new();
+            collect(v, &mut Vec::new(), &mut all);
+            let i = ix.index(all.len());
+            all.swap_remove(i)
+        }
+    };
     (v, steps)
 }
 
@@ -2157,6 +2160,29 @@ fn regression_empty_fortune_files_name_the_folder() -> anyhow::Result<()> {
     regression("fortunes::from_dir", vec![display(dir.path())], move || {
         judge(data::fortunes::from_dir(&d, &["food", "law"]), |_| {
             Err("empty fortune files were accepted".into())
+        })
+    })
+}
+
+/// A checkpoint whose config.json records a non-ASCII anchor hash panicked while reporting the
+/// mismatch: the hash was cut to 12 bytes, inside a character.
+#[test]
+fn regression_non_ascii_anchor_hash_is_reported() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let ckpt = dir.path().join("ckpt");
+    for (name, _, bytes) in &checkpoint_seeds()[0] {
+        let mut bytes = bytes.clone();
+        if name == "config.json" {
+            let mut v: Value = serde_json::from_slice(&bytes)?;
+            v["anchors"]["sha256"] = json!("é日😀é日😀");
+            bytes = serde_json::to_vec(&v)?;
+        }
+        std::fs::create_dir_all(&ckpt)?;
+        std::fs::write(ckpt.join(name), bytes)?;
+    }
+    regression("Checkpoint::load", vec![display(&ckpt)], move || {
+        judge(Checkpoint::load(&ckpt), |_| {
+            Err("a wrong anchor hash was accepted".into())
         })
     })
 }
