@@ -2186,3 +2186,64 @@ fn regression_non_ascii_anchor_hash_is_reported() -> anyhow::Result<()> {
         })
     })
 }
+
+/// A tokenizer.json whose `decoder` nests past serde_json's recursion limit made `tokenizers`
+/// panic (the same `expect("Helper")`); found by the long fuzz run.
+#[test]
+fn regression_deeply_nested_tokenizer_json_is_refused() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    for (name, _, bytes) in &model_seeds()[0] {
+        let p = dir.path().join(name);
+        std::fs::create_dir_all(p.parent().unwrap_or(dir.path()))?;
+        std::fs::write(p, bytes)?;
+    }
+    let mut tok = tokenizer_json();
+    tok["decoder"] = json!(["x"]);
+    let deep = format!("{}\"x\"{}", "[".repeat(200), "]".repeat(200));
+    let text = tok.to_string().replacen("[\"x\"]", &deep, 1);
+    std::fs::write(dir.path().join("tokenizer.json"), text)?;
+    let d = dir.path().to_path_buf();
+    regression(
+        "Encoder::from_dir",
+        vec![display(dir.path())],
+        move || match Encoder::from_dir(&d, &cpu_options()) {
+            Err(e @ relstitch::Error::Tokenizer { .. }) => Outcome::Refused(e),
+            other => Outcome::Invalid(format!("{other:?}")),
+        },
+    )
+}
+
+/// A tokenizer.json whose TemplateProcessing names a special token missing from its
+/// `special_tokens` (or uses sequence B in the single template) loaded, then panicked inside
+/// `tokenizers` at the first text ("no entry found for key"); found by the model-folder fuzzer.
+#[test]
+fn regression_inconsistent_template_is_refused() -> anyhow::Result<()> {
+    let breakages: [fn(&mut Value); 3] = [
+        |t| {
+            t["post_processor"]["special_tokens"]
+                .as_object_mut()
+                .map(|m| m.remove("[SEP]"));
+        },
+        |t| t["post_processor"]["single"][1] = json!({"Sequence": {"id": "B", "type_id": 0}}),
+        |t| t["post_processor"]["special_tokens"]["[CLS]"]["tokens"] = json!([]),
+    ];
+    for breakage in breakages {
+        let dir = tempfile::tempdir()?;
+        for (name, _, bytes) in &model_seeds()[0] {
+            let p = dir.path().join(name);
+            std::fs::create_dir_all(p.parent().unwrap_or(dir.path()))?;
+            std::fs::write(p, bytes)?;
+        }
+        let mut tok = tokenizer_json();
+        breakage(&mut tok);
+        std::fs::write(dir.path().join("tokenizer.json"), tok.to_string())?;
+        let d = dir.path().to_path_buf();
+        regression("Encoder::from_dir", vec![display(dir.path())], move || {
+            judge(Encoder::from_dir(&d, &cpu_options()), |enc| {
+                check_encoder(enc)?;
+                Err("an inconsistent template was accepted".into())
+            })
+        })?;
+    }
+    Ok(())
+}
