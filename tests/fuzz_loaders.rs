@@ -1981,6 +1981,64 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(config(300))]
+
+    /// The embedding cache (`EmbeddingCache::embed`, which reads every shard of its folder with
+    /// `SafetensorsFile::read`) with one or two of its shards mutated or removed: the texts must
+    /// come back as one finite row of the encoder's width each, or as a typed error.
+    #[test]
+    fn embedding_cache_shards(m in folder_mut(vec![Kind::Safetensors, Kind::Safetensors])) {
+        let home = tmpdir()?;
+        let model = home.path().join("model");
+        for (name, _, bytes) in &model_seeds()[0] {
+            write(&model.join(name), bytes)?;
+        }
+        let h = home.path().to_path_buf();
+        let prepare = move || -> relstitch::Result<PathBuf> {
+            let enc = Encoder::from_dir(&model, &cpu_options())?;
+            let cache = relstitch::cache::EmbeddingCache::new(&h, enc.identity());
+            cache.embed(&enc, &["the cat sat", "a dog ran"])?;
+            cache.embed(&enc, &["far away", "the mat"])?;
+            Ok(cache.dir().to_path_buf())
+        };
+        let dir = prepare().map_err(|e| TestCaseError::fail(format!("seed cache: {e}")))?;
+        let mut shards: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .map_err(|e| TestCaseError::fail(e.to_string()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .collect();
+        shards.sort();
+        let files: Folder = shards
+            .iter()
+            .filter_map(|p| {
+                let name = p.file_name()?.to_string_lossy().into_owned();
+                Some((name, Kind::Safetensors, std::fs::read(p).ok()?))
+            })
+            .collect();
+        prop_assert_eq!(files.len(), 2);
+        for p in &shards {
+            let _ = std::fs::remove_file(p);
+        }
+        write_folder(&dir, &files, &m.edits)?;
+        let model = home.path().join("model");
+        let h = home.path().to_path_buf();
+        run_case("EmbeddingCache::embed", vec![], move || {
+            let enc = match Encoder::from_dir(&model, &cpu_options()) {
+                Ok(e) => e,
+                Err(e) => return Outcome::Invalid(format!("the seed model: {e}")),
+            };
+            let cache = relstitch::cache::EmbeddingCache::new(&h, enc.identity());
+            let texts = ["the mat", "the cat sat", "something new", "a dog ran"];
+            judge(cache.embed(&enc, &texts), |e| {
+                if e.dims() != [texts.len(), enc.dim()] {
+                    return Err(format!("cached embeddings of shape {:?}", e.dims()));
+                }
+                relstitch::io::check_finite(&e, "cached embeddings").map_err(|e| e.to_string())
+            })
+        })?;
+    }
+}
+
 /// The seeds themselves are valid inputs (so the properties start from accepted files).
 #[test]
 fn seeds_are_valid() -> anyhow::Result<()> {
