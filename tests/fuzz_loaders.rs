@@ -2305,3 +2305,18 @@ fn regression_inconsistent_template_is_refused() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// A message body of many `--boundary` / `Content-Type:` line pairs that never close made
+/// `clean_email` look for each candidate's repeats and closing line by scanning every line:
+/// quadratic, minutes for a 4 MB message.
+#[test]
+fn regression_boundary_sniffing_is_linear() -> anyhow::Result<()> {
+    let mut msg = String::from("Subject: x\n\n");
+    for i in 0..100_000 {
+        msg.push_str(&format!("--boundary{i}\nContent-Type: text/plain\n"));
+    }
+    regression("spam::clean_email", vec![], move || {
+        let _ = data::spam::clean_email(msg.as_bytes());
+        Outcome::Valid
+    })
+}
