@@ -317,7 +317,7 @@ impl Checkpoint {
                 anchors.len(),
                 config.anchors.count,
                 &anchors.hash()[..12],
-                &config.anchors.sha256[..config.anchors.sha256.len().min(12)]
+                config.anchors.sha256.chars().take(12).collect::<String>()
             )));
         }
         let expected_width = match config.space {

@@ -719,8 +719,11 @@ fn inflate_block(
             ),
         )
     })?;
-    let mut inflated = Vec::with_capacity(full);
+    // `full` comes from the file: never trust it for an allocation, and never inflate more than
+    // it promises (plus one byte, to notice a block that inflates to more).
+    let mut inflated = Vec::with_capacity(full.min(raw.len().saturating_mul(8)));
     flate2::read::ZlibDecoder::new(raw)
+        .take(full as u64 + 1)
         .read_to_end(&mut inflated)
         .map_err(|e| {
             bad(
@@ -729,12 +732,14 @@ fn inflate_block(
             )
         })?;
     if inflated.len() != full {
+        let got = if inflated.len() > full {
+            "more".to_string()
+        } else {
+            inflated.len().to_string()
+        };
         return Err(bad(
             bzz_path,
-            format!(
-                "block {block} inflates to {} bytes, the index says {full}",
-                inflated.len()
-            ),
+            format!("block {block} inflates to {got} bytes, the index says {full}"),
         ));
     }
     Ok(inflated)

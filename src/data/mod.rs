@@ -741,6 +741,17 @@ pub(crate) fn dedup_build(
             });
         }
     }
+    if records.is_empty() {
+        // Name the input: `Dataset::try_new` would only say "has no labels".
+        return Err(Error::Input {
+            path: PathBuf::from(&source),
+            line: None,
+            reason: format!(
+                "holds no usable `{name}` texts (every entry is empty, too short, or found under \
+                 two labels); the download is damaged or its layout changed: fetch it again"
+            ),
+        });
+    }
     Dataset::try_new(name, source, labels, records)
 }
 

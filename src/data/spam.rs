@@ -248,6 +248,12 @@ fn part_text(msg: &str, depth: usize) -> String {
 /// MIME fragment in a discussion is not enough).
 fn sniff_boundary(body: &str) -> Option<String> {
     let lines: Vec<&str> = body.lines().map(str::trim_end).collect();
+    // How often each `--` line occurs, counted once (a scan per candidate was quadratic: a body
+    // of many candidate lines took minutes).
+    let mut counts: HashMap<&str, usize> = HashMap::new();
+    for l in lines.iter().filter(|l| l.starts_with("--")) {
+        *counts.entry(l).or_default() += 1;
+    }
     lines.windows(2).find_map(|w| {
         let b = w[0].strip_prefix("--").filter(|b| b.len() >= 4)?;
         if !w[1].to_ascii_lowercase().starts_with("content-type:") {
@@ -255,8 +261,8 @@ fn sniff_boundary(body: &str) -> Option<String> {
         }
         let delimiter = w[0];
         let closing = format!("{delimiter}--");
-        let again = lines.iter().filter(|l| **l == delimiter).count() >= 2;
-        let closed = lines.iter().any(|l| **l == closing);
+        let again = counts.get(delimiter).is_some_and(|&n| n >= 2);
+        let closed = counts.contains_key(closing.as_str());
         (again && closed).then(|| b.to_string())
     })
 }

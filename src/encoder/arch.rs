@@ -27,6 +27,9 @@ struct ModelType {
     model_type: Option<String>,
     #[serde(default)]
     max_position_embeddings: Option<usize>,
+    /// DistilBERT's head count (private in candle's config), checked before loading.
+    #[serde(default)]
+    n_heads: Option<serde_json::Value>,
 }
 
 /// The parsed config.json of a supported architecture.
@@ -58,7 +61,7 @@ impl ArchConfig {
         };
         let head: ModelType = serde_json::from_str(&text).map_err(json_err)?;
         let model_type = head.model_type.unwrap_or_default();
-        Ok(match model_type.as_str() {
+        let config = match model_type.as_str() {
             "bert" => Self::Bert(serde_json::from_str(&text).map_err(json_err)?),
             "xlm-roberta" | "roberta" | "camembert" => {
                 Self::XlmRoberta(serde_json::from_str(&text).map_err(json_err)?)
@@ -78,7 +81,27 @@ impl ArchConfig {
                     },
                 })
             }
-        })
+        };
+        // candle divides the width by the head count while loading: check both here.
+        let (width, heads) = match &config {
+            Self::Bert(c) => (c.hidden_size, Some(c.num_attention_heads as u64)),
+            Self::XlmRoberta(c) => (c.hidden_size, Some(c.num_attention_heads as u64)),
+            Self::DistilBert { config, .. } => {
+                (config.dim, head.n_heads.as_ref().and_then(|v| v.as_u64()))
+            }
+            Self::MPNet(c) => (c.hidden_size, Some(c.num_attention_heads as u64)),
+        };
+        match heads {
+            Some(h) if h > 0 && (width as u64).is_multiple_of(h) => Ok(config),
+            _ => Err(Error::ModelFolder {
+                path: path.to_path_buf(),
+                reason: format!(
+                    "the attention head count ({}) must be at least 1 and divide the hidden size \
+                     ({width}); the config.json is corrupt",
+                    heads.map_or("missing".to_string(), |h| h.to_string())
+                ),
+            }),
+        }
     }
 
     /// The `model_type` name.

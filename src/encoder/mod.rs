@@ -159,6 +159,138 @@ fn verified_weights_sha256(resolved: &ResolvedModel) -> Result<String> {
     verdicts.check(&file, expected, false)
 }
 
+/// Nesting deeper than this is refused before `tokenizers` sees the file (real tokenizer.json
+/// files nest fewer than 10 levels).
+const MAX_TOKENIZER_DEPTH: usize = 64;
+
+/// Reads a `tokenizer.json`, checking that it is well-formed JSON and not absurdly nested first:
+/// `tokenizers` (0.22 and 0.23) panics instead of failing when a syntax error, or nesting past
+/// serde_json's recursion limit, sits inside the `decoder` section.
+fn read_tokenizer(path: &Path) -> Result<Tokenizer> {
+    let bad = |reason: String| Error::Tokenizer {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        bad(format!(
+            "{e}; the folder needs a tokenizer.json (fast tokenizer)"
+        ))
+    })?;
+    serde_json::from_str::<serde::de::IgnoredAny>(&text).map_err(|e| {
+        bad(format!(
+            "not valid JSON ({e}); fix or re-fetch the model folder's tokenizer.json"
+        ))
+    })?;
+    let depth = json_depth(&text);
+    if depth > MAX_TOKENIZER_DEPTH {
+        return Err(bad(format!(
+            "nested {depth} levels deep (at most {MAX_TOKENIZER_DEPTH} are read); the file is \
+             corrupt: fix or re-fetch the model folder's tokenizer.json"
+        )));
+    }
+    let tokenizer = text.parse::<Tokenizer>().map_err(|e| {
+        bad(format!(
+            "{e}; the folder needs a tokenizer.json (fast tokenizer)"
+        ))
+    })?;
+    // `tokenizers` checks a TemplateProcessing only when it is built, not when it is read: a
+    // template naming a special token it does not define panics at the first text.
+    if let Some(post) = tokenizer.get_post_processor() {
+        let value = serde_json::to_value(post)
+            .map_err(|e| bad(format!("cannot inspect the post-processor ({e})")))?;
+        check_post_processor(&value).map_err(|reason| {
+            bad(format!(
+                "post_processor: {reason}; fix or re-fetch the model folder's tokenizer.json"
+            ))
+        })?;
+    }
+    Ok(tokenizer)
+}
+
+/// The checks `tokenizers` runs when it builds a `TemplateProcessing` (and the ones it relies on
+/// when encoding), on a post-processor as serialised (a `Sequence` is checked part by part).
+fn check_post_processor(v: &serde_json::Value) -> std::result::Result<(), String> {
+    use serde_json::Value;
+    match v.get("type").and_then(Value::as_str) {
+        Some("Sequence") => v
+            .get("processors")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .try_for_each(check_post_processor),
+        Some("TemplateProcessing") => {
+            let specials = v.get("special_tokens").and_then(Value::as_object);
+            for (name, t) in specials.into_iter().flatten() {
+                let len = |k: &str| t.get(k).and_then(Value::as_array).map(Vec::len);
+                if len("ids") != len("tokens") {
+                    return Err(format!(
+                        "special token `{name}` has {:?} ids but {:?} tokens",
+                        len("ids"),
+                        len("tokens")
+                    ));
+                }
+            }
+            for (template, needs_b) in [("single", false), ("pair", true)] {
+                let mut has = [false, false];
+                for piece in v
+                    .get(template)
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                {
+                    if let Some(id) = piece.pointer("/SpecialToken/id").and_then(Value::as_str) {
+                        if !specials.is_some_and(|m| m.contains_key(id)) {
+                            return Err(format!(
+                                "the `{template}` template uses special token `{id}`, which \
+                                 `special_tokens` does not define"
+                            ));
+                        }
+                    }
+                    match piece.pointer("/Sequence/id").and_then(Value::as_str) {
+                        Some("A") => has[0] = true,
+                        Some("B") => has[1] = true,
+                        _ => {}
+                    }
+                }
+                if has[1] != needs_b || (needs_b && !has[0]) {
+                    return Err(format!(
+                        "the `{template}` template must use sequence A{}",
+                        if needs_b { " and B" } else { " only" }
+                    ));
+                }
+            }
+            Ok(())
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The deepest nesting of arrays and objects in a (well-formed) JSON text.
+fn json_depth(text: &str) -> usize {
+    let (mut depth, mut max, mut in_string, mut escaped) = (0usize, 0usize, false, false);
+    for b in text.bytes() {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                max = max.max(depth);
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    max
+}
+
 /// A loaded text encoder.
 pub struct Encoder {
     model: Architecture,
@@ -266,10 +398,7 @@ impl Encoder {
             ),
         })?;
         let tok_path = dir.join("tokenizer.json");
-        let mut tokenizer = Tokenizer::from_file(&tok_path).map_err(|e| Error::Tokenizer {
-            path: tok_path.clone(),
-            reason: format!("{e}; the folder needs a tokenizer.json (fast tokenizer)"),
-        })?;
+        let mut tokenizer = read_tokenizer(&tok_path)?;
         let max_length = options
             .max_length
             .or(st.max_seq_length)

@@ -412,7 +412,8 @@ fn parse_e5s1(bytes: &[u8]) -> std::result::Result<E5File<'_>, String> {
         buf: norm_bytes,
         pos: 0,
     };
-    let mut norm = Vec::with_capacity(n_norm);
+    // Each entry takes at least 5 bytes: never reserve more than the map can hold.
+    let mut norm = Vec::with_capacity(n_norm.min(norm_bytes.len() / 5));
     let as_char = |cp: u32| {
         char::from_u32(cp)
             .ok_or_else(|| format!("normalisation map holds invalid codepoint {cp:#x}"))
@@ -436,7 +437,8 @@ fn parse_e5s1(bytes: &[u8]) -> std::result::Result<E5File<'_>, String> {
 
     // Tensor directory.
     let n_tensors = c.count("tensor count", 0, BIG)?;
-    let mut tensors = HashMap::with_capacity(n_tensors);
+    // Each directory entry takes at least 23 bytes: never reserve more than the file can hold.
+    let mut tensors = HashMap::with_capacity(n_tensors.min(bytes.len().saturating_sub(c.pos) / 23));
     for i in 0..n_tensors {
         let name_len = c.u16("a tensor name length")? as usize;
         let name = String::from_utf8_lossy(c.take(name_len, "a tensor name")?).into_owned();

@@ -603,7 +603,7 @@ impl Initializer<'_> {
         };
         let values: Vec<f32> = match (self.data_type, self.raw_data) {
             (ONNX_FLOAT, Some(raw)) => {
-                if raw.len() != n * 4 {
+                if n.checked_mul(4) != Some(raw.len()) {
                     return Err(wrong(raw.len() / 4));
                 }
                 raw.chunks_exact(4)
@@ -612,7 +612,7 @@ impl Initializer<'_> {
             }
             (ONNX_FLOAT, None) => self.float_data.clone(),
             (ONNX_FLOAT16, Some(raw)) | (ONNX_BFLOAT16, Some(raw)) => {
-                if raw.len() != n * 2 {
+                if n.checked_mul(2) != Some(raw.len()) {
                     return Err(wrong(raw.len() / 2));
                 }
                 raw.chunks_exact(2)
@@ -627,7 +627,7 @@ impl Initializer<'_> {
                     .collect()
             }
             (ONNX_DOUBLE, Some(raw)) => {
-                if raw.len() != n * 8 {
+                if n.checked_mul(8) != Some(raw.len()) {
                     return Err(wrong(raw.len() / 8));
                 }
                 raw.chunks_exact(8)
@@ -1195,6 +1195,21 @@ mod tests {
         let (tensors, _) = convert_graph(&parse_model(&bytes).unwrap()).unwrap();
         let err = check_bert_tensors(&tensors).unwrap_err();
         assert!(err.contains("embeddings.word_embeddings.weight"), "{err}");
+    }
+
+    #[test]
+    fn huge_dims_are_errors_not_overflows() {
+        // 2^62 elements: the byte count overflowed (a panic in debug builds) before it was checked.
+        for data_type in [ONNX_FLOAT, ONNX_FLOAT16, ONNX_DOUBLE] {
+            let t = Initializer {
+                name: "w".into(),
+                dims: vec![1 << 62],
+                data_type,
+                raw_data: Some(&[]),
+                ..Initializer::default()
+            };
+            assert!(t.to_f32().unwrap_err().contains("holds 0 values"));
+        }
     }
 
     #[test]
