@@ -827,6 +827,11 @@ mod tests {
         std::fs::write(dead_dir.join("config.json"), "{}")?;
         age(&dead_dir.join(".lock"))?;
         std::fs::File::open(&dead_dir)?.set_modified(old)?;
+        // Half removed by a crash during cleanup: its lock file went first.
+        let half = root.path().join(".relstitch-tmp-half");
+        std::fs::create_dir_all(half.join("new"))?;
+        std::fs::write(half.join("new").join("config.json"), "{}")?;
+        std::fs::File::open(&half)?.set_modified(old)?;
         // Still being written by someone: locked.
         let live = root.path().join(".relstitch-tmp-live");
         std::fs::write(&live, "writing")?;
@@ -838,7 +843,7 @@ mod tests {
         std::fs::write(&foreign, "someone else's")?;
         age(&foreign)?;
         ckpt.save(&root.path().join("ckpt"))?;
-        assert!(!dead_file.exists() && !dead_dir.exists());
+        assert!(!dead_file.exists() && !dead_dir.exists() && !half.exists());
         assert!(live.exists() && foreign.exists());
         drop(held);
         Ok(())

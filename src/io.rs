@@ -215,8 +215,9 @@ fn is_stale(path: &Path, meta: &std::fs::Metadata) -> bool {
     };
     match std::fs::File::open(&lock_path) {
         Ok(f) => f.try_lock().is_ok(),
-        // A folder without its lock file was never fully created: stale once old enough.
-        Err(_) => meta.is_dir() && age >= TEMP_GRACE * 10,
+        // A folder without its lock file is one whose creation or removal a crash cut short (the
+        // lock file is made right after the folder, and a removal may take it first): stale.
+        Err(_) => meta.is_dir(),
     }
 }
 
