@@ -224,6 +224,15 @@ impl Checkpoint {
         Ok(())
     }
 
+    /// Checks, before any work, that [`Checkpoint::save`] may write a checkpoint to `dir` (the
+    /// folder rules only; a save checks them again, and its inputs, when it runs).
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] naming why `dir` may not be replaced.
+    pub fn check_destination(dir: &Path) -> Result<()> {
+        check_replaceable(dir)
+    }
+
     /// Writes config.json, model.safetensors, the anchors and the translation into `dir`.
     fn write_files(&self, dir: &Path) -> Result<()> {
         check_file_name(&self.config.anchors.file, dir)?;

@@ -793,3 +793,32 @@ fn outputs_that_are_inputs_are_refused() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// `fit --out` into a folder that is not a relstitch checkpoint is refused before any model is
+/// looked up or any text embedded, and the folder is left as it was.
+#[test]
+fn fit_refuses_a_foreign_out_folder_before_any_work() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let hf = dir.path().join("hf-model");
+    std::fs::create_dir(&hf)?;
+    std::fs::write(hf.join("config.json"), r#"{"model_type": "bert"}"#)?;
+    std::fs::write(hf.join("tokenizer.json"), "{}")?;
+    let train = dir.path().join("train.jsonl");
+    std::fs::write(&train, "{\"text\": \"a\", \"label\": \"x\"}\n")?;
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_relstitch"))
+        .args(["fit", "--model", "no-such-model-anywhere", "--train"])
+        .arg(&train)
+        .arg("--out")
+        .arg(&hf)
+        .env("RELSTITCH_HOME", dir.path().join("home"))
+        .output()?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("not a relstitch checkpoint"), "{err}");
+    assert!(
+        !err.contains("no-such-model"),
+        "the model was looked up first: {err}"
+    );
+    assert_eq!(std::fs::read_to_string(hf.join("tokenizer.json"))?, "{}");
+    Ok(())
+}

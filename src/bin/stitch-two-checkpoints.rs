@@ -85,6 +85,11 @@ fn main() -> anyhow::Result<()> {
         },
         cache: true,
     };
+    if let Some(out) = &cli.out {
+        // Refused before any embedding: an input, or a folder that may not be replaced.
+        relstitch::io::refuse_overwriting_inputs(out, &[&cli.encoder_from, &cli.decoder_from])?;
+        Checkpoint::check_destination(out)?;
+    }
     let a = Checkpoint::load(&cli.encoder_from)?;
     let b = Checkpoint::load(&cli.decoder_from)?;
     if cli.translation.is_some() && !matches!(b.config.space, Space::Absolute) {

@@ -114,6 +114,8 @@ pub enum HeadArg {
 const DEFAULT_HIDDEN: usize = 256;
 
 pub fn run(args: FitArgs) -> anyhow::Result<()> {
+    // Refuse a folder that may not be replaced before minutes of embedding and training.
+    relstitch::checkpoint::Checkpoint::check_destination(&args.out)?;
     if matches!(args.head, HeadArg::Linear) && args.hidden.is_some() {
         anyhow::bail!("--hidden only applies to --head mlp (the linear head has no hidden layer)");
     }
