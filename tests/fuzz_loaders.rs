@@ -53,13 +53,13 @@ use relstitch::catalog::Catalog;
 use relstitch::checkpoint::{AnchorsInfo, Checkpoint, CheckpointConfig, Space};
 use relstitch::data::{self, Fields};
 use relstitch::decoder::{Head, HeadConfig, HeadKind};
-use relstitch::encoder::{
-    ArchConfig, Architecture, Encoder, EncoderOptions, ModelIdentity, Pooling,
-    SentenceTransformersConfig,
-};
+use relstitch::encoder::{ArchConfig, Encoder, EncoderOptions, ModelIdentity, Pooling};
 use relstitch::io::{write_safetensors, SafetensorsFile};
 use relstitch::projection::{PreTransform, Projection};
 use relstitch::translation::{LatentTranslator, TranslationMethod};
+
+mod common;
+use common::tokenizer_json;
 
 // ------------------------------------------------------------------------------------------------
 // The harness: a worker thread per case, a time bound and an allocation bound.
@@ -1030,71 +1030,7 @@ fn checkpoint_seeds() -> &'static Vec<Folder> {
     })
 }
 
-// Tiny model folders, as in tests/tiny_models.rs.
-
-const WORDS: &[&str] = &[
-    "the", "cat", "sat", "on", "mat", "a", "dog", "ran", "far", "away", "##s", "##ing", ".", ",",
-];
-
-fn tokenizer_json() -> Value {
-    let mut vocab = serde_json::Map::new();
-    for (i, t) in ["[CLS]", "[PAD]", "[SEP]", "[UNK]"]
-        .iter()
-        .chain(WORDS)
-        .enumerate()
-    {
-        vocab.insert(t.to_string(), json!(i));
-    }
-    json!({
-        "version": "1.0",
-        "truncation": null,
-        "padding": null,
-        "added_tokens": [],
-        "normalizer": {"type": "BertNormalizer", "clean_text": true, "handle_chinese_chars": true, "strip_accents": null, "lowercase": true},
-        "pre_tokenizer": {"type": "BertPreTokenizer"},
-        "post_processor": {
-            "type": "TemplateProcessing",
-            "single": [{"SpecialToken": {"id": "[CLS]", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}, {"SpecialToken": {"id": "[SEP]", "type_id": 0}}],
-            "pair": [{"SpecialToken": {"id": "[CLS]", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}, {"SpecialToken": {"id": "[SEP]", "type_id": 0}}, {"Sequence": {"id": "B", "type_id": 1}}, {"SpecialToken": {"id": "[SEP]", "type_id": 1}}],
-            "special_tokens": {
-                "[CLS]": {"id": "[CLS]", "ids": [0], "tokens": ["[CLS]"]},
-                "[SEP]": {"id": "[SEP]", "ids": [2], "tokens": ["[SEP]"]}
-            }
-        },
-        "decoder": {"type": "WordPiece", "prefix": "##", "cleanup": true},
-        "model": {"type": "WordPiece", "unk_token": "[UNK]", "continuing_subword_prefix": "##", "max_input_chars_per_word": 100, "vocab": vocab}
-    })
-}
-
-fn arch_config(model_type: &str) -> Value {
-    let vocab = 4 + WORDS.len();
-    match model_type {
-        "distilbert" => json!({
-            "model_type": "distilbert", "vocab_size": vocab, "dim": 16, "n_layers": 1, "n_heads": 2,
-            "hidden_dim": 32, "activation": "gelu", "max_position_embeddings": 64,
-            "initializer_range": 0.02, "pad_token_id": 1
-        }),
-        "xlm-roberta" => json!({
-            "model_type": "xlm-roberta", "vocab_size": vocab, "hidden_size": 16, "num_hidden_layers": 1,
-            "num_attention_heads": 2, "intermediate_size": 32, "hidden_act": "gelu",
-            "hidden_dropout_prob": 0.1, "attention_probs_dropout_prob": 0.1,
-            "max_position_embeddings": 66, "type_vocab_size": 1, "layer_norm_eps": 1e-5,
-            "pad_token_id": 1, "position_embedding_type": "absolute"
-        }),
-        "mpnet" => json!({
-            "model_type": "mpnet", "vocab_size": vocab, "hidden_size": 16, "num_hidden_layers": 1,
-            "num_attention_heads": 2, "intermediate_size": 32, "hidden_act": "gelu",
-            "max_position_embeddings": 66, "relative_attention_num_buckets": 32,
-            "layer_norm_eps": 1e-5, "pad_token_id": 1
-        }),
-        _ => json!({
-            "model_type": "bert", "vocab_size": vocab, "hidden_size": 16, "num_hidden_layers": 1,
-            "num_attention_heads": 2, "intermediate_size": 32, "hidden_act": "gelu",
-            "hidden_dropout_prob": 0.1, "max_position_embeddings": 64, "type_vocab_size": 2,
-            "initializer_range": 0.02, "layer_norm_eps": 1e-12, "pad_token_id": 0
-        }),
-    }
-}
+// Tiny model folders (tests/common), one layer each.
 
 const MODEL_FILES: [(&str, Kind); 6] = [
     ("config.json", Kind::Json),
@@ -1107,20 +1043,8 @@ const MODEL_FILES: [(&str, Kind); 6] = [
 
 fn model_seed(model_type: &str, pooling: Pooling) -> anyhow::Result<Folder> {
     let tmp = tempfile::tempdir()?;
-    let dir = tmp.path();
-    std::fs::write(dir.join("config.json"), arch_config(model_type).to_string())?;
-    std::fs::write(dir.join("tokenizer.json"), tokenizer_json().to_string())?;
-    let cfg = ArchConfig::read(&dir.join("config.json"))?;
-    let varmap = VarMap::new();
-    Architecture::load(&cfg, VarBuilder::from_varmap(&varmap, DType::F32, &cpu()))?;
-    varmap.save(dir.join("model.safetensors"))?;
-    SentenceTransformersConfig {
-        pooling,
-        normalize: true,
-        max_seq_length: Some(12),
-    }
-    .write(dir, 16)?;
-    read_folder(dir, &MODEL_FILES)
+    common::tiny_folder(tmp.path(), model_type, pooling, 1)?;
+    read_folder(tmp.path(), &MODEL_FILES)
 }
 
 fn model_seeds() -> &'static Vec<Folder> {
