@@ -114,14 +114,7 @@ pub(crate) fn resolve_by_name(
     if let Some(m) = entry {
         match fetcher.check_cached(m, false)? {
             CachedModel::Ready { dir, .. } => {
-                return Ok(ResolvedModel {
-                    name: m.name.clone(),
-                    expected_weights: fetched_expectation(&dir, fetcher),
-                    dir,
-                    hub_id: Some(m.hub_id.clone()),
-                    revision: Some(m.revision.clone()),
-                    from: ResolvedFrom::Cache,
-                });
+                return Ok(catalog_model(m, dir, fetcher, ResolvedFrom::Cache));
             }
             // Damaged weights are an error that says how to repair them, never a silent re-fetch.
             CachedModel::Damaged { problem, .. } => return Err(problem),
@@ -155,16 +148,26 @@ pub(crate) fn resolve_by_name(
     }
     if let Some(m) = entry {
         let dir = fetcher.fetch(catalog, m)?;
-        return Ok(ResolvedModel {
-            name: m.name.clone(),
-            expected_weights: fetched_expectation(&dir, fetcher),
-            dir,
-            hub_id: Some(m.hub_id.clone()),
-            revision: Some(m.revision.clone()),
-            from: ResolvedFrom::Registry,
-        });
+        return Ok(catalog_model(m, dir, fetcher, ResolvedFrom::Registry));
     }
     from_hub(name, repo, &hf_cache, catalog)
+}
+
+/// A catalog model materialised in the cache folder `dir`.
+fn catalog_model(
+    m: &crate::catalog::CatalogModel,
+    dir: PathBuf,
+    fetcher: &Fetcher,
+    from: ResolvedFrom,
+) -> ResolvedModel {
+    ResolvedModel {
+        name: m.name.clone(),
+        expected_weights: fetched_expectation(&dir, fetcher),
+        dir,
+        hub_id: Some(m.hub_id.clone()),
+        revision: Some(m.revision.clone()),
+        from,
+    }
 }
 
 #[cfg(feature = "hub-download")]
