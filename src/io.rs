@@ -254,25 +254,27 @@ pub(crate) fn clean_stale_temporaries(dir: &Path) {
         }
         if meta.is_dir() {
             roll_back_interrupted_replacement(&path);
-            match std::fs::remove_dir_all(&path) {
-                Ok(()) => {
-                    tracing::info!(path = %path.display(), "removed a temporary folder left by an interrupted run")
-                }
-                Err(e) => tracing::warn!(
-                    "cannot remove the stale temporary folder {}: {e}",
-                    path.display()
-                ),
-            }
-        } else {
-            match std::fs::remove_file(&path) {
-                Ok(()) => {
-                    tracing::info!(path = %path.display(), "removed a temporary file left by an interrupted run")
-                }
-                Err(e) => tracing::warn!(
-                    "cannot remove the stale temporary file {}: {e}",
-                    path.display()
-                ),
-            }
+        }
+        remove_leftover(&path, meta.is_dir());
+    }
+}
+
+/// Removes a temporary file or folder left by a process that is gone, logging what happened;
+/// returns whether it is gone. Best effort: a failure is logged, never returned.
+pub(crate) fn remove_leftover(path: &Path, is_dir: bool) -> bool {
+    let done = if is_dir {
+        std::fs::remove_dir_all(path)
+    } else {
+        std::fs::remove_file(path)
+    };
+    match done {
+        Ok(()) => {
+            tracing::info!(path = %path.display(), "removed a temporary left by an interrupted run");
+            true
+        }
+        Err(e) => {
+            tracing::warn!("cannot remove the stale temporary {}: {e}", path.display());
+            false
         }
     }
 }

@@ -301,17 +301,8 @@ pub(crate) fn remove_stale_temporaries(
             continue;
         }
         let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
-        let done = if is_dir {
-            std::fs::remove_dir_all(&path)
-        } else {
-            std::fs::remove_file(&path)
-        };
-        match done {
-            Ok(()) => {
-                tracing::info!(path = %path.display(), "removed a stale temporary left by a killed process");
-                removed += 1;
-            }
-            Err(e) => tracing::debug!("cannot remove stale temporary {}: {e}", path.display()),
+        if crate::io::remove_leftover(&path, is_dir) {
+            removed += 1;
         }
     }
     removed
