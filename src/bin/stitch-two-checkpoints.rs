@@ -3,12 +3,12 @@
 use std::path::PathBuf;
 
 use clap::{Parser, ValueEnum};
-use relstitch::checkpoint::{Checkpoint, Space};
 use relstitch::data::{read_table, Fields};
 use relstitch::device::DeviceChoice;
 use relstitch::encoder::EncoderOptions;
-use relstitch::stitch::{Pipeline, StitchOptions, StitchReport};
-use relstitch::translation::TranslationMethod;
+use relstitch::space::translation::TranslationMethod;
+use relstitch::task::checkpoint::{Checkpoint, Space};
+use relstitch::task::stitch::{Pipeline, StitchOptions, StitchReport};
 
 /// Stitch two relstitch checkpoints: run the decoder (head) of B on the encoder of A, without
 /// retraining.

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use clap::Args;
-use relstitch::bench::{time_relstitch, time_sentence_transformers};
+use relstitch::encoder::bench::{time_relstitch, time_sentence_transformers};
 
 /// The sentence-transformers peer, built into the binary so that an installed `relstitch` needs no
 /// source tree.

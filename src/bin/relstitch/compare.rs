@@ -6,8 +6,8 @@ use anyhow::{bail, Context};
 use candle_core::Tensor;
 use clap::{Args, ValueEnum};
 use relstitch::encoder::Encoder;
-use relstitch::metrics::{compare_spaces, SpaceComparison};
-use relstitch::projection::{PreTransform, RelativeProjector};
+use relstitch::space::projection::{PreTransform, RelativeProjector};
+use relstitch::space::similarity::{compare_spaces, SpaceComparison};
 
 use crate::common::{ModelArgs, RunArgs};
 use crate::relative::{
@@ -163,7 +163,7 @@ pub fn run(args: CompareArgs) -> anyhow::Result<()> {
             let (anchors_a, anchors_b) = anchor_pair(spec, &a, &b, &args.tensor)?;
             let (ka, kb) = (anchors_a.dim(0)?, anchors_b.dim(0)?);
             if ka != kb {
-                // The same check as `metrics::compare_relative`, before any projection runs.
+                // The same check as `similarity::compare_relative`, before any projection runs.
                 bail!(
                     "--anchors {spec}: {ka} anchors for the first space but {kb} for the second; \
                      relative representations are only comparable over the same anchor samples, \

@@ -3,11 +3,11 @@
 use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
-use relstitch::anchors::AnchorStrategy;
-use relstitch::checkpoint::Space;
 use relstitch::data::{read_table, Fields};
-use relstitch::decoder::{HeadKind, TrainOptions};
-use relstitch::stitch::{fit, AnchorChoice, FitOptions};
+use relstitch::space::anchors::AnchorStrategy;
+use relstitch::task::checkpoint::Space;
+use relstitch::task::decoder::{HeadKind, TrainOptions};
+use relstitch::task::stitch::{fit, AnchorChoice, FitOptions};
 
 use crate::common::{ModelArgs, RunArgs};
 use crate::relative::ProjectionArgs;
@@ -115,7 +115,7 @@ const DEFAULT_HIDDEN: usize = 256;
 
 pub fn run(args: FitArgs) -> anyhow::Result<()> {
     // Refuse a folder that may not be replaced before minutes of embedding and training.
-    relstitch::checkpoint::Checkpoint::check_destination(&args.out)?;
+    relstitch::task::checkpoint::Checkpoint::check_destination(&args.out)?;
     if matches!(args.head, HeadArg::Linear) && args.hidden.is_some() {
         anyhow::bail!("--hidden only applies to --head mlp (the linear head has no hidden layer)");
     }

@@ -6,9 +6,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context};
 use candle_core::{Device, Tensor};
 use clap::{Args, ValueEnum};
-use relstitch::anchors::AnchorSet;
 use relstitch::io::SafetensorsFile;
-use relstitch::projection::{PreTransform, Projection, RelativeProjector};
+use relstitch::space::anchors::AnchorSet;
+use relstitch::space::projection::{PreTransform, Projection, RelativeProjector};
 
 /// The long help of `relstitch relative` (shown after the options by `--help`; the one-line
 /// summary comes from `main.rs`).

@@ -5,7 +5,9 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Args, Subcommand, ValueEnum};
-use relstitch::translation::{LatentTranslator, Scaling, TranslationMethod, TranslationOptions};
+use relstitch::space::translation::{
+    LatentTranslator, Scaling, TranslationMethod, TranslationOptions,
+};
 
 use crate::relative::read_matrix;
 

@@ -17,7 +17,7 @@
 //! ```
 //! # fn main() -> anyhow::Result<()> {
 //! use candle_core::{Device, Tensor};
-//! use relstitch::metrics::compare_spaces;
+//! use relstitch::space::similarity::compare_spaces;
 //! let a = Tensor::randn(0f32, 1., (50, 8), &Device::Cpu)?;
 //! let c = compare_spaces(&a, &a, 5)?;
 //! assert!((c.linear_cka - 1.0).abs() < 1e-9 && c.mrr == Some(1.0));
@@ -29,9 +29,9 @@ use std::fmt;
 use candle_core::{DType, Tensor};
 use serde::{Deserialize, Serialize};
 
-use crate::display::{cell, Table, TableRow};
 use crate::error::CandleContext;
-use crate::projection::{
+use crate::report::display::{cell, Table, TableRow};
+use crate::space::projection::{
     as_f32_matrix, checked_sq_norms, f64_device, row_sq_norms, to_f64_rows, PreTransform,
     Projection, RelativeProjector,
 };
@@ -98,13 +98,13 @@ impl SpaceComparison {
                 .chain(self.columns().into_iter().skip(1))
                 .map(|(k, v)| vec![k, v])
                 .collect();
-        crate::display::html_table(&headers, &rows)
+        crate::report::display::html_table(&headers, &rows)
     }
 
     /// Renders as an HTML table in Jupyter notebooks running the evcxr kernel.
     #[cfg(feature = "evcxr")]
     pub fn evcxr_display(&self) {
-        crate::display::emit_html(&self.to_html());
+        crate::report::display::emit_html(&self.to_html());
     }
 }
 
@@ -134,7 +134,7 @@ pub type ComparisonTable = Table<SpaceComparison>;
 /// ```
 /// # fn main() -> anyhow::Result<()> {
 /// use candle_core::{Device, Tensor};
-/// use relstitch::metrics::SimilarityMatrix;
+/// use relstitch::space::similarity::SimilarityMatrix;
 /// let x = Tensor::new(&[[1f32, 0.], [0., 1.], [1., 1.]], &Device::Cpu)?;
 /// let m = SimilarityMatrix::cosine(&x, &["a", "b", "c"])?.with_title("toy");
 /// assert!((m.values()[0][2] - 0.5f64.sqrt()).abs() < 1e-6 && m.values()[0][1].abs() < 1e-6);
@@ -290,7 +290,7 @@ impl SimilarityMatrix {
     /// The matrix as an SVG heatmap, coloured over `range` (values outside are clamped).
     #[cfg(feature = "plot")]
     pub fn to_svg_in(&self, range: (f64, f64)) -> Result<String> {
-        crate::plot::heatmap(
+        crate::report::plot::heatmap(
             &self.title,
             &self.values,
             &self.labels,
@@ -303,7 +303,7 @@ impl SimilarityMatrix {
     /// Several matrices' heatmaps in one row (e.g. the same samples under two encoders), coloured
     /// over one shared range so that equal colours mean equal similarities.
     #[cfg(feature = "plot")]
-    pub fn side_by_side(matrices: &[&Self]) -> Result<crate::display::Html> {
+    pub fn side_by_side(matrices: &[&Self]) -> Result<crate::report::display::Html> {
         let range = matrices
             .iter()
             .map(|m| m.off_diagonal_range())
@@ -314,14 +314,14 @@ impl SimilarityMatrix {
             .iter()
             .map(|m| m.to_svg_in(range))
             .collect::<Result<Vec<_>>>()?;
-        Ok(crate::display::Html::side_by_side(&svgs))
+        Ok(crate::report::display::Html::side_by_side(&svgs))
     }
 
     /// Renders as an SVG heatmap in Jupyter notebooks running the evcxr kernel.
     #[cfg(feature = "evcxr")]
     pub fn evcxr_display(&self) {
         match self.to_svg() {
-            Ok(svg) => crate::display::emit_html(&svg),
+            Ok(svg) => crate::report::display::emit_html(&svg),
             Err(e) => println!("cannot draw {:?}: {e}", self.title),
         }
     }

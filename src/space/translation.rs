@@ -11,7 +11,7 @@
 //! ```
 //! # fn main() -> anyhow::Result<()> {
 //! use candle_core::{Device, Tensor};
-//! use relstitch::translation::{LatentTranslator, TranslationMethod};
+//! use relstitch::space::translation::{LatentTranslator, TranslationMethod};
 //! let source = Tensor::new(&[[1f32, 0.], [0., 1.], [1., 1.], [2., -1.]], &Device::Cpu)?;
 //! let target = Tensor::new(&[[0f32, 1.], [-1., 0.], [-1., 1.], [1., 2.]], &Device::Cpu)?;
 //! let map = LatentTranslator::fit(&source, &target, TranslationMethod::Linear)?;
@@ -27,8 +27,9 @@ use candle_core::{DType, Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::error::CandleContext;
-use crate::projection::{as_f32_matrix, checked_sq_norms, f64_device, ColumnStats};
-use crate::{linalg, Error, Result};
+use crate::space::linalg;
+use crate::space::projection::{as_f32_matrix, checked_sq_norms, f64_device, ColumnStats};
+use crate::{Error, Result};
 
 /// The family of maps fitted between the two (scaled) spaces.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -543,7 +544,7 @@ impl LatentTranslator {
 /// `side` is "source" or "target".
 fn check_spread(x: &Tensor, side: &str) -> Result<()> {
     let d = x.dim(1).context(|| format!("reading the {side} anchors"))?;
-    let v = crate::projection::to_f64_rows(x, &format!("reading the {side} anchors"))?;
+    let v = crate::space::projection::to_f64_rows(x, &format!("reading the {side} anchors"))?;
     let n = v.len() / d.max(1);
     let mut mean = vec![0f64; d];
     for row in v.chunks_exact(d) {
@@ -599,7 +600,7 @@ fn scaling_stats(x: &Tensor, scaling: Scaling) -> Result<(Vec<f64>, Vec<f64>)> {
         Scaling::Isotropic => {
             let s = ColumnStats::fit(x)?;
             let n = x.dim(0).context(|| "reading a space".into())?;
-            let v = crate::projection::to_f64_rows(x, "scaling a space")?;
+            let v = crate::space::projection::to_f64_rows(x, "scaling a space")?;
             let mut total = 0.0;
             for row in v.chunks_exact(d) {
                 for (a, m) in row.iter().zip(&s.mean) {

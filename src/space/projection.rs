@@ -22,7 +22,7 @@
 //! ```
 //! # fn main() -> anyhow::Result<()> {
 //! use candle_core::{Device, Tensor};
-//! use relstitch::projection::{PreTransform, Projection, RelativeProjector};
+//! use relstitch::space::projection::{PreTransform, Projection, RelativeProjector};
 //! let x = Tensor::new(&[[1f32, 0.], [0., 2.], [3., 3.]], &Device::Cpu)?;
 //! let anchors = Tensor::new(&[[1f32, 0.], [0., 1.]], &Device::Cpu)?;
 //! let proj = RelativeProjector::fit(&anchors, Projection::Cosine, PreTransform::default())?;
@@ -38,7 +38,8 @@ use candle_core::{DType, Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::error::CandleContext;
-use crate::{linalg, Error, Result};
+use crate::space::linalg;
+use crate::{Error, Result};
 
 /// How a sample is compared with each anchor.
 ///
