@@ -208,18 +208,7 @@ impl Checkpoint {
             );
         }
         let inputs: Vec<&Path> = inputs.iter().map(PathBuf::as_path).collect();
-        crate::io::refuse_overwriting_inputs(dir, &inputs)?;
-        check_replaceable(dir)?;
-        let parent = crate::io::parent_dir(dir);
-        std::fs::create_dir_all(&parent).map_err(|e| Error::io(&parent, e))?;
-        let staging = crate::io::TempDir::new_in(&parent)?;
-        let new = staging.path().join("new");
-        std::fs::create_dir(&new).map_err(|e| Error::io(&new, e))?;
-        self.write_files(&new)?;
-        crate::io::failpoint("checkpoint-staged");
-        // Checked again right before the swap: the folder may have changed while we wrote.
-        check_replaceable(dir)?;
-        crate::io::replace_dir(&staging, &new, dir)?;
+        FOLDER.save(dir, &inputs, "checkpoint-staged", |new| self.write_files(new))?;
         tracing::info!(dir = %dir.display(), "checkpoint saved");
         Ok(())
     }
@@ -387,91 +376,35 @@ const TENSORS_SHA256: &str = "tensors_sha256";
 /// model.safetensors metadata: the sha256 of translation.safetensors.
 const TRANSLATION_SHA256: &str = "translation_sha256";
 
-/// The files a checkpoint folder may hold (besides its anchors file, named in config.json).
-const CHECKPOINT_FILES: [&str; 3] = ["config.json", WEIGHTS_FILE, TRANSLATION_FILE];
+/// The files a checkpoint folder may hold (besides config.json and its anchors file, named in
+/// config.json).
+const CHECKPOINT_FILES: [&str; 2] = [WEIGHTS_FILE, TRANSLATION_FILE];
+
+/// What a checkpoint folder is, for the folder rules of [`crate::io::OwnedFolder`].
+const FOLDER: crate::io::OwnedFolder<'static> = crate::io::OwnedFolder {
+    what: "checkpoint",
+    flag: "--out",
+    marker_file: "config.json",
+    format: FORMAT,
+    files: &CHECKPOINT_FILES,
+    declared: declared_anchors_file,
+};
+
+/// The anchors file a checkpoint's config.json names (`anchors.jsonl` by default).
+fn declared_anchors_file(config: &serde_json::Value) -> Vec<String> {
+    let file = config
+        .get("anchors")
+        .and_then(|a| a.get("file"))
+        .and_then(serde_json::Value::as_str)
+        .unwrap_or("anchors.jsonl");
+    vec![file.to_string()]
+}
 
 /// Fails unless `dir` may be replaced by a checkpoint save: absent, an empty folder, or a folder
 /// that is provably a relstitch checkpoint (config.json with the format marker) holding nothing
 /// but checkpoint files.
 fn check_replaceable(dir: &Path) -> Result<()> {
-    let refuse = |why: String| {
-        Error::invalid(
-            "checkpoint output",
-            format!(
-                "{} {why}; relstitch replaces only an empty folder or one of its own checkpoints: choose another --out",
-                dir.display()
-            ),
-        )
-    };
-    let meta = match std::fs::symlink_metadata(dir) {
-        Ok(m) => m,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(Error::io(dir, e)),
-    };
-    if !meta.file_type().is_dir() {
-        return Err(refuse(format!(
-            "exists and is {}",
-            crate::io::describe_file_type(&meta.file_type())
-        )));
-    }
-    let names: Vec<String> = std::fs::read_dir(dir)
-        .map_err(|e| Error::io(dir, e))?
-        .map(|e| {
-            e.map(|e| e.file_name().to_string_lossy().into_owned())
-                .map_err(|e| Error::io(dir, e))
-        })
-        .collect::<Result<_>>()?;
-    if names.is_empty() {
-        return Ok(());
-    }
-    let cfg_path = dir.join("config.json");
-    let marker = std::fs::read(&cfg_path)
-        .ok()
-        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok());
-    let format = marker
-        .as_ref()
-        .and_then(|v| v.get("format"))
-        .and_then(serde_json::Value::as_str);
-    if format != Some(FORMAT) {
-        return Err(refuse(
-            "exists and is not a relstitch checkpoint (its config.json has no `\"format\": \"relstitch-checkpoint\"`)"
-                .into(),
-        ));
-    }
-    let anchors_file = marker
-        .as_ref()
-        .and_then(|v| v.get("anchors"))
-        .and_then(|a| a.get("file"))
-        .and_then(serde_json::Value::as_str)
-        .unwrap_or("anchors.jsonl");
-    let mut foreign: Vec<&String> = names
-        .iter()
-        .filter(|n| !CHECKPOINT_FILES.contains(&n.as_str()) && n.as_str() != anchors_file)
-        .collect();
-    foreign.sort();
-    if !foreign.is_empty() {
-        let list: Vec<&str> = foreign.iter().take(5).map(|s| s.as_str()).collect();
-        return Err(refuse(format!(
-            "is a relstitch checkpoint but also holds files that are not part of one ({}{})",
-            list.join(", "),
-            if foreign.len() > 5 { ", ..." } else { "" }
-        )));
-    }
-    for n in &names {
-        let p = dir.join(n);
-        match std::fs::symlink_metadata(&p) {
-            Ok(m) if m.file_type().is_file() => {}
-            Ok(m) => {
-                return Err(refuse(format!(
-                    "holds {} that is {}",
-                    p.display(),
-                    crate::io::describe_file_type(&m.file_type())
-                )))
-            }
-            Err(e) => return Err(Error::io(&p, e)),
-        }
-    }
-    Ok(())
+    FOLDER.check_replaceable(dir)
 }
 
 /// A file named in config.json must be a plain file name inside the checkpoint.

@@ -8,6 +8,7 @@ mod data;
 mod embed;
 mod fetch;
 mod fit;
+mod migrate;
 mod predict;
 mod relative;
 mod translate;
@@ -46,6 +47,8 @@ enum Command {
     /// Labelled text datasets: fetch the built-in ones or split your own into train/test.
     Data(data::DataArgs),
     Cache(cache::CacheArgs),
+    /// Move a vector index to a new embedding model without re-embedding the corpus.
+    Migrate(migrate::MigrateArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -63,6 +66,7 @@ fn main() -> anyhow::Result<()> {
         Command::Compare(a) => compare::run(a),
         Command::Data(a) => data::run(a),
         Command::Cache(a) => cache::run(a),
+        Command::Migrate(a) => migrate::run(a),
     }
 }
 
