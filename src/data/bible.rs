@@ -1074,21 +1074,16 @@ pub struct ParaphraseFiles {
     pub n_corpus: usize,
 }
 
-/// Splits paraphrase pairs for a migration study: a seeded shuffle of the distinct King James
-/// texts gives the anchors (its first `n_anchors`, so that the first `m` lines of anchors.txt are
-/// the anchors a smaller budget would pick) and the evaluation pairs (the next `n_eval`); the
-/// corpus is every King James text. Files are written atomically into `dir`.
+/// The anchors (texts) and evaluation pairs of [`write_paraphrase_split`], in memory.
 ///
 /// # Errors
-/// [`Error::InvalidArgument`] when there are fewer distinct verses than `n_anchors + n_eval`;
-/// [`Error::Io`] when writing fails.
-pub fn write_paraphrase_split(
+/// [`Error::InvalidArgument`] when there are fewer distinct verses than `n_anchors + n_eval`.
+pub fn paraphrase_split(
     pairs: &[ParaphrasePair],
-    dir: &Path,
     n_anchors: usize,
     n_eval: usize,
     seed: u64,
-) -> Result<ParaphraseFiles> {
+) -> Result<(Vec<String>, Vec<ParaphrasePair>)> {
     use rand::seq::SliceRandom;
     use rand::SeedableRng;
     let mut seen = std::collections::HashSet::new();
@@ -1106,6 +1101,30 @@ pub fn write_paraphrase_split(
         ));
     }
     distinct.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(seed));
+    let anchors = distinct[..n_anchors].iter().map(|p| p.text.clone()).collect();
+    let eval = distinct[n_anchors..n_anchors + n_eval]
+        .iter()
+        .map(|p| (*p).clone())
+        .collect();
+    Ok((anchors, eval))
+}
+
+/// Splits paraphrase pairs for a migration study: a seeded shuffle of the distinct King James
+/// texts gives the anchors (its first `n_anchors`, so that the first `m` lines of anchors.txt are
+/// the anchors a smaller budget would pick) and the evaluation pairs (the next `n_eval`); the
+/// corpus is every King James text. Files are written atomically into `dir`.
+///
+/// # Errors
+/// [`Error::InvalidArgument`] when there are fewer distinct verses than `n_anchors + n_eval`;
+/// [`Error::Io`] when writing fails.
+pub fn write_paraphrase_split(
+    pairs: &[ParaphrasePair],
+    dir: &Path,
+    n_anchors: usize,
+    n_eval: usize,
+    seed: u64,
+) -> Result<ParaphraseFiles> {
+    let (anchors, eval_pairs) = paraphrase_split(pairs, n_anchors, n_eval, seed)?;
     let lines = |texts: &mut dyn Iterator<Item = &str>| {
         let mut s = String::new();
         for t in texts {
@@ -1124,10 +1143,10 @@ pub fn write_paraphrase_split(
     };
     crate::io::write_atomic(
         &files.anchors,
-        lines(&mut distinct[..n_anchors].iter().map(|p| p.text.as_str())).as_bytes(),
+        lines(&mut anchors.iter().map(String::as_str)).as_bytes(),
     )?;
     let mut eval = String::new();
-    for p in &distinct[n_anchors..n_anchors + n_eval] {
+    for p in &eval_pairs {
         let line = serde_json::to_string(p)
             .map_err(|e| Error::invalid("paraphrase pair", e.to_string()))?;
         eval.push_str(&line);

@@ -36,6 +36,7 @@ mod apply;
 mod eval;
 mod map;
 mod method;
+mod plan;
 
 pub use adapter::AdapterReport;
 pub use apply::{check_identity, ApplyOptions, ApplySummary, Reembed};
@@ -47,6 +48,7 @@ pub use map::{
     CvScores, Direction, FitDiagnostics, MapAnchors, MapConfig, MigrationMap, FORMAT,
     FORMAT_VERSION,
 };
+pub use plan::{plan, Budget, CurvePoint, MigrationPlan, PlanOptions};
 pub use method::{AdapterTraining, MigrationMethod, MigrationOptions, MIN_TRAINED_ANCHORS};
 
 /// Parses a share of rows: `10%`, `2.5 %` or a fraction such as `0.1`.

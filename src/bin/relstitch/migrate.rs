@@ -36,6 +36,7 @@ pub enum MigrateCommand {
     Fit(FitArgs),
     Apply(ApplyArgs),
     Eval(EvalArgs),
+    Plan(PlanArgs),
     Data(DataArgs),
 }
 
@@ -182,6 +183,71 @@ pub struct EvalArgs {
     pub quiet: bool,
 }
 
+/// Anchor strategies of `plan`.
+#[derive(ValueEnum, Clone, Copy, Debug)]
+pub enum StrategyArg {
+    /// k-means in the old model's space; the text nearest each centroid.
+    Kmeans,
+    /// Greedy farthest-point traversal of the old model's space.
+    FarthestPoint,
+    /// Uniformly at random.
+    Uniform,
+}
+
+/// Choose which texts to re-embed as anchors, and predict what the budget keeps.
+///
+/// Picks the budget's texts by coverage of the old model's space, embeds only those with the new
+/// model, holds out 20 % of them, and prints the predicted retained recall@k (the share of a new-model
+/// query's true neighbours found among migrated vectors) against the anchor count. --out writes the
+/// picked texts, one per line, for `migrate fit --anchors`.
+#[derive(Args, Debug)]
+pub struct PlanArgs {
+    /// The old model (A).
+    #[arg(long, value_name = "MODEL")]
+    pub from: String,
+    /// The new model (B).
+    #[arg(long, value_name = "MODEL")]
+    pub to: String,
+    /// Text prepended to every input of the old model.
+    #[arg(long)]
+    pub from_prefix: Option<String>,
+    /// Text prepended to every input of the new model.
+    #[arg(long)]
+    pub to_prefix: Option<String>,
+    /// The corpus: .txt (one text per line) or .jsonl (--field).
+    #[arg(long, value_name = "TEXTS")]
+    pub corpus: PathBuf,
+    /// The JSON field holding the text (.jsonl).
+    #[arg(long, default_value = "text")]
+    pub field: String,
+    /// The corpus already embedded by the old model (rows in corpus order); embedded now otherwise.
+    #[arg(long, value_name = "A.safetensors")]
+    pub embeddings: Option<PathBuf>,
+    /// How many texts to re-embed: a number (1000) or a share of the corpus (5%).
+    #[arg(long)]
+    pub budget: String,
+    /// How to pick them.
+    #[arg(long, value_enum, default_value_t = StrategyArg::Kmeans)]
+    pub strategy: StrategyArg,
+    /// The method whose retained recall is predicted.
+    #[arg(long, value_enum, default_value_t = MethodArg::Procrustes)]
+    pub method: MethodArg,
+    /// Seed of the strategy.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Where to write the picked texts (one per line).
+    #[arg(long, value_name = "ANCHORS.txt")]
+    pub out: Option<PathBuf>,
+    /// Print one JSON object (without the texts).
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub run: RunArgs,
+    /// No progress bars.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
 /// Fetch real retrieval data for migration: King James verses (documents) and their World
 /// English Bible renderings (queries), from Debian (sha256 verified).
 ///
@@ -211,23 +277,25 @@ pub fn run(args: MigrateArgs) -> anyhow::Result<()> {
         MigrateCommand::Fit(a) => fit(a),
         MigrateCommand::Apply(a) => apply(a),
         MigrateCommand::Eval(a) => eval(a),
+        MigrateCommand::Plan(a) => plan(a),
         MigrateCommand::Data(a) => data(a),
     }
 }
 
 fn method(args: &FitArgs) -> MigrationMethod {
-    match args.method {
+    method_of(args.method, args.rank, args.hidden, !args.no_center)
+}
+
+/// The library's method for a command-line choice and its parameters.
+fn method_of(m: Option<MethodArg>, rank: usize, hidden: usize, center: bool) -> MigrationMethod {
+    match m {
         None => MigrationMethod::DEFAULT,
         Some(MethodArg::Procrustes) => MigrationMethod::Procrustes,
         Some(MethodArg::Affine) => MigrationMethod::Affine,
         Some(MethodArg::Linear) => MigrationMethod::Linear,
-        Some(MethodArg::Lowrank) => MigrationMethod::LowRank { rank: args.rank },
-        Some(MethodArg::Mlp) => MigrationMethod::Mlp {
-            hidden: args.hidden,
-        },
-        Some(MethodArg::Relative) => MigrationMethod::Relative {
-            center: !args.no_center,
-        },
+        Some(MethodArg::Lowrank) => MigrationMethod::LowRank { rank },
+        Some(MethodArg::Mlp) => MigrationMethod::Mlp { hidden },
+        Some(MethodArg::Relative) => MigrationMethod::Relative { center },
     }
 }
 
@@ -327,6 +395,61 @@ fn eval(args: EvalArgs) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string(&report)?);
     } else {
         print!("{report}");
+    }
+    Ok(())
+}
+
+fn plan(args: PlanArgs) -> anyhow::Result<()> {
+    use relstitch::migrate::{Budget, PlanOptions};
+    use relstitch::space::anchors::AnchorStrategy;
+    let mut inputs = vec![args.corpus.as_path()];
+    if let Some(e) = &args.embeddings {
+        inputs.push(e);
+    }
+    if let Some(out) = &args.out {
+        relstitch::io::check_output_file(out, &inputs)?;
+    }
+    let texts = relstitch::io::read_texts(&args.corpus, &args.field)?;
+    let base = args.run.options(!args.quiet)?;
+    let mut a = base.clone();
+    a.prefix = args.from_prefix.clone();
+    let mut b = base;
+    b.prefix = args.to_prefix.clone();
+    let source = relstitch::Encoder::load(&args.from, &a)?;
+    let target = relstitch::Encoder::load(&args.to, &b)?;
+    let corpus_a = match &args.embeddings {
+        Some(path) => {
+            let f = relstitch::io::SafetensorsFile::read(path, &relstitch::device::DeviceChoice::Cpu.device()?)?;
+            relstitch::migrate::check_identity(path, &f.metadata, source.identity(), "source")?;
+            Some(f.matrix("embeddings")?)
+        }
+        None => None,
+    };
+    let options = PlanOptions {
+        budget: Budget::parse(&args.budget)?,
+        strategy: match args.strategy {
+            StrategyArg::Kmeans => AnchorStrategy::KMeans { seed: args.seed, iterations: 10 },
+            StrategyArg::FarthestPoint => AnchorStrategy::FarthestPoint { seed: args.seed },
+            StrategyArg::Uniform => AnchorStrategy::Uniform { seed: args.seed },
+        },
+        method: method_of(Some(args.method), 64, 1024, true),
+        ..PlanOptions::default()
+    };
+    let plan = relstitch::migrate::plan(&source, &target, &texts, corpus_a.as_ref(), &options)?;
+    if let Some(out) = &args.out {
+        let mut body = plan.texts.join("\n");
+        body.push('\n');
+        relstitch::io::write_atomic(out, body.as_bytes())?;
+    }
+    if args.json {
+        let mut v = serde_json::to_value(&plan)?;
+        if let Some(o) = v.as_object_mut() {
+            o.remove("texts");
+            o.remove("rows");
+        }
+        println!("{v}");
+    } else {
+        print!("{plan}");
     }
     Ok(())
 }
