@@ -262,8 +262,8 @@ impl MigrationMap {
         let mut confidence: Vec<f32> = Vec::new();
         let mut replacement: HashMap<usize, Vec<f32>> = HashMap::new();
         if let Some(r) = &options.reembed {
-            self.stream(&mut reader, direction, options.chunk_rows, |_, x, y| {
-                confidence.extend(self.confidence(x, y)?);
+            self.stream(&mut reader, direction, options.chunk_rows, |_, x, _| {
+                confidence.extend(self.confidence(x)?);
                 Ok(())
             })?;
             let m = ((n as f64) * r.fraction).ceil() as usize;
@@ -305,7 +305,7 @@ impl MigrationMap {
         let compute_conf = want_conf && options.reembed.is_none();
         self.stream(&mut reader, direction, options.chunk_rows, |first, x, y| {
             if compute_conf {
-                confidence.extend(self.confidence(x, y)?);
+                confidence.extend(self.confidence(x)?);
             }
             let mut rows = y.to_vec2::<f32>().context(|| "migrated rows".into())?;
             for (i, row) in rows.iter_mut().enumerate() {

@@ -365,7 +365,7 @@ impl MigrationMap {
         options: &EvalOptions,
     ) -> Result<ConfidenceCheck> {
         let ctx = || "checking the confidence".to_string();
-        let conf = self.confidence(docs_a, migrated)?;
+        let conf = self.confidence(docs_a)?;
         let truth = row_cosines(migrated, docs_b)?;
         let n = conf.len();
         let m = ((n as f64) * options.reembed_fraction).round() as usize;
@@ -410,7 +410,7 @@ fn unit(x: &Tensor) -> Result<Tensor> {
 }
 
 /// Cosine of row `i` of `a` with row `i` of `b`.
-fn row_cosines(a: &Tensor, b: &Tensor) -> Result<Vec<f32>> {
+pub(crate) fn row_cosines(a: &Tensor, b: &Tensor) -> Result<Vec<f32>> {
     let (ua, ub) = (unit(a)?, unit(b)?);
     (&ua * &ub)
         .and_then(|p| p.sum(1))

@@ -53,6 +53,8 @@ const FOLDER: crate::io::OwnedFolder<'static> = crate::io::OwnedFolder {
 
 /// At most this many anchors describe a vector in the per-vector confidence.
 const CONFIDENCE_ANCHORS: usize = 512;
+/// The nearest anchors whose migration quality makes a vector's confidence.
+pub const CONFIDENCE_NEIGHBOURS: usize = 10;
 
 /// The anchors of a map, as recorded in map.json.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -212,8 +214,9 @@ pub struct MigrationMap {
     /// `[n, d_b]` f32 CPU.
     target_anchors: Tensor,
     fitted: Fitted,
-    /// Centred cosine projectors onto (at most [`CONFIDENCE_ANCHORS`]) anchors of each side.
-    confidence: (RelativeProjector, RelativeProjector),
+    /// Cosine projector onto (at most [`CONFIDENCE_ANCHORS`]) anchors in A's space, and how well
+    /// the map moves each of those anchors (cosine of its migrated vector with its B vector).
+    confidence: Option<(RelativeProjector, Vec<f32>)>,
     dir: Option<PathBuf>,
 }
 
@@ -373,21 +376,23 @@ impl MigrationMap {
         dir: Option<PathBuf>,
     ) -> Result<Self> {
         let m = source_anchors.dim(0).context(|| "anchors".into())?.min(CONFIDENCE_ANCHORS);
-        let pre = PreTransform::NONE.with_center(true);
         let head = |t: &Tensor| t.narrow(0, 0, m).context(|| "anchors".into());
-        let confidence = (
-            RelativeProjector::fit(&head(&source_anchors)?, Projection::Cosine, pre)?,
-            RelativeProjector::fit(&head(&target_anchors)?, Projection::Cosine, pre)?,
-        );
-        Ok(Self {
+        let mut map = Self {
             config,
             anchors,
             source_anchors,
             target_anchors,
             fitted,
-            confidence,
+            confidence: None,
             dir,
-        })
+        };
+        if !matches!(map.fitted, Fitted::Relative { .. }) {
+            let (xa, xb) = (head(&map.source_anchors)?, head(&map.target_anchors)?);
+            let quality = super::eval::row_cosines(&map.forward(&xa)?, &xb)?;
+            let projector = RelativeProjector::fit(&xa, Projection::Cosine, PreTransform::NONE)?;
+            map.confidence = Some((projector, quality));
+        }
+        Ok(map)
     }
 
     /// What map.json holds.
@@ -486,26 +491,37 @@ impl MigrationMap {
         }
     }
 
-    /// Per-vector confidence of a forward migration: the Pearson correlation between how `x`
-    /// relates to the anchors in A's space and how its migrated `y` relates to the same anchors in
-    /// B's space (centred cosine similarities to at most 512 anchors). Near 1: the vector kept its
-    /// place among the anchors; low: it moved, and re-embedding it is worth most.
+    /// Per-vector confidence of a forward migration: how well the map moves the anchors nearest to
+    /// `x` in A's space (the mean cosine between the migrated and the true B vector of its
+    /// [`CONFIDENCE_NEIGHBOURS`] nearest anchors among the first 512). A vector in a region the map
+    /// moves well scores near 1; one among badly moved anchors scores low, and re-embedding it is
+    /// worth most.
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] for `relative` (it translates nothing).
     ///
     /// # Shapes
-    /// - `x`: `[m, d_a]`, `y`: `[m, d_b]` (= `forward(x)`); returns `m` values in `[-1, 1]`.
-    pub fn confidence(&self, x: &Tensor, y: &Tensor) -> Result<Vec<f32>> {
-        if matches!(self.fitted, Fitted::Relative { .. }) {
+    /// - `x`: `[m, d_a]`; returns `m` values in `[-1, 1]`.
+    pub fn confidence(&self, x: &Tensor) -> Result<Vec<f32>> {
+        let Some((projector, quality)) = &self.confidence else {
             return Err(Error::invalid(
                 "confidence",
                 "the relative method keeps no translation to be confident about; use another --method",
             ));
-        }
-        let ra = self.confidence.0.project(x)?;
-        let rb = self.confidence.1.project(y)?;
-        row_correlation(&ra, &rb)
+        };
+        let sims = projector
+            .project(x)?
+            .to_vec2::<f32>()
+            .context(|| "computing the confidence".into())?;
+        let k = CONFIDENCE_NEIGHBOURS.min(quality.len());
+        Ok(sims
+            .iter()
+            .map(|row| {
+                let mut idx: Vec<usize> = (0..row.len()).collect();
+                idx.select_nth_unstable_by(k - 1, |&a, &b| row[b].total_cmp(&row[a]));
+                idx[..k].iter().map(|&j| quality[j]).sum::<f32>() / k as f32
+            })
+            .collect())
     }
 
     /// The relative residual `‖f(x) − y‖ / ‖y − ȳ‖` on parallel vectors (none for `relative`).
@@ -881,33 +897,6 @@ pub(crate) fn relative_residual(y_hat: &Tensor, y: &Tensor) -> Result<f64> {
         .and_then(|d| d.sqr()?.sum_all()?.to_scalar::<f32>())
         .context(ctx)?;
     Ok(f64::from(num / den.max(f32::MIN_POSITIVE)).sqrt())
-}
-
-/// Row-wise Pearson correlation of two `[m, k]` matrices.
-fn row_correlation(a: &Tensor, b: &Tensor) -> Result<Vec<f32>> {
-    let ctx = || "computing the confidence".to_string();
-    let centre = |t: &Tensor| t.broadcast_sub(&t.mean_keepdim(1)?);
-    let (a, b) = (centre(a).context(ctx)?, centre(b).context(ctx)?);
-    let dot = (&a * &b).and_then(|p| p.sum(1)).context(ctx)?;
-    let na = a.sqr().and_then(|p| p.sum(1)).context(ctx)?;
-    let nb = b.sqr().and_then(|p| p.sum(1)).context(ctx)?;
-    let (dot, na, nb) = (
-        dot.to_vec1::<f32>().context(ctx)?,
-        na.to_vec1::<f32>().context(ctx)?,
-        nb.to_vec1::<f32>().context(ctx)?,
-    );
-    Ok(dot
-        .iter()
-        .zip(na.iter().zip(&nb))
-        .map(|(d, (x, y))| {
-            let den = (x * y).sqrt();
-            if den > 0.0 {
-                d / den
-            } else {
-                0.0
-            }
-        })
-        .collect())
 }
 
 /// `folds`-fold cross-validation of the map's method on its own anchors (none when a fold's

@@ -21,6 +21,7 @@ pub enum MigrationMethod {
     /// Procrustes plus a trained rank-`rank` correction `x U V` (a residual adapter trained with
     /// candle-nn), folded into one affine map: between Procrustes (rank 0) and `linear` (full
     /// rank), and well-posed with few anchors. Exact (pseudo-)inverse.
+    #[serde(rename = "lowrank")]
     LowRank {
         /// The rank of the correction.
         rank: usize,
