@@ -34,7 +34,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::CandleContext;
 use crate::space::linalg;
-use crate::space::projection::as_f32_matrix;
+use crate::space::tensor::as_f32_matrix;
 use crate::{Error, Result};
 
 /// One anchor sample: any of its text, its row in a dataset or embedding matrix, and its label.

@@ -11,4 +11,5 @@ pub mod anchors;
 pub(crate) mod linalg;
 pub mod projection;
 pub mod similarity;
+pub(crate) mod tensor;
 pub mod translation;

@@ -31,9 +31,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::CandleContext;
 use crate::report::display::{cell, Table, TableRow};
-use crate::space::projection::{
-    as_f32_matrix, checked_sq_norms, f64_device, row_sq_norms, to_f64_rows, PreTransform,
-    Projection, RelativeProjector,
+use crate::space::projection::{PreTransform, Projection, RelativeProjector};
+use crate::space::tensor::{
+    as_f32_matrix, checked_sq_norms, f64_device, row_sq_norms, to_f64_rows,
 };
 use crate::{Error, Result};
 

@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::CandleContext;
 use crate::space::linalg;
-use crate::space::projection::{as_f32_matrix, checked_sq_norms, f64_device, ColumnStats};
+use crate::space::tensor::{as_f32_matrix, checked_sq_norms, f64_device, ColumnStats};
 use crate::{Error, Result};
 
 /// The family of maps fitted between the two (scaled) spaces.
@@ -544,7 +544,7 @@ impl LatentTranslator {
 /// `side` is "source" or "target".
 fn check_spread(x: &Tensor, side: &str) -> Result<()> {
     let d = x.dim(1).context(|| format!("reading the {side} anchors"))?;
-    let v = crate::space::projection::to_f64_rows(x, &format!("reading the {side} anchors"))?;
+    let v = crate::space::tensor::to_f64_rows(x, &format!("reading the {side} anchors"))?;
     let n = v.len() / d.max(1);
     let mut mean = vec![0f64; d];
     for row in v.chunks_exact(d) {
@@ -600,7 +600,7 @@ fn scaling_stats(x: &Tensor, scaling: Scaling) -> Result<(Vec<f64>, Vec<f64>)> {
         Scaling::Isotropic => {
             let s = ColumnStats::fit(x)?;
             let n = x.dim(0).context(|| "reading a space".into())?;
-            let v = crate::space::projection::to_f64_rows(x, "scaling a space")?;
+            let v = crate::space::tensor::to_f64_rows(x, "scaling a space")?;
             let mut total = 0.0;
             for row in v.chunks_exact(d) {
                 for (a, m) in row.iter().zip(&s.mean) {
