@@ -68,8 +68,9 @@ pub fn shard_digest(embeddings: &Tensor, text_sha256: &[String]) -> Result<Strin
         .dims2()
         .context(|| "digest of an embedding shard".into())?;
     if rows != text_sha256.len() {
-        return Err(Error::invalid(
+        return Err(Error::shape(
             "embedding shard",
+            &[rows, cols],
             format!("{rows} rows but {} text hashes", text_sha256.len()),
         ));
     }

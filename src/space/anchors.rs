@@ -610,11 +610,12 @@ pub(crate) fn gather_rows(x: &Tensor, rows: &[usize], what: &str) -> Result<Tens
         .dims()
         .first()
         .copied()
-        .ok_or_else(|| Error::invalid(what, "cannot take rows of a scalar"))?;
+        .ok_or_else(|| Error::shape(what, &[], "cannot take rows of a scalar"))?;
     if x.rank() != 2 {
-        return Err(Error::invalid(
+        return Err(Error::shape(
             what,
-            format!("shape {:?}: expected a matrix [rows, dims]", x.dims()),
+            x.dims(),
+            "expected a matrix [rows, dims]",
         ));
     }
     if let Some(&bad) = rows.iter().find(|&&r| r >= n) {

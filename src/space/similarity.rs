@@ -401,8 +401,9 @@ pub fn compare_relative(
     let ma = a_anchors.dims().first().copied().unwrap_or(0);
     let mb = b_anchors.dims().first().copied().unwrap_or(0);
     if ma != mb {
-        return Err(Error::invalid(
-            "parallel anchors",
+        return Err(Error::shape(
+            "the second space's anchors",
+            b_anchors.dims(),
             format!(
                 "{ma} anchors for the first space but {mb} for the second; relative \
                  representations are only comparable over the same anchor samples, in the same \
@@ -684,8 +685,9 @@ fn check_k(k: usize, n: usize) -> Result<()> {
 fn same_width(a: &Tensor, b: &Tensor, what: &str) -> Result<()> {
     let (da, db) = (a.dim(1).ok(), b.dim(1).ok());
     if da != db {
-        return Err(Error::invalid(
-            "spaces",
+        return Err(Error::shape(
+            "the second space",
+            b.dims(),
             format!(
                 "{what} needs equal widths ({da:?} vs {db:?}); compare relative representations \
                  over shared anchors instead"

@@ -64,9 +64,10 @@ impl ColumnStats {
 /// `t` as a rank-2 f32 tensor, with a typed error for any other rank.
 pub(crate) fn as_f32_matrix(t: &Tensor, what: &str) -> Result<Tensor> {
     if t.rank() != 2 {
-        return Err(Error::invalid(
+        return Err(Error::shape(
             what,
-            format!("shape {:?}: expected a matrix [rows, dims]", t.dims()),
+            t.dims(),
+            "expected a matrix [rows, dims]",
         ));
     }
     if t.dtype() == DType::F32 {

@@ -156,8 +156,9 @@ impl LatentTranslator {
         let (n, ds) = s.dims2().context(|| "reading the source".into())?;
         let (nt, dt) = t.dims2().context(|| "reading the target".into())?;
         if n != nt {
-            return Err(Error::invalid(
-                "parallel anchors",
+            return Err(Error::shape(
+                "target anchors",
+                &[nt, dt],
                 format!(
                     "the source has {n} rows and the target {nt}: row i of both must be the same \
                      anchor sample"
@@ -338,9 +339,13 @@ impl LatentTranslator {
         let y = self.apply(source)?;
         let t = as_f32_matrix(target, "target latents")?;
         if y.dims() != t.dims() {
-            return Err(Error::invalid(
+            return Err(Error::shape(
                 "target latents",
-                format!("shape {:?}, expected {:?}", t.dims(), y.dims()),
+                t.dims(),
+                format!(
+                    "expected {:?}, the shape of the translated source",
+                    y.dims()
+                ),
             ));
         }
         let ctx = || "measuring the translation residual".to_string();
