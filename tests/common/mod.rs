@@ -8,6 +8,9 @@ use candle_nn::{VarBuilder, VarMap};
 use relstitch::encoder::{ArchConfig, Architecture, Pooling, SentenceTransformersConfig};
 use serde_json::json;
 
+// A tiny ONNX export for the importer (`relstitch::hub::import::onnx`).
+pub mod onnx;
+
 // Tiny random model folders: loaders, shapes, batching and masking, never quality.
 
 pub const WORDS: &[&str] = &[
