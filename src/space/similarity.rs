@@ -385,6 +385,10 @@ pub fn compare_spaces(a: &Tensor, b: &Tensor, k: usize) -> Result<SpaceCompariso
 ///
 /// # Shapes
 /// - `a`: `[n, d_a]`, `b`: `[n, d_b]`, `a_anchors`: `[m, d_a]`, `b_anchors`: `[m, d_b]`.
+///
+/// # Errors
+/// [`Error::InvalidArgument`] when the two anchor sets differ in size, plus the errors of
+/// [`RelativeProjector::fit`], [`RelativeProjector::project`] and [`compare_spaces`].
 pub fn compare_relative(
     a: &Tensor,
     b: &Tensor,
@@ -399,7 +403,11 @@ pub fn compare_relative(
     if ma != mb {
         return Err(Error::invalid(
             "parallel anchors",
-            format!("{ma} anchors for the first space and {mb} for the second"),
+            format!(
+                "{ma} anchors for the first space but {mb} for the second; relative \
+                 representations are only comparable over the same anchor samples, in the same \
+                 order, embedded in each space"
+            ),
         ));
     }
     let ra = RelativeProjector::fit(a_anchors, projection, pre)?.project(a)?;

@@ -34,6 +34,7 @@ use crate::{Error, Result};
 /// The family of maps fitted between the two (scaled) spaces.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 pub enum TranslationMethod {
     /// Orthogonal Procrustes: the rotation/reflection `R` minimising `‖X R − Y‖` (`R = U Vᵀ` from
     /// the SVD of `Xᵀ Y`), after zero-padding the narrower space.
@@ -59,6 +60,7 @@ impl TranslationMethod {
 /// output is de-normalised with the target's statistics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 pub enum Scaling {
     /// Per-dimension standard scaling `(x − μ) / σ` (Maiorca et al.; constant dimensions unscaled).
     /// Per-dimension scaling does not commute with rotations, so a Procrustes map fitted after it
