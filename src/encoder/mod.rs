@@ -15,6 +15,7 @@ mod arch;
 pub mod bench;
 pub mod cache;
 pub mod embed;
+pub mod stream;
 
 use std::path::{Path, PathBuf};
 

@@ -35,6 +35,7 @@ enum Command {
     // Variants without a doc comment take their help (summary and long help) from their Args.
     Fetch(fetch::FetchArgs),
     Embed(embed::EmbedArgs),
+    Merge(embed::MergeArgs),
     Bench(bench::BenchArgs),
     Fit(fit::FitArgs),
     Predict(predict::PredictArgs),
@@ -58,6 +59,7 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Fetch(a) => fetch::run(a),
         Command::Embed(a) => embed::run(a),
+        Command::Merge(a) => embed::run_merge(a),
         Command::Bench(a) => bench::run(a),
         Command::Fit(a) => fit::run(a),
         Command::Predict(a) => predict::run_predict(a),
