@@ -180,6 +180,10 @@ impl Architecture {
     /// - `input_ids`: `[batch, seq]` u32
     /// - `mask`: `[batch, seq]` u32, 1 = token, 0 = padding
     /// - returns `[batch, seq, hidden]` f32
+    ///
+    /// # Errors
+    /// A [`candle_core::Error`] when the shapes disagree, a token id is outside the vocabulary,
+    /// or the sequence is longer than the position embeddings allow.
     pub fn forward(&self, input_ids: &Tensor, mask: &Tensor) -> candle_core::Result<Tensor> {
         match self {
             Self::Bert(m) => {
