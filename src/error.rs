@@ -231,6 +231,9 @@ impl Error {
 /// Adds context to candle results at the public boundary.
 pub trait CandleContext<T> {
     /// Turns a candle error into [`Error::Candle`] with the given context.
+    ///
+    /// # Errors
+    /// [`Error::Candle`] carrying `context()` when `self` is an error.
     fn context(self, context: impl FnOnce() -> String) -> Result<T>;
 }
 

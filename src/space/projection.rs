@@ -110,6 +110,10 @@ impl Projection {
     }
 
     /// Checks the parameters (`p`, `k`, `power`).
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for an `lp` with `p` not finite or below 1, or a `sparse_topk`
+    /// with `k = 0` or a `power` that is not finite and positive.
     pub fn validate(&self) -> Result<()> {
         match *self {
             Self::Lp { p } if !(p.is_finite() && p >= 1.0) => Err(Error::invalid(
@@ -352,14 +356,17 @@ impl RelativeProjector {
     /// Fits the projection on the anchors' latents: validates them, fits the pre-transform on them
     /// and prepares the anchors (normalised, transposed, pseudo-inverted…) for fast projection.
     ///
-    /// Errors (all [`Error::InvalidArgument`]): fewer than 2 anchors, a wrong rank, NaN/infinite
-    /// values, two identical anchors, a zero anchor (after the pre-transform) for the cosine-based
-    /// projections, a rank-deficient anchor matrix for [`Projection::ChangeOfBasis`], or invalid
-    /// projection parameters (including `k` larger than the number of anchors).
-    ///
     /// # Shapes
     /// - `anchor_latents`: `[k, d]`, any float dtype (computed in f32 or f64), any device; the
     ///   fitted state lives on that device and moves to the input's device when they differ.
+    ///
+    /// # Errors
+    /// [`Error::Shape`] when `anchor_latents` is not a matrix. [`Error::InvalidArgument`] for
+    /// fewer than 2 anchors or 0 dimensions, a non-float dtype, NaN/infinite values, two identical
+    /// anchors, a zero anchor (after the pre-transform) for the cosine-based projections, a
+    /// rank-deficient anchor matrix for [`Projection::ChangeOfBasis`], or invalid projection
+    /// parameters (including `k` larger than the number of anchors). [`Error::Candle`] when a
+    /// tensor operation fails.
     pub fn fit(anchor_latents: &Tensor, projection: Projection, pre: PreTransform) -> Result<Self> {
         projection.validate()?;
         let anchors = as_f32_matrix(anchor_latents, "anchor latents")?;
@@ -461,13 +468,17 @@ impl RelativeProjector {
     /// The relative representation of every row of `x`: column `j` compares the row with anchor `j`.
     ///
     /// Runs on `x`'s device, in row chunks, with one matrix product per chunk for the cosine,
-    /// angular, Euclidean and change-of-basis projections. Errors (typed, never NaN): wrong rank or
-    /// width, NaN/infinite values, and zero rows (after the pre-transform) for the cosine-based
-    /// projections.
+    /// angular, Euclidean and change-of-basis projections. Errors are typed, never NaN.
     ///
     /// # Shapes
     /// - `x`: `[n, d]`, any float dtype (converted to f32), any device.
     /// - returns: `[n, k]` f32 on `x`'s device, rows in input order.
+    ///
+    /// # Errors
+    /// [`Error::Shape`] when `x` is not a matrix. [`Error::InvalidArgument`] for a width other
+    /// than the anchors', a non-float dtype, NaN/infinite values, a zero (or under/overflowing)
+    /// row after the pre-transform for the cosine-based projections, or a result that overflows
+    /// f32. [`Error::Candle`] when a tensor operation fails.
     pub fn project(&self, x: &Tensor) -> Result<Tensor> {
         let x = as_f32_matrix(x, "input latents")?;
         let (n, d) = x
@@ -654,6 +665,9 @@ impl RelativeProjector {
 ///
 /// # Shapes
 /// - `x`: `[n, d]`; `anchor_latents`: `[k, d]`; returns `[n, k]` f32 on `x`'s device.
+///
+/// # Errors
+/// The errors of [`RelativeProjector::fit`], then those of [`RelativeProjector::project`].
 pub fn relative_projection(
     x: &Tensor,
     anchor_latents: &Tensor,
@@ -676,6 +690,10 @@ impl AggregatedProjector {
     ///
     /// # Shapes
     /// - `anchor_latents`: `[k, d]`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] when `projections` is empty; the errors of
+    /// [`RelativeProjector::fit`] for each projection.
     pub fn fit(
         anchor_latents: &Tensor,
         projections: &[Projection],
@@ -702,6 +720,10 @@ impl AggregatedProjector {
     /// - returns: `[n, k · projections]` for [`Aggregation::Concat`] and
     ///   [`Aggregation::NormalizedConcat`], `[n, k]` for
     ///   [`Aggregation::NormalizedSum`]; f32 on `x`'s device.
+    ///
+    /// # Errors
+    /// The errors of [`RelativeProjector::project`] for each part; [`Error::Candle`] when
+    /// aggregating fails.
     pub fn project(&self, x: &Tensor) -> Result<Tensor> {
         let outs = self
             .parts

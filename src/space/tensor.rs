@@ -24,6 +24,10 @@ impl ColumnStats {
     ///
     /// # Shapes
     /// - `x`: `[n, d]`, `n ≥ 1`, any float dtype, any device.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] when `x` has no rows; [`Error::Candle`] when it is not a matrix
+    /// or cannot be read as f64.
     pub fn fit(x: &Tensor) -> Result<Self> {
         let (n, d) = x
             .dims2()

@@ -132,19 +132,24 @@ impl LatentTranslator {
     /// # Shapes
     /// - `source`: `[n, d_s]`, `target`: `[n, d_t]` — row `i` of both is the same anchor sample;
     ///   any float dtype and device (the fit runs in f64 on the CPU).
+    ///
+    /// # Errors
+    /// The errors of [`LatentTranslator::fit_with`].
     pub fn fit(source: &Tensor, target: &Tensor, method: TranslationMethod) -> Result<Self> {
         Self::fit_with(source, target, method, &TranslationOptions::default())
     }
 
     /// Fits `method` with explicit options.
     ///
-    /// # Errors
-    /// [`Error::InvalidArgument`] for: not matrices, different numbers of rows, fewer than 2
-    /// anchors, NaN/infinite values, or a degenerate side — a source or target whose anchors are
-    /// all the same vector (zero or constant embeddings), from which no map can be learned.
-    ///
     /// # Shapes
     /// - `source`: `[n, d_s]`, `target`: `[n, d_t]`.
+    ///
+    /// # Errors
+    /// [`Error::Shape`] when a side is not a matrix or the two have different numbers of rows.
+    /// [`Error::InvalidArgument`] for fewer than 2 anchors, a side with 0 dimensions or a
+    /// non-float dtype, NaN/infinite values, or a degenerate side — a source or target whose
+    /// anchors are all the same vector (zero or constant embeddings), from which no map can be
+    /// learned. [`Error::Candle`] when the decomposition fails.
     pub fn fit_with(
         source: &Tensor,
         target: &Tensor,
@@ -301,6 +306,11 @@ impl LatentTranslator {
     /// # Shapes
     /// - `x`: `[m, d_s]`, any float dtype and device.
     /// - returns: `[m, d_t]` f32 on `x`'s device.
+    ///
+    /// # Errors
+    /// [`Error::Shape`] when `x` is not a matrix; [`Error::InvalidArgument`] when its width is not
+    /// the source's, its dtype is not float, or it holds NaN/infinite values; [`Error::Candle`]
+    /// when a tensor operation fails.
     pub fn apply(&self, x: &Tensor) -> Result<Tensor> {
         let x = as_f32_matrix(x, "source latents")?;
         let (_, d) = x.dims2().context(|| "reading the input".into())?;
@@ -335,6 +345,11 @@ impl LatentTranslator {
     ///
     /// # Shapes
     /// - `source`: `[n, d_s]`, `target`: `[n, d_t]`.
+    ///
+    /// # Errors
+    /// The errors of [`apply`](Self::apply) on `source`; [`Error::Shape`] when `target` is not a
+    /// matrix of the translated source's shape; [`Error::InvalidArgument`] when all rows of
+    /// `target` are identical (the residual is undefined).
     pub fn relative_residual(&self, source: &Tensor, target: &Tensor) -> Result<f64> {
         let y = self.apply(source)?;
         let t = as_f32_matrix(target, "target latents")?;
@@ -475,6 +490,12 @@ impl LatentTranslator {
     }
 
     /// Reads a translator written by [`save`](Self::save).
+    ///
+    /// # Errors
+    /// [`Error::Io`] when the file cannot be read; [`Error::Safetensors`] when it is not a
+    /// translator file: wrong `format`, missing or unparsable metadata, missing tensors, wrong
+    /// ranks, disagreeing shapes or non-positive scales; [`Error::InvalidArgument`] when a tensor
+    /// holds NaN or infinite values.
     pub fn load(path: &Path) -> Result<Self> {
         let file = crate::io::SafetensorsFile::read(path, &Device::Cpu)?;
         let bad = |reason: String| Error::Safetensors {
