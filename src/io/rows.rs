@@ -76,7 +76,10 @@ impl RowReader {
         let size = file.metadata().map_err(|e| Error::io(path, e))?.len();
         let mut len = [0u8; 8];
         file.read_exact(&mut len).map_err(|_| {
-            bad("shorter than a safetensors header (8 bytes): not a safetensors file, or truncated".into())
+            bad(
+                "shorter than a safetensors header (8 bytes): not a safetensors file, or truncated"
+                    .into(),
+            )
         })?;
         let header_len = u64::from_le_bytes(len);
         if header_len > MAX_HEADER || 8 + header_len > size {
@@ -85,9 +88,13 @@ impl RowReader {
             )));
         }
         let mut header = vec![0u8; header_len as usize];
-        file.read_exact(&mut header).map_err(|e| Error::io(path, e))?;
-        let header: serde_json::Value = serde_json::from_slice(&header)
-            .map_err(|e| bad(format!("the header is not valid JSON ({e}); regenerate the file")))?;
+        file.read_exact(&mut header)
+            .map_err(|e| Error::io(path, e))?;
+        let header: serde_json::Value = serde_json::from_slice(&header).map_err(|e| {
+            bad(format!(
+                "the header is not valid JSON ({e}); regenerate the file"
+            ))
+        })?;
         let obj = header
             .as_object()
             .ok_or_else(|| bad("the header is not a JSON object; regenerate the file".into()))?;
@@ -127,7 +134,10 @@ impl RowReader {
                 names.join(", ")
             ))
         })?;
-        let dtype_name = info.get("dtype").and_then(serde_json::Value::as_str).unwrap_or("?");
+        let dtype_name = info
+            .get("dtype")
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or("?");
         let dtype = Dtype::parse(dtype_name).ok_or_else(|| {
             bad(format!(
                 "tensor `{name}` has dtype {dtype_name}; expected F32, F16, BF16 or F64"
@@ -246,6 +256,10 @@ impl RowWriter {
     /// Starts `path` with the f32 tensors `tensors` (name and shape, laid out in this order) and
     /// `metadata`. Checks `path` like [`check_replaceable_file`](super::check_replaceable_file)
     /// first.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] when `path` exists and is not a regular file; [`Error::Io`] when
+    /// the folder cannot be written.
     pub fn create(
         path: &Path,
         tensors: &[(&str, Vec<usize>)],
@@ -254,9 +268,11 @@ impl RowWriter {
         super::check_replaceable_file(path)?;
         let mut header = serde_json::Map::new();
         if !metadata.is_empty() {
-            header.insert("__metadata__".into(), serde_json::to_value(metadata).map_err(|e| {
-                Error::invalid("safetensors metadata", e.to_string())
-            })?);
+            header.insert(
+                "__metadata__".into(),
+                serde_json::to_value(metadata)
+                    .map_err(|e| Error::invalid("safetensors metadata", e.to_string()))?,
+            );
         }
         let mut offset = 0u64;
         for (name, shape) in tensors {
@@ -278,7 +294,8 @@ impl RowWriter {
         let tmp = super::temp_file_in(&dir)?;
         let mut tmp = std::io::BufWriter::with_capacity(1 << 20, tmp);
         let err = |e| Error::io(path, e);
-        tmp.write_all(&(json.len() as u64).to_le_bytes()).map_err(err)?;
+        tmp.write_all(&(json.len() as u64).to_le_bytes())
+            .map_err(err)?;
         tmp.write_all(&json).map_err(err)?;
         Ok(Self {
             path: path.to_path_buf(),
@@ -316,6 +333,10 @@ impl RowWriter {
 
     /// Checks that every declared value was written, then syncs the file and renames it into
     /// place. Dropping the writer instead removes the temporary file: nothing is half-written.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] when fewer values were written than declared (nothing is
+    /// written then); [`Error::Io`] when syncing or renaming fails.
     pub fn finish(self) -> Result<()> {
         if self.written != self.expected {
             return Err(Error::invalid(
@@ -351,7 +372,10 @@ mod tests {
         let mut r = RowReader::open(&p, "embeddings")?;
         assert_eq!((r.rows(), r.cols()), (12, 5));
         assert_eq!(r.metadata().get("model").map(String::as_str), Some("m"));
-        assert_eq!(r.read(3, 2)?, (15..25).map(|v| v as f32).collect::<Vec<_>>());
+        assert_eq!(
+            r.read(3, 2)?,
+            (15..25).map(|v| v as f32).collect::<Vec<_>>()
+        );
         assert!(r.read(11, 2).is_err());
 
         let out = dir.path().join("y.safetensors");
@@ -367,7 +391,10 @@ mod tests {
         assert!(w.write(&[1.0]).is_err());
         w.finish()?;
         let back = super::super::SafetensorsFile::read(&out, &Device::Cpu)?;
-        assert_eq!(back.matrix("embeddings")?.to_vec2::<f32>()?, t.to_vec2::<f32>()?);
+        assert_eq!(
+            back.matrix("embeddings")?.to_vec2::<f32>()?,
+            t.to_vec2::<f32>()?
+        );
         assert_eq!(back.tensors["confidence"].to_vec1::<f32>()?, vec![0.5; 12]);
 
         // An unfinished writer leaves nothing behind.
@@ -380,8 +407,13 @@ mod tests {
         // Truncation is named.
         let bytes = std::fs::read(&p)?;
         std::fs::write(&p, &bytes[..bytes.len() - 7])?;
-        let e = RowReader::open(&p, "embeddings").err().map(|e| e.to_string());
-        assert!(e.as_deref().is_some_and(|e| e.contains("truncated")), "{e:?}");
+        let e = RowReader::open(&p, "embeddings")
+            .err()
+            .map(|e| e.to_string());
+        assert!(
+            e.as_deref().is_some_and(|e| e.contains("truncated")),
+            "{e:?}"
+        );
         Ok(())
     }
 }

@@ -200,10 +200,16 @@ pub(crate) fn train(
             .collect())
     };
     let base_val_loss = match &val {
-        Some((_, vy0, vy)) => Some(scalar((vy0 - vy).and_then(|d| d.sqr()?.mean_all()).context(ctx)?)?),
+        Some((_, vy0, vy)) => Some(scalar(
+            (vy0 - vy).and_then(|d| d.sqr()?.mean_all()).context(ctx)?,
+        )?),
         None => None,
     };
-    let mut best = (base_val_loss.unwrap_or(f64::INFINITY), 0usize, snapshot(&varmap)?);
+    let mut best = (
+        base_val_loss.unwrap_or(f64::INFINITY),
+        0usize,
+        snapshot(&varmap)?,
+    );
     let mut since_best = 0usize;
     let mut epochs_run = 0;
     let mut train_loss = f64::NAN;

@@ -139,8 +139,8 @@ pub fn check_identity(
         path: path.to_path_buf(),
         field: field.to_string(),
         found,
-        expected: format!("{want} (the map's {role} model, {})", expected.name),
-        fix: fix.clone(),
+        expected: format!("{want} (the map's {role} model, {})", expected.name).into(),
+        fix: fix.clone().into(),
     };
     let Some(json) = metadata.get("relstitch.encoder") else {
         return Err(mismatch(
@@ -150,12 +150,20 @@ pub fn check_identity(
         ));
     };
     let found: serde_json::Value = serde_json::from_str(json).map_err(|e| {
-        mismatch("relstitch.encoder", format!("unreadable ({e})"), "a recorded model identity".into())
+        mismatch(
+            "relstitch.encoder",
+            format!("unreadable ({e})"),
+            "a recorded model identity".into(),
+        )
     })?;
     let want = serde_json::to_value(expected)
         .map_err(|e| Error::invalid("model identity", e.to_string()))?;
     let (Some(want), Some(found)) = (want.as_object(), found.as_object()) else {
-        return Err(mismatch("relstitch.encoder", "not a JSON object".into(), "a recorded model identity".into()));
+        return Err(mismatch(
+            "relstitch.encoder",
+            "not a JSON object".into(),
+            "a recorded model identity".into(),
+        ));
     };
     let mut fields: Vec<&String> = want.keys().collect();
     fields.sort_by_key(|k| (k.as_str() != "weights_sha256", k.as_str()));
@@ -242,7 +250,11 @@ impl MigrationMap {
                 path: input.to_path_buf(),
                 field: "width".into(),
                 found: format!("{} (tensor `{}`)", reader.cols(), options.tensor),
-                expected: format!("{} (the map's {role} model, {})", expected.dim, expected.name),
+                expected: format!(
+                    "{} (the map's {role} model, {})",
+                    expected.dim, expected.name
+                )
+                .into(),
                 fix: format!(
                     "give vectors of the map's {role} model{}",
                     if direction == Direction::Forward {
@@ -250,7 +262,8 @@ impl MigrationMap {
                     } else {
                         " (or drop --inverse to move the source model's vectors)"
                     }
-                ),
+                )
+                .into(),
             });
         }
         check_identity(input, reader.metadata(), &expected, role)?;
@@ -301,7 +314,11 @@ impl MigrationMap {
         if options.reembed.is_some() {
             tensors.push(("reembedded", vec![n]));
         }
-        let mut writer = RowWriter::create(output, &tensors, &self.output_metadata(input, direction, &expected, n, replacement.len())?)?;
+        let mut writer = RowWriter::create(
+            output,
+            &tensors,
+            &self.output_metadata(input, direction, &expected, n, replacement.len())?,
+        )?;
         let compute_conf = want_conf && options.reembed.is_none();
         self.stream(&mut reader, direction, options.chunk_rows, |first, x, y| {
             if compute_conf {
@@ -319,7 +336,9 @@ impl MigrationMap {
             writer.write(&confidence)?;
         }
         if options.reembed.is_some() {
-            let flags: Vec<f32> = (0..n).map(|i| f32::from(u8::from(replacement.contains_key(&i)))).collect();
+            let flags: Vec<f32> = (0..n)
+                .map(|i| f32::from(u8::from(replacement.contains_key(&i))))
+                .collect();
             writer.write(&flags)?;
         }
         writer.finish()?;
@@ -332,9 +351,8 @@ impl MigrationMap {
             direction,
             method: self.method().to_string(),
             reembedded: replacement.len(),
-            mean_confidence: want_conf.then(|| {
-                confidence.iter().map(|&c| f64::from(c)).sum::<f64>() / n.max(1) as f64
-            }),
+            mean_confidence: want_conf
+                .then(|| confidence.iter().map(|&c| f64::from(c)).sum::<f64>() / n.max(1) as f64),
             seconds: start.elapsed().as_secs_f64(),
         })
     }
@@ -365,7 +383,8 @@ impl MigrationMap {
                     ),
                 });
             }
-            let x = Tensor::from_vec(values, (len, d), &Device::Cpu).context(|| "a chunk of rows".into())?;
+            let x = Tensor::from_vec(values, (len, d), &Device::Cpu)
+                .context(|| "a chunk of rows".into())?;
             let y = self.map(&x, direction)?;
             f(first, &x, &y)?;
             first += len;
@@ -385,7 +404,10 @@ impl MigrationMap {
         let mut meta = if is_relative {
             HashMap::from([
                 ("relstitch.space".to_string(), "relative".to_string()),
-                ("anchors_sha256".to_string(), self.config().anchors.sha256.clone()),
+                (
+                    "anchors_sha256".to_string(),
+                    self.config().anchors.sha256.clone(),
+                ),
             ])
         } else {
             let out = match direction {

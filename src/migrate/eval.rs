@@ -189,8 +189,11 @@ pub fn read_eval_data(path: &Path) -> Result<Vec<EvalRow>> {
             line: Some(i + 1),
             reason,
         };
-        let v: serde_json::Value = serde_json::from_str(&line)
-            .map_err(|e| bad(format!("not valid JSON ({e}); each line is {{\"text\": …, \"query\": …}}")))?;
+        let v: serde_json::Value = serde_json::from_str(&line).map_err(|e| {
+            bad(format!(
+                "not valid JSON ({e}); each line is {{\"text\": …, \"query\": …}}"
+            ))
+        })?;
         let text = match v.get("text") {
             Some(serde_json::Value::String(s)) => s.clone(),
             _ => return Err(bad("no string field `text` (the document)".into())),
@@ -206,7 +209,8 @@ pub fn read_eval_data(path: &Path) -> Result<Vec<EvalRow>> {
         return Err(Error::Input {
             path: path.to_path_buf(),
             line: None,
-            reason: "holds no documents; each line is {\"text\": DOCUMENT, \"query\": QUERY}".into(),
+            reason: "holds no documents; each line is {\"text\": DOCUMENT, \"query\": QUERY}"
+                .into(),
         });
     }
     Ok(rows)
@@ -270,7 +274,12 @@ impl MigrationMap {
         } else {
             Some(cache_b.embed(&b, &queries)?)
         };
-        self.evaluate_embedded(&ea, &eb, qb.as_ref().map(|q| (q, relevant.as_slice())), options)
+        self.evaluate_embedded(
+            &ea,
+            &eb,
+            qb.as_ref().map(|q| (q, relevant.as_slice())),
+            options,
+        )
     }
 
     /// Evaluates the map on documents embedded by both models (`docs_a`, `docs_b`, row `i` of both
@@ -278,6 +287,10 @@ impl MigrationMap {
     ///
     /// # Shapes
     /// - `docs_a`: `[n, d_a]`, `docs_b`: `[n, d_b]`, queries: `[m, d_b]` with `m` document indices.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for `k = 0` or not more documents than `k`, and the errors of
+    /// [`MigrationMap::forward`] (widths).
     pub fn evaluate_embedded(
         &self,
         docs_a: &Tensor,
@@ -332,25 +345,21 @@ impl MigrationMap {
                 super::MigrationMethod::Relative { .. } => migrated.clone(),
                 _ => docs_a.clone(),
             };
-            Some(RetrievalScores::from_ranks(&ranks(&back, &base, relevant)?, k))
+            Some(RetrievalScores::from_ranks(
+                &ranks(&back, &base, relevant)?,
+                k,
+            ))
         } else {
             None
         };
-        let ratio = |s: &RetrievalScores| (re.recall_at_k > 0.0).then(|| s.recall_at_k / re.recall_at_k);
-        out.retained = ratio(&mig);
-        out.retained_inverse = inv.as_ref().and_then(ratio);
+        out.retained = retained(&mig, &re);
+        out.retained_inverse = inv.as_ref().and_then(|s| retained(s, &re));
         out.reembedded = Some(re);
         out.migrated = Some(mig);
         out.inverse = inv;
         if !matches!(self.method(), super::MigrationMethod::Relative { .. }) {
-            out.confidence = Some(self.check_confidence(
-                docs_a,
-                docs_b,
-                &migrated,
-                q,
-                relevant,
-                options,
-            )?);
+            out.confidence =
+                Some(self.check_confidence(docs_a, docs_b, &migrated, q, relevant, options)?);
         }
         Ok(out)
     }
@@ -394,9 +403,14 @@ impl MigrationMap {
     }
 }
 
+/// `s.recall_at_k / reference.recall_at_k`, when the reference finds anything.
+fn retained(s: &RetrievalScores, reference: &RetrievalScores) -> Option<f64> {
+    (reference.recall_at_k > 0.0).then(|| s.recall_at_k / reference.recall_at_k)
+}
+
 /// Unit rows of `x` as f32 on the CPU.
 fn unit(x: &Tensor) -> Result<Tensor> {
-    let x = crate::space::projection::as_f32_matrix(x, "vectors")?;
+    let x = crate::space::tensor::as_f32_matrix(x, "vectors")?;
     let ctx = || "normalising".to_string();
     let norm = x
         .sqr()
@@ -447,6 +461,9 @@ fn for_each_chunk(
 ///
 /// # Shapes
 /// - `q`: `[m, d]`, `docs`: `[n, d]`, `relevant`: `m` indices below `n`.
+///
+/// # Errors
+/// [`Error::Candle`] when the shapes do not fit.
 pub fn ranks(q: &Tensor, docs: &Tensor, relevant: &[usize]) -> Result<Vec<usize>> {
     let mut out = Vec::with_capacity(relevant.len());
     for_each_chunk(q, docs, |start, rows| {

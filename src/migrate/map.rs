@@ -199,8 +199,8 @@ enum Fitted {
     },
     /// Both sides projected onto their own anchors.
     Relative {
-        source: RelativeProjector,
-        target: RelativeProjector,
+        source: Box<RelativeProjector>,
+        target: Box<RelativeProjector>,
     },
 }
 
@@ -333,7 +333,8 @@ impl MigrationMap {
             fitted,
             None,
         )?;
-        map.config.diagnostics.anchor_residual = map.residual(&map.source_anchors, &map.target_anchors)?;
+        map.config.diagnostics.anchor_residual =
+            map.residual(&map.source_anchors, &map.target_anchors)?;
         if options.cv_folds >= 2 {
             map.config.diagnostics.cross_validation = cross_validate(&map, options)?;
         }
@@ -375,7 +376,10 @@ impl MigrationMap {
         fitted: Fitted,
         dir: Option<PathBuf>,
     ) -> Result<Self> {
-        let m = source_anchors.dim(0).context(|| "anchors".into())?.min(CONFIDENCE_ANCHORS);
+        let m = source_anchors
+            .dim(0)
+            .context(|| "anchors".into())?
+            .min(CONFIDENCE_ANCHORS);
         let head = |t: &Tensor| t.narrow(0, 0, m).context(|| "anchors".into());
         let mut map = Self {
             config,
@@ -436,6 +440,9 @@ impl MigrationMap {
     ///
     /// # Shapes
     /// - `x`: `[m, d_a]`; returns `[m, d_b]` (`relative`: `[m, anchors]`) f32 on the CPU.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] when `x` is not as wide as the source model.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         self.map(x, Direction::Forward)
     }
@@ -452,6 +459,9 @@ impl MigrationMap {
     }
 
     /// [`forward`](Self::forward) or [`inverse`](Self::inverse).
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for a width other than the input side's, or `Inverse` with `mlp`.
     pub fn map(&self, x: &Tensor, direction: Direction) -> Result<Tensor> {
         let want = self.input_identity(direction).dim;
         let x = cpu_f32(x, "vectors to migrate")?;
@@ -459,14 +469,25 @@ impl MigrationMap {
         if d != want {
             return Err(Error::invalid(
                 "vectors to migrate",
-                format!("{d} wide, but the map's {} model is {want} wide", side(direction)),
+                format!(
+                    "{d} wide, but the map's {} model is {want} wide",
+                    side(direction)
+                ),
             ));
         }
         let ctx = || format!("migrating vectors ({})", self.config.method.name());
         match (&self.fitted, direction) {
             (Fitted::Affine { forward, .. }, Direction::Forward) => forward.apply(&x).context(ctx),
             (Fitted::Affine { inverse, .. }, Direction::Inverse) => inverse.apply(&x).context(ctx),
-            (Fitted::Mlp { base, source, target, weights }, Direction::Forward) => {
+            (
+                Fitted::Mlp {
+                    base,
+                    source,
+                    target,
+                    weights,
+                },
+                Direction::Forward,
+            ) => {
                 let y0 = base.apply(&x).context(ctx)?;
                 let xs = source.scale(&x).context(ctx)?;
                 let y0s = target.scale(&y0).context(ctx)?;
@@ -484,6 +505,9 @@ impl MigrationMap {
     ///
     /// # Shapes
     /// - `y`: `[m, d_b]`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] when `y` is not a matrix as wide as the target model.
     pub fn target_query(&self, y: &Tensor) -> Result<Tensor> {
         match &self.fitted {
             Fitted::Relative { target, .. } => target.project(y),
@@ -565,7 +589,11 @@ impl MigrationMap {
             ("target_anchors".into(), self.target_anchors.clone()),
         ];
         match &self.fitted {
-            Fitted::Affine { forward, inverse, factors } => {
+            Fitted::Affine {
+                forward,
+                inverse,
+                factors,
+            } => {
                 tensors.push(("forward.weight".into(), forward.w.clone()));
                 tensors.push(("forward.bias".into(), forward.b.clone()));
                 tensors.push(("inverse.weight".into(), inverse.w.clone()));
@@ -575,7 +603,12 @@ impl MigrationMap {
                     tensors.push(("lowrank.v".into(), v.clone()));
                 }
             }
-            Fitted::Mlp { base, source, target, weights } => {
+            Fitted::Mlp {
+                base,
+                source,
+                target,
+                weights,
+            } => {
                 tensors.push(("forward.weight".into(), base.w.clone()));
                 tensors.push(("forward.bias".into(), base.b.clone()));
                 tensors.push(("source_mean".into(), source.mean.clone()));
@@ -593,14 +626,25 @@ impl MigrationMap {
         let meta = HashMap::from([
             ("format".to_string(), FORMAT.to_string()),
             ("method".to_string(), self.config.method.name().to_string()),
-            ("source_weights_sha256".to_string(), self.config.source.weights_sha256.clone()),
-            ("target_weights_sha256".to_string(), self.config.target.weights_sha256.clone()),
-            ("anchors_sha256".to_string(), self.config.anchors.sha256.clone()),
+            (
+                "source_weights_sha256".to_string(),
+                self.config.source.weights_sha256.clone(),
+            ),
+            (
+                "target_weights_sha256".to_string(),
+                self.config.target.weights_sha256.clone(),
+            ),
+            (
+                "anchors_sha256".to_string(),
+                self.config.anchors.sha256.clone(),
+            ),
         ]);
         crate::io::write_safetensors(&dir.join(TENSORS_FILE), &refs, &meta)?;
         config.files = BTreeMap::new();
         for f in [ANCHORS_FILE, TENSORS_FILE] {
-            config.files.insert(f.to_string(), crate::io::sha256_file(&dir.join(f))?);
+            config
+                .files
+                .insert(f.to_string(), crate::io::sha256_file(&dir.join(f))?);
         }
         let json = serde_json::to_vec_pretty(&config)
             .map_err(|e| Error::invalid("migration map", e.to_string()))?;
@@ -703,11 +747,19 @@ impl MigrationMap {
             if t.dims() != shape {
                 return Err(integrity(
                     TENSORS_FILE,
-                    format!("tensor `{name}` has shape {:?}, expected {shape:?}", t.dims()),
+                    format!(
+                        "tensor `{name}` has shape {:?}, expected {shape:?}",
+                        t.dims()
+                    ),
                 ));
             }
-            let t = t.to_dtype(DType::F32).context(|| format!("reading `{name}`"))?;
-            crate::io::check_finite(&t, &format!("tensor `{name}` of {}", dir.join(TENSORS_FILE).display()))?;
+            let t = t
+                .to_dtype(DType::F32)
+                .context(|| format!("reading `{name}`"))?;
+            crate::io::check_finite(
+                &t,
+                &format!("tensor `{name}` of {}", dir.join(TENSORS_FILE).display()),
+            )?;
             Ok(t)
         };
         let xa = tensor("source_anchors", &[n, da])?;
@@ -719,15 +771,20 @@ impl MigrationMap {
             })
         };
         let fitted = match config.method {
-            MigrationMethod::Procrustes | MigrationMethod::Affine | MigrationMethod::Linear => Fitted::Affine {
-                forward: affine("forward", da, db)?,
-                inverse: affine("inverse", db, da)?,
-                factors: None,
-            },
+            MigrationMethod::Procrustes | MigrationMethod::Affine | MigrationMethod::Linear => {
+                Fitted::Affine {
+                    forward: affine("forward", da, db)?,
+                    inverse: affine("inverse", db, da)?,
+                    factors: None,
+                }
+            }
             MigrationMethod::LowRank { rank } => Fitted::Affine {
                 forward: affine("forward", da, db)?,
                 inverse: affine("inverse", db, da)?,
-                factors: Some((tensor("lowrank.u", &[da, rank])?, tensor("lowrank.v", &[rank, db])?)),
+                factors: Some((
+                    tensor("lowrank.u", &[da, rank])?,
+                    tensor("lowrank.v", &[rank, db])?,
+                )),
             },
             MigrationMethod::Mlp { hidden } => {
                 let mut weights = HashMap::new();
@@ -809,7 +866,7 @@ pub(crate) fn check_anchor_count(
 
 /// `x` as a contiguous f32 matrix on the CPU.
 fn cpu_f32(x: &Tensor, what: &str) -> Result<Tensor> {
-    let x = crate::space::projection::as_f32_matrix(x, what)?;
+    let x = crate::space::tensor::as_f32_matrix(x, what)?;
     x.to_device(&Device::Cpu)
         .and_then(|x| x.contiguous())
         .context(|| format!("reading the {what}"))
@@ -818,8 +875,8 @@ fn cpu_f32(x: &Tensor, what: &str) -> Result<Tensor> {
 fn relative_projectors(xa: &Tensor, xb: &Tensor, center: bool) -> Result<Fitted> {
     let pre = PreTransform::NONE.with_center(center);
     Ok(Fitted::Relative {
-        source: RelativeProjector::fit(xa, Projection::Cosine, pre)?,
-        target: RelativeProjector::fit(xb, Projection::Cosine, pre)?,
+        source: Box::new(RelativeProjector::fit(xa, Projection::Cosine, pre)?),
+        target: Box::new(RelativeProjector::fit(xb, Projection::Cosine, pre)?),
     })
 }
 
@@ -841,7 +898,14 @@ fn fit_method(
     };
     let affine = |forward: Affine, factors| -> Result<(Fitted, Option<AdapterReport>)> {
         let inverse = forward.pseudo_inverse().context(ctx)?;
-        Ok((Fitted::Affine { forward, inverse, factors }, None))
+        Ok((
+            Fitted::Affine {
+                forward,
+                inverse,
+                factors,
+            },
+            None,
+        ))
     };
     match *method {
         MigrationMethod::Procrustes => affine(translator(TranslationMethod::Procrustes)?, None),
@@ -858,7 +922,15 @@ fn fit_method(
             let (weights, report) =
                 adapter::train(method, &xs, &y0s, &ys, &options.training, options.progress)?;
             if let MigrationMethod::Mlp { .. } = method {
-                return Ok((Fitted::Mlp { base, source, target, weights }, Some(report)));
+                return Ok((
+                    Fitted::Mlp {
+                        base,
+                        source,
+                        target,
+                        weights,
+                    },
+                    Some(report),
+                ));
             }
             // Fold the correction into the affine map: y = y0 + ((x − μs)/σs) U V ⊙ σt.
             let get = |k: &str| {
@@ -914,7 +986,9 @@ fn cross_validate(map: &MigrationMap, options: &MigrationOptions) -> Result<Opti
     {
         use rand::seq::SliceRandom;
         use rand::SeedableRng;
-        order.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(options.training.seed ^ 0xc5));
+        order.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(
+            options.training.seed ^ 0xc5,
+        ));
     }
     let take = |t: &Tensor, rows: &[usize]| crate::space::anchors::gather_rows(t, rows, "anchors");
     let (mut recall, mut top1, mut resid, mut count) = (0.0, 0.0, 0.0, 0usize);
@@ -930,7 +1004,10 @@ fn cross_validate(map: &MigrationMap, options: &MigrationOptions) -> Result<Opti
             .copied()
             .filter(|i| !test.contains(i))
             .collect();
-        let (xa, xb) = (take(&map.source_anchors, &train)?, take(&map.target_anchors, &train)?);
+        let (xa, xb) = (
+            take(&map.source_anchors, &train)?,
+            take(&map.target_anchors, &train)?,
+        );
         let (fitted, _) = fit_method(&method, &xa, &xb, &inner)?;
         let sub = MigrationMap::assemble(
             map.config.clone(),
@@ -940,7 +1017,10 @@ fn cross_validate(map: &MigrationMap, options: &MigrationOptions) -> Result<Opti
             fitted,
             None,
         )?;
-        let (ta, tb) = (take(&map.source_anchors, &test)?, take(&map.target_anchors, &test)?);
+        let (ta, tb) = (
+            take(&map.source_anchors, &test)?,
+            take(&map.target_anchors, &test)?,
+        );
         let migrated = sub.forward(&ta)?;
         let queries = sub.target_query(&tb)?;
         let (r, t) = crate::migrate::eval::neighbour_recall(&queries, &migrated, &tb, k)?;

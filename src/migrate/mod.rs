@@ -48,8 +48,8 @@ pub use map::{
     CvScores, Direction, FitDiagnostics, MapAnchors, MapConfig, MigrationMap, FORMAT,
     FORMAT_VERSION,
 };
-pub use plan::{plan, Budget, CurvePoint, MigrationPlan, PlanOptions};
 pub use method::{AdapterTraining, MigrationMethod, MigrationOptions, MIN_TRAINED_ANCHORS};
+pub use plan::{plan, Budget, CurvePoint, MigrationPlan, PlanOptions};
 
 /// Parses a share of rows: `10%`, `2.5 %` or a fraction such as `0.1`.
 ///
@@ -62,11 +62,17 @@ pub fn parse_share(s: &str) -> crate::Result<f64> {
         None => (t, false),
     };
     let v: f64 = v.parse().map_err(|_| {
-        crate::Error::invalid("share", format!("`{s}`: write a percentage such as 10% or a fraction such as 0.1"))
+        crate::Error::invalid(
+            "share",
+            format!("`{s}`: write a percentage such as 10% or a fraction such as 0.1"),
+        )
     })?;
     let v = if pct { v / 100.0 } else { v };
     if !(v > 0.0 && v <= 1.0) {
-        return Err(crate::Error::invalid("share", format!("`{s}` is not in (0, 100] %")));
+        return Err(crate::Error::invalid(
+            "share",
+            format!("`{s}` is not in (0, 100] %"),
+        ));
     }
     Ok(v)
 }

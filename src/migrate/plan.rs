@@ -183,7 +183,9 @@ pub fn plan(
     let xb = EmbeddingCache::for_identity(target.identity())?.embed(target, &picked)?;
     // Hold out every 1/holdout-th anchor (spread over the coverage order), fit on prefixes of the rest.
     let step = (budget as f64 / held_out as f64).max(1.0);
-    let test: Vec<usize> = (0..held_out).map(|i| ((i as f64 * step) as usize).min(budget - 1)).collect();
+    let test: Vec<usize> = (0..held_out)
+        .map(|i| ((i as f64 * step) as usize).min(budget - 1))
+        .collect();
     let train: Vec<usize> = (0..budget).filter(|i| !test.contains(i)).collect();
     let take = |t: &Tensor, r: &[usize]| crate::space::anchors::gather_rows(t, r, "anchors");
     let (ta, tb) = (take(&xa, &test)?, take(&xb, &test)?);
@@ -198,7 +200,12 @@ pub fn plan(
     let mut curve = Vec::new();
     for m in counts {
         let rows_m = &train[..m];
-        let set = AnchorSet::from_texts(&rows_m.iter().map(|&i| picked[i].clone()).collect::<Vec<_>>())?;
+        let set = AnchorSet::from_texts(
+            &rows_m
+                .iter()
+                .map(|&i| picked[i].clone())
+                .collect::<Vec<_>>(),
+        )?;
         let map = MigrationMap::fit_embedded(
             source.identity().clone(),
             target.identity().clone(),

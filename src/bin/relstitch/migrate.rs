@@ -419,7 +419,10 @@ fn plan(args: PlanArgs) -> anyhow::Result<()> {
     let target = relstitch::Encoder::load(&args.to, &b)?;
     let corpus_a = match &args.embeddings {
         Some(path) => {
-            let f = relstitch::io::SafetensorsFile::read(path, &relstitch::device::DeviceChoice::Cpu.device()?)?;
+            let f = relstitch::io::SafetensorsFile::read(
+                path,
+                &relstitch::device::DeviceChoice::Cpu.device()?,
+            )?;
             relstitch::migrate::check_identity(path, &f.metadata, source.identity(), "source")?;
             Some(f.matrix("embeddings")?)
         }
@@ -428,7 +431,10 @@ fn plan(args: PlanArgs) -> anyhow::Result<()> {
     let options = PlanOptions {
         budget: Budget::parse(&args.budget)?,
         strategy: match args.strategy {
-            StrategyArg::Kmeans => AnchorStrategy::KMeans { seed: args.seed, iterations: 10 },
+            StrategyArg::Kmeans => AnchorStrategy::KMeans {
+                seed: args.seed,
+                iterations: 10,
+            },
             StrategyArg::FarthestPoint => AnchorStrategy::FarthestPoint { seed: args.seed },
             StrategyArg::Uniform => AnchorStrategy::Uniform { seed: args.seed },
         },
