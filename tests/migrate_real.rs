@@ -538,3 +538,43 @@ fn cli_fit_apply_eval_end_to_end() -> anyhow::Result<()> {
     assert!(String::from_utf8_lossy(&out.stderr).contains("map.json"));
     Ok(())
 }
+
+#[test]
+fn unsupervised_fits_a_map_from_two_unpaired_samples() -> anyhow::Result<()> {
+    let s = setup();
+    let fetcher = relstitch::Fetcher::new()?.with_quiet(true);
+    let pairs = relstitch::data::bible::load_paraphrase(&fetcher)?;
+    let (anchors, _) = relstitch::data::bible::paraphrase_split(&pairs, 4096, EVAL, 0)?;
+    // A sees the first 1,024 sample texts, B 1,024 others: no text in common.
+    let (xb, _) = embed(B, &anchors[ANCHORS..2 * ANCHORS].to_vec())?;
+    let options =
+        MigrationOptions::default().with_method(MigrationMethod::Unsupervised { rounds: 10 });
+    let map = MigrationMap::fit_unpaired(
+        s.a.identity.clone(),
+        s.b.identity.clone(),
+        &s.anchor_texts,
+        &s.a.anchors,
+        &xb,
+        &options,
+    )?;
+    let relevant: Vec<usize> = (0..s.docs.len()).collect();
+    let e = map.evaluate_embedded(
+        &s.a.docs,
+        &s.b.docs,
+        Some((&s.b.queries, &relevant)),
+        &EvalOptions::default(),
+    )?;
+    let paired = fit(MigrationMethod::Procrustes, ANCHORS, 0)?.evaluate_embedded(
+        &s.a.docs,
+        &s.b.docs,
+        Some((&s.b.queries, &relevant)),
+        &EvalOptions::default(),
+    )?;
+    eprintln!(
+        "unsupervised, {} pseudo-pairs: {e}\npaired Procrustes: {paired}",
+        map.config().anchors.count
+    );
+    assert_eq!(map.method().name(), "unsupervised");
+    assert!(e.retained.is_some());
+    Ok(())
+}

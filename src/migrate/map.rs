@@ -243,6 +243,12 @@ impl MigrationMap {
         anchors: &AnchorSet,
         options: &MigrationOptions,
     ) -> Result<Self> {
+        if let MigrationMethod::Unsupervised { .. } = options.method {
+            return Err(Error::invalid(
+                "method",
+                "unsupervised fits no paired anchors: give one corpus sample per model (MigrationMap::fit_unpaired, or `migrate fit --method unsupervised --anchors A_TEXTS --to-corpus B_TEXTS`)",
+            ));
+        }
         let texts = anchors.texts()?;
         check_anchor_count(&options.method, texts.len(), source.dim(), None)?;
         let a = EmbeddingCache::for_identity(source.identity())?.embed(source, &texts)?;
@@ -366,6 +372,97 @@ impl MigrationMap {
         check_anchor_count(&options.method, texts.len(), a.dim(), Some(anchors))?;
         let b = Encoder::load(target.0, target.1)?;
         Self::fit(&a, &b, &AnchorSet::from_texts(&texts)?, options)
+    }
+
+    /// [`fit_unpaired`](Self::fit_unpaired) from two text files (`.txt` or `.jsonl` with `field`),
+    /// each embedded by its model through the embedding cache.
+    ///
+    /// # Errors
+    /// [`Error::Input`] naming a file that holds no texts; the errors of
+    /// [`fit_unpaired`](Self::fit_unpaired) and of the encoders.
+    pub fn fit_unpaired_from_files(
+        source: (&str, &EncoderOptions),
+        target: (&str, &EncoderOptions),
+        source_texts: &Path,
+        target_texts: &Path,
+        field: &str,
+        options: &MigrationOptions,
+    ) -> Result<Self> {
+        let dedup = |p: &Path| -> Result<Vec<String>> {
+            let mut seen = std::collections::HashSet::new();
+            Ok(crate::io::read_texts(p, field)?
+                .into_iter()
+                .filter(|t| seen.insert(t.clone()))
+                .collect())
+        };
+        let (ta, tb) = (dedup(source_texts)?, dedup(target_texts)?);
+        let a = Encoder::load(source.0, source.1)?;
+        let b = Encoder::load(target.0, target.1)?;
+        let xa = EmbeddingCache::for_identity(a.identity())?.embed(&a, &ta)?;
+        let xb = EmbeddingCache::for_identity(b.identity())?.embed(&b, &tb)?;
+        Self::fit_unpaired(
+            a.identity().clone(),
+            b.identity().clone(),
+            &ta,
+            &xa,
+            &xb,
+            options,
+        )
+    }
+
+    /// Fits a map with **no paired texts**: `source_texts` embedded by A (`xa`) and another
+    /// sample of the same kind of corpus embedded by B (`xb`) are matched by
+    /// [`MigrationMethod::Unsupervised`]'s procedure; the map is Procrustes on the pseudo-pairs
+    /// found, whose A texts become the map's anchors (and their matched B vectors its target
+    /// anchors).
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for another method, fewer than 128 texts on a side, widths
+    /// that disagree with the identities, or no pairs found.
+    ///
+    /// # Shapes
+    /// - `xa`: `[source_texts.len(), d_a]`, `xb`: `[m, d_b]`.
+    pub fn fit_unpaired(
+        source: ModelIdentity,
+        target: ModelIdentity,
+        source_texts: &[String],
+        xa: &Tensor,
+        xb: &Tensor,
+        options: &MigrationOptions,
+    ) -> Result<Self> {
+        let MigrationMethod::Unsupervised { rounds } = options.method else {
+            return Err(Error::invalid(
+                "method",
+                format!(
+                    "{} needs paired anchors: use MigrationMap::fit",
+                    options.method.name()
+                ),
+            ));
+        };
+        let xa = cpu_f32(xa, "source corpus")?;
+        let xb = cpu_f32(xb, "target corpus")?;
+        if xa.dim(0).context(|| "source corpus".into())? != source_texts.len() {
+            return Err(Error::invalid(
+                "source corpus",
+                "one text per row of the source vectors is needed",
+            ));
+        }
+        let pairs = super::unpaired::match_spaces(&xa, &xb, rounds)?;
+        let rows_a: Vec<usize> = pairs.iter().map(|p| p.0).collect();
+        let rows_b: Vec<usize> = pairs.iter().map(|p| p.1).collect();
+        let texts: Vec<String> = rows_a.iter().map(|&i| source_texts[i].clone()).collect();
+        let take = |t: &Tensor, r: &[usize]| crate::space::anchors::gather_rows(t, r, "corpus");
+        Self::fit_embedded(
+            source,
+            target,
+            AnchorSet::from_texts(&texts)?,
+            &take(&xa, &rows_a)?,
+            &take(&xb, &rows_b)?,
+            &MigrationOptions {
+                cv_folds: 0,
+                ..options.clone()
+            },
+        )
     }
 
     fn assemble(
@@ -771,13 +868,14 @@ impl MigrationMap {
             })
         };
         let fitted = match config.method {
-            MigrationMethod::Procrustes | MigrationMethod::Affine | MigrationMethod::Linear => {
-                Fitted::Affine {
-                    forward: affine("forward", da, db)?,
-                    inverse: affine("inverse", db, da)?,
-                    factors: None,
-                }
-            }
+            MigrationMethod::Procrustes
+            | MigrationMethod::Affine
+            | MigrationMethod::Linear
+            | MigrationMethod::Unsupervised { .. } => Fitted::Affine {
+                forward: affine("forward", da, db)?,
+                inverse: affine("inverse", db, da)?,
+                factors: None,
+            },
             MigrationMethod::LowRank { rank } => Fitted::Affine {
                 forward: affine("forward", da, db)?,
                 inverse: affine("inverse", db, da)?,
@@ -908,7 +1006,10 @@ fn fit_method(
         ))
     };
     match *method {
-        MigrationMethod::Procrustes => affine(translator(TranslationMethod::Procrustes)?, None),
+        // Unsupervised maps are Procrustes maps on pseudo-pairs (see `fit_unpaired`).
+        MigrationMethod::Procrustes | MigrationMethod::Unsupervised { .. } => {
+            affine(translator(TranslationMethod::Procrustes)?, None)
+        }
         MigrationMethod::Affine => affine(translator(TranslationMethod::Affine)?, None),
         MigrationMethod::Linear => affine(translator(TranslationMethod::Linear)?, None),
         MigrationMethod::Relative { center } => Ok((relative_projectors(xa, xb, center)?, None)),

@@ -37,6 +37,7 @@ mod eval;
 mod map;
 mod method;
 mod plan;
+mod unpaired;
 
 pub use adapter::AdapterReport;
 pub use apply::{check_identity, ApplyOptions, ApplySummary, Reembed};

@@ -55,6 +55,9 @@ pub enum MethodArg {
     Mlp,
     /// No map: both sides become similarities to the anchors (the paper's zero-shot route).
     Relative,
+    /// No paired texts: --anchors is a sample embedded by the old model only, --to-corpus another
+    /// sample embedded by the new model only; matched through their structure.
+    Unsupervised,
 }
 
 /// Fit a migration map on anchor texts embedded by both models.
@@ -82,8 +85,14 @@ pub struct FitArgs {
     /// The JSON field holding the text (.jsonl).
     #[arg(long, default_value = "text")]
     pub field: String,
-    /// The map's family (default affine: the most accurate on our measurements from 1,024
-    /// anchors; lowrank below the anchors affine needs).
+    /// --method unsupervised: a sample of the corpus for the new model, unpaired with --anchors.
+    #[arg(long, value_name = "TEXTS")]
+    pub to_corpus: Option<PathBuf>,
+    /// Refinement rounds of --method unsupervised.
+    #[arg(long, default_value_t = 10)]
+    pub rounds: usize,
+    /// The map's family (default lowrank: the best or tied-best in our study from 1,024 anchors,
+    /// with an exact inverse; see docs/RESULTS.md).
     #[arg(long, value_enum)]
     pub method: Option<MethodArg>,
     /// Rank of the lowrank correction.
@@ -283,7 +292,12 @@ pub fn run(args: MigrateArgs) -> anyhow::Result<()> {
 }
 
 fn method(args: &FitArgs) -> MigrationMethod {
-    method_of(args.method, args.rank, args.hidden, !args.no_center)
+    match args.method {
+        Some(MethodArg::Unsupervised) => MigrationMethod::Unsupervised {
+            rounds: args.rounds,
+        },
+        m => method_of(m, args.rank, args.hidden, !args.no_center),
+    }
 }
 
 /// The library's method for a command-line choice and its parameters.
@@ -296,11 +310,16 @@ fn method_of(m: Option<MethodArg>, rank: usize, hidden: usize, center: bool) -> 
         Some(MethodArg::Lowrank) => MigrationMethod::LowRank { rank },
         Some(MethodArg::Mlp) => MigrationMethod::Mlp { hidden },
         Some(MethodArg::Relative) => MigrationMethod::Relative { center },
+        Some(MethodArg::Unsupervised) => MigrationMethod::Unsupervised { rounds: 10 },
     }
 }
 
 fn fit(args: FitArgs) -> anyhow::Result<()> {
-    relstitch::io::refuse_overwriting_inputs(&args.out, &[&args.anchors])?;
+    let mut inputs = vec![args.anchors.as_path()];
+    if let Some(c) = &args.to_corpus {
+        inputs.push(c);
+    }
+    relstitch::io::refuse_overwriting_inputs(&args.out, &inputs)?;
     MigrationMap::check_destination(&args.out)?;
     let base = args.run.options(!args.quiet)?;
     let mut a = base.clone();
@@ -313,13 +332,30 @@ fn fit(args: FitArgs) -> anyhow::Result<()> {
         .with_cv_folds(args.cv_folds)
         .with_progress(!args.quiet);
     options.training.epochs = args.epochs;
-    let mut map = MigrationMap::fit_from_file(
-        (&args.from, &a),
-        (&args.to, &b),
-        &args.anchors,
-        &args.field,
-        &options,
-    )?;
+    let mut map = match (&options.method, &args.to_corpus) {
+        (MigrationMethod::Unsupervised { .. }, Some(corpus)) => {
+            MigrationMap::fit_unpaired_from_files(
+                (&args.from, &a),
+                (&args.to, &b),
+                &args.anchors,
+                corpus,
+                &args.field,
+                &options,
+            )?
+        }
+        (MigrationMethod::Unsupervised { .. }, None) => {
+            anyhow::bail!(
+                "--method unsupervised needs --to-corpus: a sample of the corpus for the new model"
+            )
+        }
+        _ => MigrationMap::fit_from_file(
+            (&args.from, &a),
+            (&args.to, &b),
+            &args.anchors,
+            &args.field,
+            &options,
+        )?,
+    };
     map.save(&args.out)?;
     let d = &map.config().diagnostics;
     eprintln!(
