@@ -456,8 +456,9 @@ fn for_each_chunk(
     Ok(())
 }
 
-/// The 1-based rank of document `relevant[i]` for query `i` (1 + the documents strictly more
-/// similar).
+/// The 1-based rank of document `relevant[i]` for query `i`: 1 + the other documents at least as
+/// similar (ties count against the query, so a degenerate query that scores every document alike
+/// ranks last, not first).
 ///
 /// # Shapes
 /// - `q`: `[m, d]`, `docs`: `[n, d]`, `relevant`: `m` indices below `n`.
@@ -468,8 +469,14 @@ pub fn ranks(q: &Tensor, docs: &Tensor, relevant: &[usize]) -> Result<Vec<usize>
     let mut out = Vec::with_capacity(relevant.len());
     for_each_chunk(q, docs, |start, rows| {
         for (r, sims) in rows.iter().enumerate() {
-            let own = sims[relevant[start + r]];
-            out.push(1 + sims.iter().filter(|&&s| s > own).count());
+            let rel = relevant[start + r];
+            let own = sims[rel];
+            let ahead = sims
+                .iter()
+                .enumerate()
+                .filter(|&(j, &s)| j != rel && s >= own)
+                .count();
+            out.push(1 + ahead);
         }
         Ok(())
     })?;

@@ -139,15 +139,6 @@ impl Affine {
     fn apply(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         x.matmul(&self.w)?.broadcast_add(&self.b)
     }
-
-    /// The Moore–Penrose inverse: `x = (y − b) W⁺`, exact on the map's range.
-    fn pseudo_inverse(&self) -> candle_core::Result<Self> {
-        let w64 = self.w.to_dtype(DType::F64)?;
-        let (pinv, _) = crate::space::linalg::pinv(&w64)?;
-        let w = pinv.to_dtype(DType::F32)?;
-        let b = self.b.matmul(&w)?.neg()?;
-        Ok(Self { w, b })
-    }
 }
 
 /// Per-dimension standard-scaling statistics, as `[1, d]` rows.
@@ -962,6 +953,17 @@ pub(crate) fn check_anchor_count(
     })
 }
 
+/// The closed-form translation `m` from `x` to `y`, fused into one f32 affine map.
+fn translation(x: &Tensor, y: &Tensor, m: TranslationMethod) -> Result<Affine> {
+    let ctx = || format!("fitting the {} map", m.name());
+    let t = LatentTranslator::fit(x, y, m)?;
+    let (w, b) = t.fused();
+    Ok(Affine {
+        w: w.to_dtype(DType::F32).context(ctx)?,
+        b: b.to_dtype(DType::F32).context(ctx)?,
+    })
+}
+
 /// `x` as a contiguous f32 matrix on the CPU.
 fn cpu_f32(x: &Tensor, what: &str) -> Result<Tensor> {
     let x = crate::space::tensor::as_f32_matrix(x, what)?;
@@ -986,32 +988,39 @@ fn fit_method(
     options: &MigrationOptions,
 ) -> Result<(Fitted, Option<AdapterReport>)> {
     let ctx = || format!("fitting the {} map", method.name());
-    let translator = |m: TranslationMethod| -> Result<Affine> {
-        let t = LatentTranslator::fit(xa, xb, m)?;
-        let (w, b) = t.fused();
-        Ok(Affine {
-            w: w.to_dtype(DType::F32).context(ctx)?,
-            b: b.to_dtype(DType::F32).context(ctx)?,
-        })
-    };
-    let affine = |forward: Affine, factors| -> Result<(Fitted, Option<AdapterReport>)> {
-        let inverse = forward.pseudo_inverse().context(ctx)?;
-        Ok((
-            Fitted::Affine {
-                forward,
-                inverse,
-                factors,
-            },
-            None,
-        ))
-    };
+    let translator = |m: TranslationMethod| translation(xa, xb, m);
+    // The inverse is fitted the other way on the same anchors by the same closed form: for
+    // Procrustes (and an unsupervised map, and lowrank's Procrustes base) that is the exact
+    // inverse between the scaled spaces (the transposed rotation); for affine and linear it is the
+    // least-squares map from B to A. Pseudo-inverting the fused forward map instead fails: real
+    // encoders have dimensions that barely vary over the anchors, standard scaling gives them
+    // enormous rows, and the pseudo-inverse's rank tolerance then discards everything else.
+    let reverse = |m: TranslationMethod| translation(xb, xa, m);
+    let affine =
+        |forward: Affine, inverse: Affine, factors| -> Result<(Fitted, Option<AdapterReport>)> {
+            Ok((
+                Fitted::Affine {
+                    forward,
+                    inverse,
+                    factors,
+                },
+                None,
+            ))
+        };
     match *method {
         // Unsupervised maps are Procrustes maps on pseudo-pairs (see `fit_unpaired`).
         MigrationMethod::Procrustes | MigrationMethod::Unsupervised { .. } => {
-            affine(translator(TranslationMethod::Procrustes)?, None)
+            let m = TranslationMethod::Procrustes;
+            affine(translator(m)?, reverse(m)?, None)
         }
-        MigrationMethod::Affine => affine(translator(TranslationMethod::Affine)?, None),
-        MigrationMethod::Linear => affine(translator(TranslationMethod::Linear)?, None),
+        MigrationMethod::Affine => {
+            let m = TranslationMethod::Affine;
+            affine(translator(m)?, reverse(m)?, None)
+        }
+        MigrationMethod::Linear => {
+            let m = TranslationMethod::Linear;
+            affine(translator(m)?, reverse(m)?, None)
+        }
         MigrationMethod::Relative { center } => Ok((relative_projectors(xa, xb, center)?, None)),
         MigrationMethod::LowRank { .. } | MigrationMethod::Mlp { .. } => {
             let base = translator(TranslationMethod::Procrustes)?;
@@ -1053,7 +1062,12 @@ fn fit_method(
                 .matmul(&delta)
                 .and_then(|s| &base.b - s)
                 .context(ctx)?;
-            let (fitted, _) = affine(Affine { w, b }, Some((u, v)))?;
+            // lowrank's inverse is its Procrustes base's (the correction is not inverted).
+            let (fitted, _) = affine(
+                Affine { w, b },
+                reverse(TranslationMethod::Procrustes)?,
+                Some((u, v)),
+            )?;
             Ok((fitted, Some(report)))
         }
     }

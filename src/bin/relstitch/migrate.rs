@@ -91,8 +91,8 @@ pub struct FitArgs {
     /// Refinement rounds of --method unsupervised.
     #[arg(long, default_value_t = 10)]
     pub rounds: usize,
-    /// The map's family (default lowrank: the best or tied-best in our study from 1,024 anchors,
-    /// with an exact inverse; see docs/RESULTS.md).
+    /// The map's family (default procrustes: within 0.8 points of the best in our study from 512
+    /// anchors on, the most robust below, exact inverse; see docs/RESULTS.md).
     #[arg(long, value_enum)]
     pub method: Option<MethodArg>,
     /// Rank of the lowrank correction.
