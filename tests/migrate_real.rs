@@ -546,7 +546,7 @@ fn unsupervised_fits_a_map_from_two_unpaired_samples() -> anyhow::Result<()> {
     let pairs = relstitch::data::bible::load_paraphrase(&fetcher)?;
     let (anchors, _) = relstitch::data::bible::paraphrase_split(&pairs, 4096, EVAL, 0)?;
     // A sees the first 1,024 sample texts, B 1,024 others: no text in common.
-    let (xb, _) = embed(B, &anchors[ANCHORS..2 * ANCHORS].to_vec())?;
+    let (xb, _) = embed(B, &anchors[ANCHORS..2 * ANCHORS])?;
     let options =
         MigrationOptions::default().with_method(MigrationMethod::Unsupervised { rounds: 10 });
     let map = MigrationMap::fit_unpaired(
@@ -574,7 +574,11 @@ fn unsupervised_fits_a_map_from_two_unpaired_samples() -> anyhow::Result<()> {
         "unsupervised, {} pseudo-pairs: {e}\npaired Procrustes: {paired}",
         map.config().anchors.count
     );
+    // Honest state: on this data the unpaired matching does not find the alignment (retained
+    // recall@10 near chance, against 100 % for paired Procrustes); this pins that the method runs
+    // end to end, saves its pseudo-pairs as anchors and is measured, not that it works.
     assert_eq!(map.method().name(), "unsupervised");
     assert!(e.retained.is_some());
+    assert!(map.config().anchors.count >= 2);
     Ok(())
 }
