@@ -73,7 +73,7 @@ impl Default for FitOptions {
             },
             space: Space::Relative {
                 projection: Projection::Cosine,
-                pre_transform: PreTransform::NONE,
+                pre_transform: PreTransform::WHITENED,
             },
             head: HeadKind::Linear,
             train: TrainOptions::default(),
