@@ -101,6 +101,13 @@ fn main() -> anyhow::Result<()> {
         );
     }
     let stitched = Pipeline::stitch(&a, &b, &options)?;
+    // The label-free estimate, before any evaluation (the text report prints it at its top).
+    if let Some(c) = stitched
+        .compatibility()
+        .filter(|_| cli.eval.is_none() || cli.json)
+    {
+        eprintln!("{c}");
+    }
     if let Some(out) = &cli.out {
         stitched.checkpoint().save(out)?;
         eprintln!("stitched checkpoint written to {}", out.display());

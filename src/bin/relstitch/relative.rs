@@ -8,7 +8,7 @@ use candle_core::{Device, Tensor};
 use clap::{Args, ValueEnum};
 use relstitch::io::SafetensorsFile;
 use relstitch::space::anchors::AnchorSet;
-use relstitch::space::projection::{PreTransform, Projection, RelativeProjector};
+use relstitch::space::projection::{PreTransform, Projection, RelativeProjector, Whitening};
 
 /// The long help of `relstitch relative` (shown after the options by `--help`; the one-line
 /// summary comes from `main.rs`).
@@ -74,9 +74,14 @@ pub struct ProjectionArgs {
     /// per-dimension rescaling; breaks rotation invariance).
     #[arg(long)]
     pub standardize: bool,
-    /// Scale every vector to unit length first (after --center/--standardize).
+    /// Scale every vector to unit length first (after --center/--standardize/--whiten).
     #[arg(long)]
     pub l2_normalize: bool,
+    /// ZCA-whiten with the anchors' covariance first (after --center/--standardize), shrunk
+    /// towards isotropy by SHRINKAGE times its mean eigenvalue (0 = full whitening). [default
+    /// shrinkage: 1]
+    #[arg(long, value_name = "SHRINKAGE", num_args = 0..=1, default_missing_value = "1.0")]
+    pub whiten: Option<f64>,
 }
 
 impl ProjectionArgs {
@@ -91,6 +96,7 @@ impl ProjectionArgs {
             .with_center(self.center)
             .with_standardize(self.standardize)
             .with_l2_normalize(self.l2_normalize)
+            .with_whiten(self.whiten.map(|shrinkage| Whitening { shrinkage }))
     }
 
     /// The flags given on the command line, by name (empty when all are left at their defaults).
@@ -103,6 +109,7 @@ impl ProjectionArgs {
             ("--center", self.center),
             ("--standardize", self.standardize),
             ("--l2-normalize", self.l2_normalize),
+            ("--whiten", self.whiten.is_some()),
         ]
         .into_iter()
         .filter_map(|(name, on)| on.then_some(name))
