@@ -29,6 +29,10 @@ pub enum DeviceChoice {
 
 impl DeviceChoice {
     /// The candle device, with a clear error when this build or machine lacks it.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] when an explicit [`Cuda`](Self::Cuda) or [`Metal`](Self::Metal)
+    /// device is not in this build or on this machine; [`Auto`](Self::Auto) never fails.
     pub fn device(self) -> Result<Device> {
         let unavailable = |what: &str, feature: &str, e: candle_core::Error| {
             Error::invalid(

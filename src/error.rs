@@ -149,6 +149,16 @@ pub enum Error {
         /// Why it is invalid and what to do.
         reason: String,
     },
+    /// A tensor's shape does not fit what it is used for: wrong rank, row count or width.
+    #[error("{what} has shape {got:?}: {reason}")]
+    Shape {
+        /// Which tensor.
+        what: String,
+        /// Its shape.
+        got: Vec<usize>,
+        /// What was expected instead, and what to do.
+        reason: String,
+    },
     /// Drawing a figure failed.
     #[error("drawing the figure {figure:?} failed")]
     Plot {
@@ -200,6 +210,15 @@ impl Error {
         }
     }
 
+    /// A tensor of the wrong shape.
+    pub fn shape(what: impl Into<String>, got: &[usize], reason: impl Into<String>) -> Self {
+        Self::Shape {
+            what: what.into(),
+            got: got.to_vec(),
+            reason: reason.into(),
+        }
+    }
+
     /// An invalid argument.
     pub fn invalid(what: impl Into<String>, reason: impl Into<String>) -> Self {
         Self::InvalidArgument {
@@ -212,6 +231,9 @@ impl Error {
 /// Adds context to candle results at the public boundary.
 pub trait CandleContext<T> {
     /// Turns a candle error into [`Error::Candle`] with the given context.
+    ///
+    /// # Errors
+    /// [`Error::Candle`] carrying `context()` when `self` is an error.
     fn context(self, context: impl FnOnce() -> String) -> Result<T>;
 }
 

@@ -47,7 +47,8 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 /// refused, never replaced).
 ///
 /// # Errors
-/// [`Error::InvalidArgument`] naming what sits at `path`.
+/// [`Error::InvalidArgument`] naming what sits at `path`; [`Error::Io`] when `path` cannot be
+/// inspected (e.g. permission denied on its folder).
 pub fn check_replaceable_file(path: &Path) -> Result<()> {
     match std::fs::symlink_metadata(path) {
         Ok(m) if m.file_type().is_file() => Ok(()),
@@ -405,6 +406,10 @@ pub(crate) fn parent_dir(path: &Path) -> PathBuf {
 
 /// Writes named tensors (converted to contiguous CPU tensors) and string metadata as one safetensors
 /// file, atomically.
+///
+/// # Errors
+/// [`Error::Candle`] when a tensor cannot be copied to the CPU; [`Error::Safetensors`] when the
+/// tensors cannot be serialised; the errors of [`write_atomic`].
 pub fn write_safetensors(
     path: &Path,
     tensors: &[(&str, &Tensor)],
@@ -449,6 +454,10 @@ pub struct SafetensorsFile {
 
 impl SafetensorsFile {
     /// Reads every tensor of `path` onto `device`.
+    ///
+    /// # Errors
+    /// [`Error::Io`] when the file cannot be read; [`Error::Safetensors`] when it is not a valid
+    /// safetensors file or its tensors cannot be loaded onto `device`.
     pub fn read(path: &Path, device: &Device) -> Result<Self> {
         let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
         let bad = |reason: String| Error::Safetensors {
@@ -469,6 +478,10 @@ impl SafetensorsFile {
 
     /// The tensor `name` as a rank-2 f32 matrix `[rows, cols]`, with a clear error when it is missing,
     /// has another rank, or holds NaN or infinite values.
+    ///
+    /// # Errors
+    /// [`Error::Safetensors`] when the tensor is missing, is not rank 2 or cannot be read as f32;
+    /// [`Error::InvalidArgument`] when it holds NaN or infinite values ([`check_finite`]).
     pub fn matrix(&self, name: &str) -> Result<Tensor> {
         let bad = |reason: String| Error::Safetensors {
             path: self.path.clone(),
@@ -496,7 +509,22 @@ impl SafetensorsFile {
     }
 }
 
+/// Tensor `name` of the safetensors file `path` as an f32 matrix on the CPU
+/// ([`SafetensorsFile::matrix`]).
+///
+/// # Errors
+/// [`Error::Io`] when the file cannot be read; [`Error::Safetensors`] (naming the file) when it is
+/// not safetensors, lacks the tensor, or the tensor is not a matrix; [`Error::InvalidArgument`]
+/// when the tensor holds NaN or infinite values.
+pub fn read_matrix(path: &Path, name: &str) -> Result<Tensor> {
+    SafetensorsFile::read(path, &Device::Cpu)?.matrix(name)
+}
+
 /// Fails with [`Error::InvalidArgument`] when `t` holds NaN or infinite values.
+///
+/// # Errors
+/// [`Error::InvalidArgument`] naming `what` and the flat index of the first non-finite value;
+/// [`Error::Candle`] when `t` cannot be read back as f32.
 pub fn check_finite(t: &Tensor, what: &str) -> Result<()> {
     let s = t
         .to_dtype(DType::F32)
@@ -524,8 +552,10 @@ pub struct TextInput {
 /// Reads texts from a `.txt` (one per line; empty lines are skipped) or a `.jsonl` file (one object per
 /// line with a string field `field`; blank lines are skipped).
 ///
-/// Errors name the file and the 1-based line: invalid UTF-8, invalid JSON, a missing or non-string
-/// field, or a file with no texts at all.
+/// # Errors
+/// [`Error::Input`] naming the file and the 1-based line: invalid UTF-8, invalid JSON, a line that
+/// is not an object, a missing or non-string field, or (without a line) a file with no texts at all;
+/// [`Error::Io`] when the file cannot be opened or read.
 pub fn read_texts(path: &Path, field: &str) -> Result<Vec<String>> {
     let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
     let jsonl = matches!(
@@ -609,6 +639,9 @@ pub fn read_texts(path: &Path, field: &str) -> Result<Vec<String>> {
 }
 
 /// The sha256 of a file, as lowercase hex, read in chunks.
+///
+/// # Errors
+/// [`Error::Io`] when the file cannot be opened or read.
 pub fn sha256_file(path: &Path) -> Result<String> {
     use sha2::{Digest, Sha256};
     let mut file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;

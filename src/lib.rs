@@ -63,6 +63,7 @@
 //! ```
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 #![warn(missing_docs)]
+#![warn(clippy::missing_errors_doc)]
 
 // Bottom floor: plain files, devices, errors, progress bars.
 pub mod device;

@@ -377,6 +377,22 @@ fn stitch_out_killed_anywhere_keeps_the_previous_checkpoint() -> Result<()> {
     run_ok(stitch(&b, &a, &reference))?;
     let new = checkpoint_state(&reference)?;
     std::fs::remove_dir_all(&reference)?;
+    // `relstitch stitch` is the same command: same flags, the same checkpoint.
+    run_ok(command(
+        RELSTITCH,
+        &home,
+        &[
+            "stitch",
+            "--encoder-from",
+            &b.to_string_lossy(),
+            "--decoder-from",
+            &a.to_string_lossy(),
+            "--out",
+            &reference.to_string_lossy(),
+        ],
+    ))?;
+    assert_eq!(checkpoint_state(&reference)?, new);
+    std::fs::remove_dir_all(&reference)?;
     kill_everywhere(
         work.path(),
         &kills(),

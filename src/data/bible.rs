@@ -589,9 +589,11 @@ fn layout(books: &[Book]) -> Vec<Slot> {
 /// versification: `(verse, OSIS text)` for all 31,102 verses, in canonical order (a verse the
 /// module lacks has an empty text).
 ///
-/// Fails with [`Error::Input`] naming the file when a file is missing or truncated, an entry points
-/// outside its block, a block does not inflate to its recorded size, or the index does not have
-/// the KJV layout (wrong number of slots, or a chapter heading naming another chapter).
+/// # Errors
+/// [`Error::Io`] when a file is missing or unreadable; [`Error::Input`] naming the file when it is
+/// truncated, an entry points outside its block, a block does not inflate to its recorded size, or
+/// the index does not have the KJV layout (wrong number of slots, or a chapter heading naming
+/// another chapter).
 pub fn read_ztext(dir: &Path) -> Result<Vec<(VerseRef, String)>> {
     let (ot, nt) = KJV_BOOKS.split_at(OT_BOOKS);
     let mut verses = read_testament(dir, "ot", ot)?;
@@ -856,6 +858,9 @@ fn strip_usfm_markers(text: &str) -> String {
 
 /// The aligned English and Spanish datasets from two zText module folders: verses empty in either
 /// language are dropped from both.
+///
+/// # Errors
+/// The errors of [`read_ztext`] for either folder.
 pub fn parallel_from_dirs(en_dir: &Path, es_dir: &Path) -> Result<(Dataset, Dataset)> {
     let en = read_ztext(en_dir)?;
     let es = read_ztext(es_dir)?;
@@ -898,6 +903,11 @@ pub fn parallel_from_dirs(en_dir: &Path, es_dir: &Path) -> Result<(Dataset, Data
 
 /// Downloads both packages (or reuses the cached downloads), extracts them and builds the aligned
 /// English and Spanish datasets.
+///
+/// # Errors
+/// The errors of [`Fetcher::download`]; [`Error::Fetch`] when a package cannot be extracted or
+/// does not hold exactly one zText module; [`Error::Io`] when the extracted folder cannot be
+/// listed; the errors of [`parallel_from_dirs`].
 pub fn load_parallel(fetcher: &Fetcher) -> Result<(Dataset, Dataset)> {
     let (kjv, sparv) = (package_kjv(), package_sparv());
     let en_tmp = extract_deb(fetcher, &fetcher.download(&kjv)?)?;

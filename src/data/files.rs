@@ -68,6 +68,9 @@ impl Fields {
 }
 
 /// Reads a `.jsonl`, `.ndjson`, `.csv` or `.tsv` file, chosen by extension.
+///
+/// # Errors
+/// [`Error::Input`] for any other extension; the errors of [`read_jsonl`] or [`read_csv`].
 pub fn read_table(path: &Path, fields: &Fields) -> Result<Dataset> {
     match path
         .extension()
@@ -88,6 +91,12 @@ pub fn read_table(path: &Path, fields: &Fields) -> Result<Dataset> {
 
 /// Reads a JSON Lines file: one object per line with a text and a label field (blank lines are
 /// skipped).
+///
+/// # Errors
+/// [`Error::Io`] when the file cannot be read; [`Error::Input`] naming the file (and the line,
+/// when on one row) for the problems listed in the [module documentation](self);
+/// [`Error::InvalidArgument`] when a fixed label list ([`Fields::labels`]) is empty or repeats a
+/// name ([`Dataset::try_new`]).
 pub fn read_jsonl(path: &Path, fields: &Fields) -> Result<Dataset> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     let mut rows = Rows::new(path, fields);
@@ -160,6 +169,12 @@ pub fn read_jsonl(path: &Path, fields: &Fields) -> Result<Dataset> {
 
 /// Reads a CSV (or, with `delimiter = b'\t'`, TSV) file with a header row. Quoted fields may hold
 /// delimiters, quotes (`""`) and newlines; every row must have as many fields as the header.
+///
+/// # Errors
+/// [`Error::Io`] when the file cannot be opened; [`Error::Input`] naming the file (and the line)
+/// for a missing header or column, a row with another number of fields, invalid UTF-8, or the
+/// row problems of the [module documentation](self); [`Error::InvalidArgument`] as for
+/// [`read_jsonl`].
 pub fn read_csv(path: &Path, fields: &Fields, delimiter: u8) -> Result<Dataset> {
     let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
     let mut reader = csv::ReaderBuilder::new()

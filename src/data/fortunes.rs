@@ -48,6 +48,10 @@ pub fn package() -> Package {
 }
 
 /// Downloads the package (or reuses the cached download), extracts it and builds the dataset.
+///
+/// # Errors
+/// The errors of [`Fetcher::download`]; [`Error::Fetch`] when `dpkg-deb` cannot extract the
+/// package; the errors of [`from_dir`].
 pub fn load(fetcher: &Fetcher) -> Result<Dataset> {
     let pkg = package();
     let deb = fetcher.download(&pkg)?;
@@ -59,6 +63,10 @@ pub fn load(fetcher: &Fetcher) -> Result<Dataset> {
 }
 
 /// Builds the dataset from a folder of fortune files, one label per file in `categories`.
+///
+/// # Errors
+/// [`Error::Fetch`] when a category file is missing; [`Error::Io`] when one cannot be read;
+/// [`Error::Input`] when no entry is usable or some category has none left after cleaning.
 pub fn from_dir(dir: &Path, categories: &[&str]) -> Result<Dataset> {
     let mut items = Vec::new();
     for &cat in categories {

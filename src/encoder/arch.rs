@@ -52,6 +52,12 @@ pub enum ArchConfig {
 
 impl ArchConfig {
     /// Reads config.json and picks the architecture from its `model_type`.
+    ///
+    /// # Errors
+    /// [`Error::Io`] when the file cannot be read; [`Error::Json`] when it is not valid JSON or
+    /// not that architecture's configuration; [`Error::UnsupportedArchitecture`] for another (or a
+    /// missing) `model_type`; [`Error::ModelFolder`] when the head count is missing, zero, or does
+    /// not divide the hidden size.
     pub fn read(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
         let json_err = |source| Error::Json {
@@ -145,6 +151,10 @@ impl ArchConfig {
 
 impl Architecture {
     /// Builds the architecture from its weights.
+    ///
+    /// # Errors
+    /// A [`candle_core::Error`] when a tensor is missing from `vb` or has the wrong shape (the
+    /// caller, [`Encoder`](crate::Encoder), turns it into [`Error::ModelFolder`]).
     pub fn load(cfg: &ArchConfig, vb: VarBuilder) -> candle_core::Result<Self> {
         Ok(match cfg {
             ArchConfig::Bert(c) => Self::Bert(bert::BertModel::load(vb, c)?),
@@ -170,6 +180,10 @@ impl Architecture {
     /// - `input_ids`: `[batch, seq]` u32
     /// - `mask`: `[batch, seq]` u32, 1 = token, 0 = padding
     /// - returns `[batch, seq, hidden]` f32
+    ///
+    /// # Errors
+    /// A [`candle_core::Error`] when the shapes disagree, a token id is outside the vocabulary,
+    /// or the sequence is longer than the position embeddings allow.
     pub fn forward(&self, input_ids: &Tensor, mask: &Tensor) -> candle_core::Result<Tensor> {
         match self {
             Self::Bert(m) => {
@@ -193,6 +207,10 @@ impl Architecture {
 
 /// Opens the weights of a model folder: `model.safetensors` (memory-mapped), else
 /// `pytorch_model.bin`.
+///
+/// # Errors
+/// [`Error::ModelFolder`] when `dir` has neither file, or the one found cannot be opened as
+/// safetensors or as a PyTorch checkpoint.
 pub fn weights(dir: &Path, device: &Device) -> Result<(VarBuilder<'static>, std::path::PathBuf)> {
     let st = dir.join("model.safetensors");
     if st.is_file() {

@@ -29,6 +29,9 @@ pub struct Throughput {
 }
 
 /// Times `encoder.embed(texts)`: one warm-up run, then the best of `repeats`.
+///
+/// # Errors
+/// The errors of [`Encoder::embed`] (e.g. [`Error::InvalidArgument`] for empty `texts`).
 pub fn time_relstitch(
     encoder: &Encoder,
     texts: &[String],
@@ -55,6 +58,10 @@ pub fn time_relstitch(
 
 /// Runs the sentence-transformers peer on the same model folder and texts file, and parses its
 /// one line of JSON.
+///
+/// # Errors
+/// [`Error::Fetch`] (naming the "sentence-transformers peer") when `python` cannot be run, the
+/// script exits with a failure, or its output holds no valid JSON line.
 #[allow(clippy::too_many_arguments)]
 pub fn time_sentence_transformers(
     python: &str,

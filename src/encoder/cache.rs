@@ -62,14 +62,16 @@ fn key_of(identity: &ModelIdentity) -> String {
 /// - `embeddings`: `[rows, dims]`, read as f32; `text_sha256`: `rows` hashes
 ///
 /// # Errors
-/// [`Error::InvalidArgument`] when `embeddings` is not a matrix with one row per hash.
+/// [`Error::Shape`] when `embeddings` does not have one row per hash; [`Error::Candle`] when it is
+/// not a matrix or cannot be read as f32.
 pub fn shard_digest(embeddings: &Tensor, text_sha256: &[String]) -> Result<String> {
     let (rows, cols) = embeddings
         .dims2()
         .context(|| "digest of an embedding shard".into())?;
     if rows != text_sha256.len() {
-        return Err(Error::invalid(
+        return Err(Error::shape(
             "embedding shard",
+            &[rows, cols],
             format!("{rows} rows but {} text hashes", text_sha256.len()),
         ));
     }
@@ -165,6 +167,9 @@ impl EmbeddingCache {
 
     /// The cache for vectors made by `identity` under `$RELSTITCH_HOME` (see
     /// [`crate::hub::fetch::home_dir`]): where `relstitch fit` and the stitching pipelines keep theirs.
+    ///
+    /// # Errors
+    /// The errors of [`home_dir`](crate::hub::fetch::home_dir).
     pub fn for_identity(identity: &ModelIdentity) -> Result<Self> {
         Ok(Self::new(&crate::hub::fetch::home_dir()?, identity))
     }

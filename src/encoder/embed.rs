@@ -58,6 +58,10 @@ impl ModelIdentity {
 /// Embeds the texts of `input` (`.txt`, one per line, or `.jsonl` with the text in `field`) and
 /// writes `output` atomically: tensor `embeddings` `[n, d]` f32 in input order plus the encoder's
 /// identity as metadata.
+///
+/// # Errors
+/// The errors of [`read_texts`](crate::io::read_texts) (e.g. [`Error::Input`]), of
+/// [`Encoder::embed`] and of [`write_safetensors`](crate::io::write_safetensors).
 pub fn embed_file(
     encoder: &Encoder,
     input: &Path,

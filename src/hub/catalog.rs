@@ -118,11 +118,19 @@ pub struct Catalog {
 
 impl Catalog {
     /// The catalog compiled into this version of relstitch.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] if the compiled-in catalog does not parse (a build defect; the
+    /// tests keep it from happening).
     pub fn builtin() -> Result<Self> {
         Self::from_toml(CATALOG_TOML)
     }
 
     /// Parses a catalog in the format of `models/catalog.toml`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] with the TOML parser's message when `text` is not valid TOML or
+    /// does not match the format (unknown fields are refused).
     pub fn from_toml(text: &str) -> Result<Self> {
         let file: CatalogFile = toml::from_str(text)
             .map_err(|e| Error::invalid("model catalog", format!("cannot parse: {e}")))?;

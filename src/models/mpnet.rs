@@ -318,6 +318,11 @@ impl MPNetModel {
     /// LM head are not loaded.
     ///
     /// The model computes in `vb.dtype()`; [`MPNetModel::forward`] always returns `f32`.
+    ///
+    /// # Errors
+    /// A [`candle_core::Error`] when `hidden_size` is not a multiple of `num_attention_heads`,
+    /// `relative_attention_num_buckets` is below the 32 buckets the position bias uses, or a
+    /// tensor is missing from `vb` or has the wrong shape.
     pub fn load(vb: VarBuilder, cfg: &Config) -> Result<Self> {
         const PROBE: &str = "embeddings.word_embeddings.weight";
         let vb = if !vb.contains_tensor(PROBE) && vb.contains_tensor(&format!("mpnet.{PROBE}")) {

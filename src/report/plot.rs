@@ -112,6 +112,11 @@ fn draw_legend<'a, DB: DrawingBackend + 'a, CT: plotters::coord::CoordTranslate>
 /// Colours run over `range` (default: the values' min and max) on the viridis scale. Row and
 /// column labels are drawn when there are at most 40 of them; cell values are printed when the
 /// matrix is at most 12 × 12.
+///
+/// # Errors
+/// [`Error::InvalidArgument`] for an empty or ragged matrix, label counts that do not match it,
+/// NaN or infinite values, or a `range` that is not an increasing finite pair; [`Error::Plot`] when
+/// drawing fails.
 pub fn heatmap(
     title: &str,
     values: &[Vec<f64>],
@@ -279,6 +284,11 @@ fn padded_range(values: impl Iterator<Item = f64>) -> (f64, f64) {
 ///
 /// With `log_x` the x axis is logarithmic (base 2; every x must be positive), which suits sweeps
 /// over the number of anchors.
+///
+/// # Errors
+/// [`Error::InvalidArgument`] when there are no points, a point or error bar is NaN or infinite,
+/// a series has not one error bar per point, or `log_x` meets an x ≤ 0; [`Error::Plot`] when
+/// drawing fails.
 pub fn line_chart(
     title: &str,
     x_label: &str,
@@ -374,6 +384,10 @@ pub fn line_chart(
 
 /// A grouped bar chart: one group per entry of `groups`, one coloured bar per series in each
 /// group, each series holding one value per group.
+///
+/// # Errors
+/// [`Error::InvalidArgument`] when there are no groups or no series, a series has not one value
+/// per group, or a value is NaN or infinite; [`Error::Plot`] when drawing fails.
 pub fn bar_chart(
     title: &str,
     y_label: &str,
@@ -464,6 +478,11 @@ pub fn bar_chart(
 /// `images` holds row-major `height × width` intensities in `[0, 1]` (values outside are clipped),
 /// laid out `columns` per row; `row_labels` names each row of the grid. The pixels are embedded
 /// as one PNG (so the SVG stays small) and drawn `scale` times larger, without smoothing.
+///
+/// # Errors
+/// [`Error::InvalidArgument`] when there are no images, `columns`, a size or `scale` is zero, an
+/// image has not `height × width` pixels, a pixel is NaN or infinite, or there is not one row
+/// label per grid row; [`Error::Plot`] when the PNG cannot be encoded.
 pub fn image_grid(
     title: &str,
     images: &[Vec<f32>],

@@ -34,7 +34,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::CandleContext;
 use crate::space::linalg;
-use crate::space::projection::as_f32_matrix;
+use crate::space::tensor::as_f32_matrix;
 use crate::{Error, Result};
 
 /// One anchor sample: any of its text, its row in a dataset or embedding matrix, and its label.
@@ -104,6 +104,10 @@ pub struct AnchorSet {
 impl AnchorSet {
     /// Validates and wraps `samples`: at least one, each with a text or a row, no two equal, no row
     /// used twice.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] naming the offending sample: none at all, a sample with neither
+    /// text nor row, a row used twice, or a sample equal to an earlier one.
     pub fn try_new(samples: Vec<AnchorSample>) -> Result<Self> {
         if samples.is_empty() {
             return Err(Error::invalid("anchor set", "no anchor samples"));
@@ -143,11 +147,17 @@ impl AnchorSet {
     }
 
     /// Anchors given by their rows (e.g. `rows:3,17,42` on the command line).
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] when `rows` is empty or repeats a row ([`AnchorSet::try_new`]).
     pub fn from_rows(rows: &[usize]) -> Result<Self> {
         Self::try_new(rows.iter().map(|&r| AnchorSample::from_row(r)).collect())
     }
 
     /// Anchors given by their texts.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] when `texts` is empty or repeats a text ([`AnchorSet::try_new`]).
     pub fn from_texts<S: AsRef<str>>(texts: &[S]) -> Result<Self> {
         Self::try_new(
             texts
@@ -173,6 +183,9 @@ impl AnchorSet {
     }
 
     /// The rows of the samples, in order; an error when a sample has no row.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] naming the first sample without a row.
     pub fn rows(&self) -> Result<Vec<usize>> {
         self.samples
             .iter()
@@ -186,6 +199,9 @@ impl AnchorSet {
     }
 
     /// The texts of the samples, in order; an error when a sample has no text.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] naming the first sample without a text.
     pub fn texts(&self) -> Result<Vec<String>> {
         self.samples
             .iter()
@@ -212,6 +228,10 @@ impl AnchorSet {
     }
 
     /// Writes the set as JSONL (one sample object per line, in order), atomically.
+    ///
+    /// # Errors
+    /// The errors of [`write_atomic`](crate::io::write_atomic) (e.g. [`Error::Io`]);
+    /// [`Error::Json`] if a sample cannot be serialised.
     pub fn save_jsonl(&self, path: &Path) -> Result<()> {
         let mut out = Vec::new();
         for s in &self.samples {
@@ -226,7 +246,12 @@ impl AnchorSet {
     }
 
     /// Reads a set written by [`save_jsonl`](Self::save_jsonl) (blank lines are skipped; missing
-    /// keys are `null`). Errors name the line.
+    /// keys are `null`).
+    ///
+    /// # Errors
+    /// [`Error::Io`] when the file cannot be opened or read; [`Error::Input`] naming the line that
+    /// is not an anchor sample, or (without a line) when the samples do not make a valid set
+    /// ([`AnchorSet::try_new`]: none, or duplicates).
     pub fn load_jsonl(path: &Path) -> Result<Self> {
         let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
         let mut samples = Vec::new();
@@ -255,6 +280,10 @@ impl AnchorSet {
     ///
     /// # Shapes
     /// - `space`: `[n, d]`; returns `[k, d]` (same dtype and device).
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] when a sample has no row or a row is out of range;
+    /// [`Error::Shape`] when `space` is not a matrix; [`Error::Candle`] when gathering fails.
     pub fn latents(&self, space: &Tensor) -> Result<Tensor> {
         let rows = self.rows()?;
         gather_rows(space, &rows, "anchor rows")
@@ -263,9 +292,8 @@ impl AnchorSet {
     /// Selects `n_anchors` samples of `pool` with `strategy`. The samples carry their row, and their
     /// text and label when the pool has them.
     ///
-    /// Errors: `n_anchors` of 0 or larger than the pool, a strategy that needs labels or a space the
-    /// pool lacks, pool parts of different lengths, or (farthest-point, k-means) a space with fewer
-    /// distinct points than anchors asked for.
+    /// # Errors
+    /// The errors of [`AnchorStrategy::select_rows`].
     pub fn select(
         pool: &AnchorPool<'_>,
         n_anchors: usize,
@@ -495,6 +523,13 @@ impl AnchorStrategy {
     /// When the pool has texts ([`AnchorPool::with_texts`]), the uniform and stratified strategies
     /// skip samples whose text was already chosen, so repeated texts never become two identical
     /// anchors.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for `n_anchors` of 0 or larger than the pool (or than its
+    /// distinct texts), a strategy that needs labels or a space the pool lacks, pool parts of
+    /// different lengths, a space that is not a matrix or holds NaN/infinite values, or
+    /// (farthest-point, k-means) a space with fewer distinct points than anchors asked for;
+    /// [`Error::Shape`] or [`Error::Candle`] when the space cannot be read as an f32 matrix.
     pub fn select_rows(&self, pool: &AnchorPool<'_>, n_anchors: usize) -> Result<Vec<usize>> {
         pool.check()?;
         let n = pool.len;
@@ -610,11 +645,12 @@ pub(crate) fn gather_rows(x: &Tensor, rows: &[usize], what: &str) -> Result<Tens
         .dims()
         .first()
         .copied()
-        .ok_or_else(|| Error::invalid(what, "cannot take rows of a scalar"))?;
+        .ok_or_else(|| Error::shape(what, &[], "cannot take rows of a scalar"))?;
     if x.rank() != 2 {
-        return Err(Error::invalid(
+        return Err(Error::shape(
             what,
-            format!("shape {:?}: expected a matrix [rows, dims]", x.dims()),
+            x.dims(),
+            "expected a matrix [rows, dims]",
         ));
     }
     if let Some(&bad) = rows.iter().find(|&&r| r >= n) {
@@ -872,6 +908,10 @@ impl crate::report::display::TableRow for AnchorDiagnostics {
 }
 
 /// A bar chart (SVG) of the anchors per label of several anchor sets, e.g. one per strategy.
+///
+/// # Errors
+/// [`Error::InvalidArgument`] when `sets` is empty or none of its anchors has a label;
+/// [`Error::Plot`] when drawing fails ([`bar_chart`](crate::report::plot::bar_chart)).
 #[cfg(feature = "plot")]
 pub fn label_chart(title: &str, sets: &[(&str, &AnchorSet)]) -> Result<String> {
     let mut labels: Vec<String> = sets
@@ -903,6 +943,11 @@ pub fn label_chart(title: &str, sets: &[(&str, &AnchorSet)]) -> Result<String> {
 ///
 /// # Shapes
 /// - `anchor_latents`: `[k, d]`, `k ≥ 2`, any float dtype and device.
+///
+/// # Errors
+/// [`Error::Shape`] when `anchor_latents` is not a matrix; [`Error::InvalidArgument`] when it is
+/// not floating-point, holds NaN/infinite values, or has fewer than 2 rows or no columns;
+/// [`Error::Candle`] when the decomposition fails.
 pub fn diagnose(anchor_latents: &Tensor) -> Result<AnchorDiagnostics> {
     let a = as_f32_matrix(anchor_latents, "anchor latents")?;
     crate::io::check_finite(&a, "anchor latents")?;
@@ -975,6 +1020,10 @@ pub struct SweepPoint<T> {
 ///
 /// # Shapes
 /// - the pool's space: `[n, d]`; `evaluate` receives the anchors' latents `[k, d]`.
+///
+/// # Errors
+/// [`Error::InvalidArgument`] when the pool has no space; the errors of [`AnchorSet::select`],
+/// [`AnchorSet::latents`] and [`diagnose`] for each count; the first error `evaluate` returns.
 pub fn sweep_num_anchors<T>(
     pool: &AnchorPool<'_>,
     counts: &[usize],

@@ -31,9 +31,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::CandleContext;
 use crate::report::display::{cell, Table, TableRow};
-use crate::space::projection::{
-    as_f32_matrix, checked_sq_norms, f64_device, row_sq_norms, to_f64_rows, PreTransform,
-    Projection, RelativeProjector,
+use crate::space::projection::{PreTransform, Projection, RelativeProjector};
+use crate::space::tensor::{
+    as_f32_matrix, checked_sq_norms, f64_device, row_sq_norms, to_f64_rows,
 };
 use crate::{Error, Result};
 
@@ -150,11 +150,13 @@ pub struct SimilarityMatrix {
 impl SimilarityMatrix {
     /// Cosine similarities between the rows of `space`; `labels` names each row (e.g. its class).
     ///
-    /// Errors: not a matrix, fewer than 2 rows, a zero or non-finite row, or a label count that is
-    /// not the row count.
-    ///
     /// # Shapes
     /// - `space`: `[n, d]`, any float dtype and device; `labels`: `n`; the result is `n × n`.
+    ///
+    /// # Errors
+    /// [`Error::Shape`] when `space` is not a matrix; [`Error::InvalidArgument`] for fewer than 2
+    /// rows, a label count that is not the row count, a non-float dtype, or a zero or non-finite
+    /// row; [`Error::Candle`] when a tensor operation fails.
     pub fn cosine<S: AsRef<str>>(space: &Tensor, labels: &[S]) -> Result<Self> {
         let x = as_f32_matrix(space, "space")?;
         let (n, _) = x.dims2().context(|| "reading the space".into())?;
@@ -191,6 +193,9 @@ impl SimilarityMatrix {
     ///
     /// # Shapes
     /// - `space`: `[n, d]`, any float dtype and device; `labels`: `n`; the result is `n × n`.
+    ///
+    /// # Errors
+    /// As [`SimilarityMatrix::cosine`]; a row equal to the mean row is a zero row once centred.
     pub fn centered_cosine<S: AsRef<str>>(space: &Tensor, labels: &[S]) -> Result<Self> {
         let x = as_f32_matrix(space, "space")?;
         let centred = x
@@ -245,6 +250,9 @@ impl SimilarityMatrix {
 
     /// Mean absolute difference between the entries of two matrices of the same size (0: the two
     /// spaces see the same geometry).
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] when the two matrices have different sizes.
     pub fn mean_abs_difference(&self, other: &Self) -> Result<f64> {
         let n = self.values.len();
         if other.values.len() != n {
@@ -282,12 +290,20 @@ impl SimilarityMatrix {
 
     /// The matrix as an SVG heatmap, coloured over [`off_diagonal_range`](Self::off_diagonal_range)
     /// (relative representations are mostly positive, so a fixed `[-1, 1]` would wash them out).
+    ///
+    /// # Errors
+    /// The errors of [`heatmap`](crate::report::plot::heatmap) ([`Error::Plot`] when drawing
+    /// fails).
     #[cfg(feature = "plot")]
     pub fn to_svg(&self) -> Result<String> {
         self.to_svg_in(self.off_diagonal_range())
     }
 
     /// The matrix as an SVG heatmap, coloured over `range` (values outside are clamped).
+    ///
+    /// # Errors
+    /// The errors of [`heatmap`](crate::report::plot::heatmap): [`Error::InvalidArgument`] for a
+    /// non-finite `range`, [`Error::Plot`] when drawing fails.
     #[cfg(feature = "plot")]
     pub fn to_svg_in(&self, range: (f64, f64)) -> Result<String> {
         crate::report::plot::heatmap(
@@ -302,6 +318,9 @@ impl SimilarityMatrix {
 
     /// Several matrices' heatmaps in one row (e.g. the same samples under two encoders), coloured
     /// over one shared range so that equal colours mean equal similarities.
+    ///
+    /// # Errors
+    /// The first error of [`to_svg_in`](Self::to_svg_in) (e.g. [`Error::Plot`]).
     #[cfg(feature = "plot")]
     pub fn side_by_side(matrices: &[&Self]) -> Result<crate::report::display::Html> {
         let range = matrices
@@ -340,12 +359,14 @@ pub struct Retrieval {
 
 /// All metrics between `a` and `b` with neighbourhoods of size `k`.
 ///
-/// Errors: not matrices, different row counts, fewer than 4 rows (debiased CKA needs 4),
-/// `k = 0` or `k ≥ n`, NaN/infinite values, zero rows (cosine), a space with zero variance (CKA).
-///
 /// # Shapes
 /// - `a`: `[n, d_a]`, `b`: `[n, d_b]` — row `i` of both is the same sample; any float dtype and
 ///   device (work runs there, in f32 for the cosine matrices and f64 for CKA).
+///
+/// # Errors
+/// [`Error::Shape`] when a space is not a matrix; [`Error::InvalidArgument`] for different row counts, fewer than 4 rows
+/// (debiased CKA needs 4), `k = 0` or `k ≥ n`, a non-float dtype, NaN/infinite values, zero rows
+/// (cosine), or a space with zero variance (CKA); [`Error::Candle`] when a tensor operation fails.
 pub fn compare_spaces(a: &Tensor, b: &Tensor, k: usize) -> Result<SpaceComparison> {
     let (a, b, n) = pair(a, b)?;
     check_k(k, n)?;
@@ -385,6 +406,10 @@ pub fn compare_spaces(a: &Tensor, b: &Tensor, k: usize) -> Result<SpaceCompariso
 ///
 /// # Shapes
 /// - `a`: `[n, d_a]`, `b`: `[n, d_b]`, `a_anchors`: `[m, d_a]`, `b_anchors`: `[m, d_b]`.
+///
+/// # Errors
+/// [`Error::Shape`] when the two anchor sets differ in size, plus the errors of
+/// [`RelativeProjector::fit`], [`RelativeProjector::project`] and [`compare_spaces`].
 pub fn compare_relative(
     a: &Tensor,
     b: &Tensor,
@@ -397,9 +422,14 @@ pub fn compare_relative(
     let ma = a_anchors.dims().first().copied().unwrap_or(0);
     let mb = b_anchors.dims().first().copied().unwrap_or(0);
     if ma != mb {
-        return Err(Error::invalid(
-            "parallel anchors",
-            format!("{ma} anchors for the first space and {mb} for the second"),
+        return Err(Error::shape(
+            "the second space's anchors",
+            b_anchors.dims(),
+            format!(
+                "{ma} anchors for the first space but {mb} for the second; relative \
+                 representations are only comparable over the same anchor samples, in the same \
+                 order, embedded in each space"
+            ),
         ));
     }
     let ra = RelativeProjector::fit(a_anchors, projection, pre)?.project(a)?;
@@ -412,6 +442,11 @@ pub fn compare_relative(
 ///
 /// # Shapes
 /// - `a`: `[n, d_a]`, `b`: `[n, d_b]`, `n ≥ 2`.
+///
+/// # Errors
+/// [`Error::Shape`] when a space is not a matrix; [`Error::InvalidArgument`] for different row counts, fewer than 2 rows,
+/// a non-float dtype, NaN/infinite values, or a space with zero variance; [`Error::Candle`] when a
+/// tensor operation fails.
 pub fn linear_cka(a: &Tensor, b: &Tensor) -> Result<f64> {
     let (a, b, n) = pair(a, b)?;
     if n < 2 {
@@ -425,6 +460,11 @@ pub fn linear_cka(a: &Tensor, b: &Tensor) -> Result<f64> {
 ///
 /// # Shapes
 /// - `a`: `[n, d_a]`, `b`: `[n, d_b]`, `n ≥ 4`.
+///
+/// # Errors
+/// [`Error::Shape`] when a space is not a matrix; [`Error::InvalidArgument`] for different row counts, fewer than 4 rows,
+/// a non-float dtype, NaN/infinite values, or a (nearly) constant space whose unbiased HSIC is not
+/// positive; [`Error::Candle`] when a tensor operation fails.
 pub fn debiased_cka(a: &Tensor, b: &Tensor) -> Result<f64> {
     let (a, b, n) = pair(a, b)?;
     if n < 4 {
@@ -499,6 +539,10 @@ impl CkaStats {
 ///
 /// # Shapes
 /// - `x`: `[n, d]`, `1 ≤ k < n`; returns `n` lists of `k` row indices.
+///
+/// # Errors
+/// [`Error::Shape`] when `x` is not a matrix; [`Error::InvalidArgument`] for `k = 0` or `k ≥ n`,
+/// a non-float dtype, or a zero or non-finite row; [`Error::Candle`] when a tensor operation fails.
 pub fn knn(x: &Tensor, k: usize) -> Result<Vec<Vec<usize>>> {
     let x = as_f32_matrix(x, "space")?;
     let n = x.dim(0).context(|| "reading the space".into())?;
@@ -537,6 +581,11 @@ fn top_k_excluding(sims: &[f32], k: usize, skip: usize) -> Vec<usize> {
 ///
 /// # Shapes
 /// - `a`: `[n, d_a]`, `b`: `[n, d_b]`, `1 ≤ k < n`.
+///
+/// # Errors
+/// [`Error::Shape`] when a space is not a matrix; [`Error::InvalidArgument`] for different row counts or fewer than 2 rows,
+/// `k = 0` or `k ≥ n`, a non-float dtype, NaN/infinite values, or zero rows; [`Error::Candle`] when
+/// a tensor operation fails.
 pub fn jaccard_at_k(a: &Tensor, b: &Tensor, k: usize) -> Result<f64> {
     let (a, b, n) = pair(a, b)?;
     check_k(k, n)?;
@@ -547,6 +596,11 @@ pub fn jaccard_at_k(a: &Tensor, b: &Tensor, k: usize) -> Result<f64> {
 ///
 /// # Shapes
 /// - `a`: `[n, d_a]`, `b`: `[n, d_b]`, `1 ≤ k < n`.
+///
+/// # Errors
+/// [`Error::Shape`] when a space is not a matrix; [`Error::InvalidArgument`] for different row counts or fewer than 2 rows,
+/// `k = 0` or `k ≥ n`, a non-float dtype, NaN/infinite values, or zero rows; [`Error::Candle`] when
+/// a tensor operation fails.
 pub fn mutual_knn(a: &Tensor, b: &Tensor, k: usize) -> Result<f64> {
     let (a, b, n) = pair(a, b)?;
     check_k(k, n)?;
@@ -564,6 +618,11 @@ pub fn mutual_knn(a: &Tensor, b: &Tensor, k: usize) -> Result<f64> {
 ///
 /// # Shapes
 /// - `a`: `[n, d]`, `b`: `[n, d]` (equal widths), `1 ≤ k < n`.
+///
+/// # Errors
+/// [`Error::Shape`] when a space is not a matrix or the widths differ; [`Error::InvalidArgument`]
+/// for different row counts or fewer than 2 rows, `k = 0` or `k ≥ n`, a non-float dtype,
+/// NaN/infinite values, or zero rows; [`Error::Candle`] when a tensor operation fails.
 pub fn retrieval_jaccard_at_k(a: &Tensor, b: &Tensor, k: usize) -> Result<f64> {
     let (a, b, n) = pair(a, b)?;
     same_width(&a, &b, "cross-space Jaccard")?;
@@ -592,6 +651,11 @@ pub fn retrieval_jaccard_at_k(a: &Tensor, b: &Tensor, k: usize) -> Result<f64> {
 ///
 /// # Shapes
 /// - `a`: `[n, d]`, `b`: `[n, d]` (equal widths).
+///
+/// # Errors
+/// [`Error::Shape`] when a space is not a matrix or the widths differ; [`Error::InvalidArgument`]
+/// for different row counts or fewer than 2 rows, a non-float dtype, NaN/infinite values, or zero
+/// rows; [`Error::Candle`] when a tensor operation fails.
 pub fn retrieval(a: &Tensor, b: &Tensor) -> Result<Retrieval> {
     let (a, b, n) = pair(a, b)?;
     same_width(&a, &b, "retrieval")?;
@@ -614,6 +678,11 @@ pub fn retrieval(a: &Tensor, b: &Tensor) -> Result<Retrieval> {
 ///
 /// # Shapes
 /// - `a`: `[n, d]`, `b`: `[n, d]` (equal widths).
+///
+/// # Errors
+/// [`Error::Shape`] when a space is not a matrix or the widths differ; [`Error::InvalidArgument`]
+/// for different row counts or fewer than 2 rows, a non-float dtype, NaN/infinite values, or zero
+/// rows; [`Error::Candle`] when a tensor operation fails.
 pub fn mean_cosine(a: &Tensor, b: &Tensor) -> Result<f64> {
     let (a, b, n) = pair(a, b)?;
     same_width(&a, &b, "mean cosine")?;
@@ -676,8 +745,9 @@ fn check_k(k: usize, n: usize) -> Result<()> {
 fn same_width(a: &Tensor, b: &Tensor, what: &str) -> Result<()> {
     let (da, db) = (a.dim(1).ok(), b.dim(1).ok());
     if da != db {
-        return Err(Error::invalid(
-            "spaces",
+        return Err(Error::shape(
+            "the second space",
+            b.dims(),
             format!(
                 "{what} needs equal widths ({da:?} vs {db:?}); compare relative representations \
                  over shared anchors instead"

@@ -28,12 +28,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::CandleContext;
 use crate::space::linalg;
-use crate::space::projection::{as_f32_matrix, checked_sq_norms, f64_device, ColumnStats};
+use crate::space::tensor::{as_f32_matrix, checked_sq_norms, f64_device, ColumnStats};
 use crate::{Error, Result};
 
 /// The family of maps fitted between the two (scaled) spaces.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 pub enum TranslationMethod {
     /// Orthogonal Procrustes: the rotation/reflection `R` minimising `‖X R − Y‖` (`R = U Vᵀ` from
     /// the SVD of `Xᵀ Y`), after zero-padding the narrower space.
@@ -59,6 +60,7 @@ impl TranslationMethod {
 /// output is de-normalised with the target's statistics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 pub enum Scaling {
     /// Per-dimension standard scaling `(x − μ) / σ` (Maiorca et al.; constant dimensions unscaled).
     /// Per-dimension scaling does not commute with rotations, so a Procrustes map fitted after it
@@ -130,19 +132,24 @@ impl LatentTranslator {
     /// # Shapes
     /// - `source`: `[n, d_s]`, `target`: `[n, d_t]` — row `i` of both is the same anchor sample;
     ///   any float dtype and device (the fit runs in f64 on the CPU).
+    ///
+    /// # Errors
+    /// The errors of [`LatentTranslator::fit_with`].
     pub fn fit(source: &Tensor, target: &Tensor, method: TranslationMethod) -> Result<Self> {
         Self::fit_with(source, target, method, &TranslationOptions::default())
     }
 
     /// Fits `method` with explicit options.
     ///
-    /// # Errors
-    /// [`Error::InvalidArgument`] for: not matrices, different numbers of rows, fewer than 2
-    /// anchors, NaN/infinite values, or a degenerate side — a source or target whose anchors are
-    /// all the same vector (zero or constant embeddings), from which no map can be learned.
-    ///
     /// # Shapes
     /// - `source`: `[n, d_s]`, `target`: `[n, d_t]`.
+    ///
+    /// # Errors
+    /// [`Error::Shape`] when a side is not a matrix or the two have different numbers of rows.
+    /// [`Error::InvalidArgument`] for fewer than 2 anchors, a side with 0 dimensions or a
+    /// non-float dtype, NaN/infinite values, or a degenerate side — a source or target whose
+    /// anchors are all the same vector (zero or constant embeddings), from which no map can be
+    /// learned. [`Error::Candle`] when the decomposition fails.
     pub fn fit_with(
         source: &Tensor,
         target: &Tensor,
@@ -154,8 +161,9 @@ impl LatentTranslator {
         let (n, ds) = s.dims2().context(|| "reading the source".into())?;
         let (nt, dt) = t.dims2().context(|| "reading the target".into())?;
         if n != nt {
-            return Err(Error::invalid(
-                "parallel anchors",
+            return Err(Error::shape(
+                "target anchors",
+                &[nt, dt],
                 format!(
                     "the source has {n} rows and the target {nt}: row i of both must be the same \
                      anchor sample"
@@ -298,6 +306,11 @@ impl LatentTranslator {
     /// # Shapes
     /// - `x`: `[m, d_s]`, any float dtype and device.
     /// - returns: `[m, d_t]` f32 on `x`'s device.
+    ///
+    /// # Errors
+    /// [`Error::Shape`] when `x` is not a matrix; [`Error::InvalidArgument`] when its width is not
+    /// the source's, its dtype is not float, or it holds NaN/infinite values; [`Error::Candle`]
+    /// when a tensor operation fails.
     pub fn apply(&self, x: &Tensor) -> Result<Tensor> {
         let x = as_f32_matrix(x, "source latents")?;
         let (_, d) = x.dims2().context(|| "reading the input".into())?;
@@ -332,13 +345,22 @@ impl LatentTranslator {
     ///
     /// # Shapes
     /// - `source`: `[n, d_s]`, `target`: `[n, d_t]`.
+    ///
+    /// # Errors
+    /// The errors of [`apply`](Self::apply) on `source`; [`Error::Shape`] when `target` is not a
+    /// matrix of the translated source's shape; [`Error::InvalidArgument`] when all rows of
+    /// `target` are identical (the residual is undefined).
     pub fn relative_residual(&self, source: &Tensor, target: &Tensor) -> Result<f64> {
         let y = self.apply(source)?;
         let t = as_f32_matrix(target, "target latents")?;
         if y.dims() != t.dims() {
-            return Err(Error::invalid(
+            return Err(Error::shape(
                 "target latents",
-                format!("shape {:?}, expected {:?}", t.dims(), y.dims()),
+                t.dims(),
+                format!(
+                    "expected {:?}, the shape of the translated source",
+                    y.dims()
+                ),
             ));
         }
         let ctx = || "measuring the translation residual".to_string();
@@ -468,6 +490,12 @@ impl LatentTranslator {
     }
 
     /// Reads a translator written by [`save`](Self::save).
+    ///
+    /// # Errors
+    /// [`Error::Io`] when the file cannot be read; [`Error::Safetensors`] when it is not a
+    /// translator file: wrong `format`, missing or unparsable metadata, missing tensors, wrong
+    /// ranks, disagreeing shapes or non-positive scales; [`Error::InvalidArgument`] when a tensor
+    /// holds NaN or infinite values.
     pub fn load(path: &Path) -> Result<Self> {
         let file = crate::io::SafetensorsFile::read(path, &Device::Cpu)?;
         let bad = |reason: String| Error::Safetensors {
@@ -544,7 +572,7 @@ impl LatentTranslator {
 /// `side` is "source" or "target".
 fn check_spread(x: &Tensor, side: &str) -> Result<()> {
     let d = x.dim(1).context(|| format!("reading the {side} anchors"))?;
-    let v = crate::space::projection::to_f64_rows(x, &format!("reading the {side} anchors"))?;
+    let v = crate::space::tensor::to_f64_rows(x, &format!("reading the {side} anchors"))?;
     let n = v.len() / d.max(1);
     let mut mean = vec![0f64; d];
     for row in v.chunks_exact(d) {
@@ -600,7 +628,7 @@ fn scaling_stats(x: &Tensor, scaling: Scaling) -> Result<(Vec<f64>, Vec<f64>)> {
         Scaling::Isotropic => {
             let s = ColumnStats::fit(x)?;
             let n = x.dim(0).context(|| "reading a space".into())?;
-            let v = crate::space::projection::to_f64_rows(x, "scaling a space")?;
+            let v = crate::space::tensor::to_f64_rows(x, "scaling a space")?;
             let mut total = 0.0;
             for row in v.chunks_exact(d) {
                 for (a, m) in row.iter().zip(&s.mean) {

@@ -155,6 +155,10 @@ fn bad(dir: &Path, file: &str, reason: impl Into<String>) -> Error {
 
 impl Checkpoint {
     /// The head, on `device`.
+    ///
+    /// # Errors
+    /// [`Error::Candle`] when a weight cannot be moved to `device`; [`Error::Input`] (naming
+    /// model.safetensors) when the weights do not fit the head config.json describes.
     pub fn head(&self, device: &Device) -> Result<Head> {
         let mut w = HashMap::new();
         for (k, v) in &self.weights {
@@ -228,7 +232,8 @@ impl Checkpoint {
     /// folder rules only; a save checks them again, and its inputs, when it runs).
     ///
     /// # Errors
-    /// [`Error::InvalidArgument`] naming why `dir` may not be replaced.
+    /// [`Error::InvalidArgument`] naming why `dir` may not be replaced; [`Error::Io`] when `dir` or
+    /// its entries cannot be inspected.
     pub fn check_destination(dir: &Path) -> Result<()> {
         check_replaceable(dir)
     }
@@ -272,6 +277,15 @@ impl Checkpoint {
     }
 
     /// Reads and validates a checkpoint directory.
+    ///
+    /// # Errors
+    /// [`Error::Input`] when `dir` is not a folder, or config.json has another format, a newer
+    /// version, bad labels, a head width that does not fit its space, or anchors or weights that do
+    /// not match it; [`Error::Io`] / [`Error::Json`] when config.json cannot be read or parsed;
+    /// [`Error::Integrity`] when config.json, the weights or the translation disagree with what was
+    /// recorded at save; the errors of [`AnchorSet::load_jsonl`], of reading model.safetensors
+    /// ([`Error::Safetensors`], [`Error::InvalidArgument`] for NaN or infinite weights) and of
+    /// [`LatentTranslator::load`].
     pub fn load(dir: &Path) -> Result<Self> {
         if !dir.is_dir() {
             return Err(Error::Input {

@@ -113,6 +113,10 @@ impl HeadKind {
 
 impl Head {
     /// Builds the head from `vb` (names: `norm`, `fc0`, `hidden_norm`, `fc1`).
+    ///
+    /// # Errors
+    /// A [`candle_core::Error`] (the message of [`HeadConfig::validate`]) for invalid head sizes,
+    /// or when a weight is missing from `vb` or has the wrong shape.
     pub fn load(vb: VarBuilder, config: &HeadConfig) -> candle_core::Result<Self> {
         if let Err(e) = config.validate() {
             candle_core::bail!("{e}");
@@ -152,6 +156,10 @@ impl Head {
     ///
     /// # Shapes
     /// - `x`: `[n, input_dim]` f32; returns `[n, num_classes]`
+    ///
+    /// # Errors
+    /// A [`candle_core::Error`] when `x` is not a matrix of width `input_dim`, or a tensor
+    /// operation fails.
     pub fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         let (_, d) = x.dims2()?;
         if d != self.config.input_dim {
@@ -177,6 +185,9 @@ impl Head {
     ///
     /// # Shapes
     /// - `x`: `[n, input_dim]`; returns `[n, num_classes]`
+    ///
+    /// # Errors
+    /// The errors of [`Head::forward`].
     pub fn probabilities(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         candle_nn::ops::softmax_last_dim(&self.forward(x)?)
     }
@@ -384,6 +395,10 @@ pub fn stratified_split(labels: &[usize], fraction: f64, seed: u64) -> (Vec<usiz
 ///
 /// # Shapes
 /// - `x`: `[n, input_dim]`; returns n class indices
+///
+/// # Errors
+/// [`Error::Candle`] when `x` is not a matrix of the head's input width, or running the head
+/// fails.
 pub fn predict_classes(head: &Head, x: &Tensor) -> Result<Vec<usize>> {
     let idx = head
         .forward(x)
@@ -395,13 +410,14 @@ pub fn predict_classes(head: &Head, x: &Tensor) -> Result<Vec<usize>> {
 
 /// Trains a head on `x` with class indices `labels`.
 ///
+/// # Shapes
+/// - `x`: `[n, d]` f32 (any device); `labels`: n indices below `num_classes`
+///
 /// # Errors
 /// [`Error::InvalidArgument`] for labels that do not match `x`, fewer than 2 classes, invalid
 /// [`TrainOptions`] or head sizes ([`HeadConfig::validate`]: e.g. an MLP with `hidden: 0`),
-/// non-finite inputs, or a loss that diverges.
-///
-/// # Shapes
-/// - `x`: `[n, d]` f32 (any device); `labels`: n indices below `num_classes`
+/// non-finite inputs, or a loss that diverges; [`Error::Candle`] when `x` is not a matrix or a
+/// training step fails.
 pub fn train_head(
     x: &Tensor,
     labels: &[usize],

@@ -18,6 +18,10 @@ pub struct Scores {
 }
 
 /// Scores `predicted` against `truth` (class indices below `num_classes`).
+///
+/// # Errors
+/// [`Error::InvalidArgument`] when the two lists differ in length, are empty, or hold a class
+/// index not below `num_classes`.
 pub fn score(truth: &[usize], predicted: &[usize], num_classes: usize) -> Result<Scores> {
     if truth.len() != predicted.len() {
         return Err(Error::invalid(

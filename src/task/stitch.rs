@@ -103,6 +103,12 @@ pub fn load_encoder(identity: &ModelIdentity, options: &EncoderOptions) -> Resul
 }
 
 /// Trains a decoder on `train` with the encoder `model` and returns the checkpoint (not yet saved).
+///
+/// # Errors
+/// [`Error::InvalidArgument`] when `train` has fewer than 2 labels or the space is
+/// [`Space::Translated`]; [`Error::Input`] when an anchors file has samples without text; the
+/// errors of [`Encoder::load`], of embedding (and the embedding cache), of anchor selection or
+/// [`AnchorSet::load_jsonl`], of [`RelativeProjector`] and of [`train_head`].
 pub fn fit(model: &str, train: &Dataset, options: &FitOptions) -> Result<Checkpoint> {
     if train.labels.len() < 2 {
         return Err(Error::invalid("training data", "needs at least two labels"));
@@ -287,6 +293,11 @@ fn anchor_texts(ckpt: &Checkpoint) -> Result<Vec<String>> {
 
 impl Pipeline {
     /// Runs a checkpoint as it was trained (its own encoder).
+    ///
+    /// # Errors
+    /// The errors of [`load_encoder`], of embedding the anchors and fitting the projection;
+    /// [`Error::Input`] when the anchors have no text; [`Error::InvalidArgument`] for a
+    /// translated checkpoint without its translation; the errors of [`Checkpoint::head`].
     pub fn from_checkpoint(ckpt: &Checkpoint, options: &StitchOptions) -> Result<Self> {
         let encoder = load_encoder(&ckpt.config.encoder, &options.encoder)?;
         let features = match ckpt.config.space {
@@ -328,6 +339,13 @@ impl Pipeline {
     /// decoder's anchors (both encoders embed them; see [`Pipeline::compatibility`]). When the
     /// decoder's own encoder cannot be loaded here, the estimate is skipped with a warning and the
     /// stitch still runs.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] when the two label sets differ, the decoder is itself a
+    /// translated stitch, or its projection cannot be fitted on the new encoder's anchors (the
+    /// cause is in the message); [`Error::Input`] when the decoder's anchors have no text; the
+    /// errors of [`load_encoder`], of embedding, of [`LatentTranslator::fit`] and of
+    /// [`Checkpoint::head`].
     pub fn stitch(
         encoder_from: &Checkpoint,
         decoder_from: &Checkpoint,
@@ -431,6 +449,10 @@ impl Pipeline {
     ///
     /// # Shapes
     /// - returns `[texts.len(), head input width]`
+    ///
+    /// # Errors
+    /// The errors of embedding `texts` (e.g. [`Error::InvalidArgument`] when it is empty), then
+    /// those of [`RelativeProjector::project`] or [`LatentTranslator::apply`].
     pub fn features<S: AsRef<str>>(&self, texts: &[S]) -> Result<Tensor> {
         let texts: Vec<String> = texts.iter().map(|t| t.as_ref().to_string()).collect();
         let x = embed(&self.encoder, &texts, self.cache)?;
@@ -445,6 +467,9 @@ impl Pipeline {
     ///
     /// # Shapes
     /// - returns `[texts.len(), num_classes]`
+    ///
+    /// # Errors
+    /// The errors of [`Pipeline::features`]; [`Error::Candle`] when running the head fails.
     pub fn probabilities<S: AsRef<str>>(&self, texts: &[S]) -> Result<Tensor> {
         let f = self.features(texts)?;
         let f = f
@@ -456,6 +481,9 @@ impl Pipeline {
     }
 
     /// Predicts the label of each text.
+    ///
+    /// # Errors
+    /// The errors of [`Pipeline::probabilities`].
     pub fn predict<S: AsRef<str>>(&self, texts: &[S]) -> Result<Vec<Prediction>> {
         let p = self
             .probabilities(texts)?
@@ -478,6 +506,10 @@ impl Pipeline {
     }
 
     /// Scores the pipeline on a labelled dataset (its labels must be among the checkpoint's).
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] when a record's label is not one of the checkpoint's (or
+    /// `data` is empty); the errors of [`Pipeline::probabilities`].
     pub fn evaluate(&self, data: &Dataset) -> Result<Scores> {
         let labels = self.labels();
         let truth = data
@@ -527,6 +559,10 @@ pub struct StitchReport {
 
 impl StitchReport {
     /// Evaluates the three pipelines on `test`.
+    ///
+    /// # Errors
+    /// The errors of [`Pipeline::from_checkpoint`] for `a` and `b`, and of [`Pipeline::evaluate`]
+    /// for each pipeline.
     pub fn evaluate(
         a: &Checkpoint,
         b: &Checkpoint,
@@ -573,6 +609,10 @@ impl StitchReport {
     }
 
     /// A bar chart (SVG) of accuracy, macro F1 and weighted F1 of the three pipelines.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] when a score is NaN or infinite; [`Error::Plot`] when drawing
+    /// fails.
     #[cfg(feature = "plot")]
     pub fn to_svg(&self, title: &str) -> Result<String> {
         let groups = ["accuracy", "macro F1", "weighted F1"].map(String::from);

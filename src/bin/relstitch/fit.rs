@@ -10,7 +10,7 @@ use relstitch::task::decoder::{HeadKind, TrainOptions};
 use relstitch::task::stitch::{fit, AnchorChoice, FitOptions};
 
 use crate::common::{ModelArgs, RunArgs};
-use crate::relative::ProjectionArgs;
+use crate::relative::{ProjectionArgs, SparseK};
 
 /// Train a classification head on a frozen encoder's relative (default) or absolute latents.
 ///
@@ -52,6 +52,8 @@ pub struct FitArgs {
     pub space: SpaceArg,
     #[command(flatten)]
     pub projection: ProjectionArgs,
+    #[command(flatten)]
+    pub sparse: SparseK,
     /// The head: linear (LayerNorm + Linear, the paper's) or mlp (one hidden layer).
     #[arg(long, value_enum, default_value_t = HeadArg::Linear)]
     pub head: HeadArg,
@@ -124,7 +126,7 @@ pub fn run(args: FitArgs) -> anyhow::Result<()> {
         anyhow::bail!("--hidden only applies to --head mlp (the linear head has no hidden layer)");
     }
     if matches!(args.space, SpaceArg::Absolute) {
-        let given = args.projection.given();
+        let given = args.projection.given(args.sparse.k, "--k");
         if !given.is_empty() {
             let (verb, them) = if given.len() == 1 {
                 ("applies", "it")
@@ -163,9 +165,11 @@ pub fn run(args: FitArgs) -> anyhow::Result<()> {
     let space = match args.space {
         SpaceArg::Absolute => Space::Absolute,
         // No projection flag: the library's default (cosine after whitening on the anchors).
-        SpaceArg::Relative if args.projection.given().is_empty() => FitOptions::default().space,
+        SpaceArg::Relative if args.projection.given(args.sparse.k, "--k").is_empty() => {
+            FitOptions::default().space
+        }
         SpaceArg::Relative => Space::Relative {
-            projection: args.projection.projection()?,
+            projection: args.projection.projection(args.sparse.k, "--k")?,
             pre_transform: args.projection.pre_transform(),
         },
     };

@@ -8,8 +8,10 @@ mod data;
 mod embed;
 mod fetch;
 mod fit;
+mod logging;
 mod predict;
 mod relative;
+mod stitch;
 mod translate;
 
 use clap::{Parser, Subcommand};
@@ -33,6 +35,7 @@ enum Command {
     // Variants without a doc comment take their help (summary and long help) from their Args.
     Fetch(fetch::FetchArgs),
     Embed(embed::EmbedArgs),
+    Merge(embed::MergeArgs),
     Bench(bench::BenchArgs),
     Fit(fit::FitArgs),
     Predict(predict::PredictArgs),
@@ -43,6 +46,8 @@ enum Command {
     Translate(translate::TranslateArgs),
     /// Measure how similar two latent spaces are (CKA, Jaccard@k, MRR, ...).
     Compare(compare::CompareArgs),
+    #[command(about = stitch::ABOUT, long_about = stitch::LONG_ABOUT)]
+    Stitch(stitch::StitchArgs),
     /// Labelled text datasets: fetch the built-in ones or split your own into train/test.
     Data(data::DataArgs),
     Cache(cache::CacheArgs),
@@ -50,10 +55,11 @@ enum Command {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    init_tracing(cli.verbose);
+    logging::init(cli.verbose);
     match cli.command {
         Command::Fetch(a) => fetch::run(a),
         Command::Embed(a) => embed::run(a),
+        Command::Merge(a) => embed::run_merge(a),
         Command::Bench(a) => bench::run(a),
         Command::Fit(a) => fit::run(a),
         Command::Predict(a) => predict::run_predict(a),
@@ -61,21 +67,8 @@ fn main() -> anyhow::Result<()> {
         Command::Relative(a) => relative::run(a),
         Command::Translate(a) => translate::run(a),
         Command::Compare(a) => compare::run(a),
+        Command::Stitch(a) => stitch::run(a),
         Command::Data(a) => data::run(a),
         Command::Cache(a) => cache::run(a),
     }
-}
-
-fn init_tracing(verbose: u8) {
-    let default = match verbose {
-        0 => "warn",
-        1 => "info",
-        _ => "debug",
-    };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
 }
