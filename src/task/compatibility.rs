@@ -85,6 +85,10 @@ pub struct Compatibility {
 impl Compatibility {
     /// Compares the head's predictions on the two views of the same anchors.
     ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] when the two views differ in shape or hold no anchor; a candle
+    /// error when the head cannot read them (wrong width).
+    ///
     /// # Shapes
     /// - `own`, `other`: `[anchors, head input]`, row `i` of both is anchor `i`.
     pub fn from_views(head: &Head, own: &Tensor, other: &Tensor) -> Result<Self> {
@@ -137,6 +141,9 @@ impl Compatibility {
     /// anchors embedded by its own encoder and by the new one, each projected by a projector
     /// fitted on its own anchors.
     ///
+    /// # Errors
+    /// Those of [`RelativeProjector::project`] and [`Compatibility::from_views`].
+    ///
     /// # Shapes
     /// - `own_anchors`: `[k, d_own]`, `other_anchors`: `[k, d_other]`, same anchor order.
     pub fn relative(
@@ -154,6 +161,10 @@ impl Compatibility {
 
     /// The compatibility of a stitch through a latent translation into the decoder's absolute
     /// space: each fifth of the anchors is translated by a map fitted on the other four fifths.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] with fewer than 10 anchors; those of [`LatentTranslator::fit`]
+    /// and [`Compatibility::from_views`].
     ///
     /// # Shapes
     /// - `source`: `[k, d_s]` (new encoder), `target`: `[k, d_t]` (decoder's encoder).
@@ -289,7 +300,7 @@ mod tests {
     use crate::task::decoder::{train_head, HeadKind, TrainOptions};
 
     #[test]
-    fn identical_views_agree_fully_and_opposite_ones_do_not() -> Result<()> {
+    fn identical_views_agree_fully_and_opposite_ones_do_not() -> anyhow::Result<()> {
         let x = Tensor::new(
             &[
                 [1f32, 0.0, 0.1],
@@ -329,7 +340,7 @@ mod tests {
     }
 
     #[test]
-    fn masking_replaces_the_diagonal_by_the_row_mean() -> Result<()> {
+    fn masking_replaces_the_diagonal_by_the_row_mean() -> anyhow::Result<()> {
         let r = Tensor::new(
             &[[1f32, 0.2, 0.4], [0.1, 1.0, 0.3], [0.0, 0.6, 1.0]],
             &Device::Cpu,
