@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 declare -A KEYS=(
-  [stitch_text]="abs_not_stitched_wf1 abs_stitched_wf1 rel_not_stitched_wf1 rel_stitched_wf1 translated_stitched_wf1 chance_wf1"
+  [stitch_text]="abs_not_stitched_wf1 abs_stitched_wf1 rel_not_stitched_wf1 rel_stitched_wf1 translated_stitched_wf1 whitened_not_stitched_wf1 whitened_stitched_wf1 whitened_kept_worst chance_wf1"
   [stitch_images]="abs_not_stitched_acc abs_stitched_acc rel_not_stitched_acc rel_stitched_acc abs_stitched_mse rel_stitched_mse"
   [stitch_languages]="es_not_stitched_wf1 en_to_es_rel_stitched_wf1 en_to_es_translated_wf1 chance_wf1"
   [latent_similarity]="pairs"

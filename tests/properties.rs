@@ -8,7 +8,7 @@ use candle_core::{Device, Tensor};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use relstitch::space::projection::{
-    AggregatedProjector, Aggregation, PreTransform, Projection, RelativeProjector,
+    AggregatedProjector, Aggregation, PreTransform, Projection, RelativeProjector, Whitening,
 };
 use relstitch::space::similarity::{self, compare_spaces};
 use relstitch::space::translation::{
@@ -477,6 +477,204 @@ fn vectorised_equals_per_row_reference() -> Result<()> {
             );
         }
     }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Whitening (the pre-transform of `relstitch fit`'s default space).
+
+fn whitened(shrinkage: f64) -> PreTransform {
+    PreTransform::NONE
+        .with_center(true)
+        .with_whiten(Some(Whitening { shrinkage }))
+}
+
+/// Whitening's row of the invariance table: with shrinkage it adds scale and translation
+/// invariance to every rotation-invariant projection; without shrinkage (anchors spanning the
+/// space) the cosine and the Euclidean distance ignore every invertible linear map. Standardising
+/// first breaks the rotation invariance, as it does without whitening.
+#[test]
+fn whitening_invariance_table() -> Result<()> {
+    let x = data();
+    let anchors = |m: &Mat| m[..K].to_vec();
+    let mut failures = Vec::new();
+    let mut checked = 0;
+    let pres = [
+        (whitened(1.0), "shrunk"),
+        (whitened(0.0), "full"),
+        (
+            PreTransform::NONE.with_whiten(Some(Whitening { shrinkage: 0.5 })),
+            "uncentred",
+        ),
+        (whitened(1.0).with_standardize(true), "standardised"),
+    ];
+    for projection in [
+        Projection::Cosine,
+        Projection::Angular,
+        Projection::Euclidean,
+    ] {
+        for (pre, what) in pres {
+            let base = to_mat(
+                &RelativeProjector::fit(&tensor(&anchors(&x))?, projection, pre)?
+                    .project(&tensor(&x)?)?,
+            )?;
+            for change in CHANGES {
+                let y = apply_change(&x, change);
+                let rel = RelativeProjector::fit(&tensor(&anchors(&y))?, projection, pre)?
+                    .project(&tensor(&y)?)?;
+                let diff = max_abs_diff(&base, &to_mat(&rel)?);
+                let want = match change {
+                    Change::InvertibleLinear => what == "full",
+                    Change::Rotation | Change::Reflection => what != "standardised",
+                    Change::Scale100 | Change::Translate20 | Change::Permutation => true,
+                };
+                // Full whitening inverts the anchors' covariance: f32 rounding is amplified by
+                // its condition number, hence the looser bound.
+                let tol = if what == "full" { 1e-3 } else { 1e-4 };
+                let ok = if want { diff <= tol } else { diff > 1e-2 };
+                checked += 1;
+                if !ok {
+                    failures.push(format!(
+                        "{projection} with {pre} under {change:?}: expected {}, max diff {diff:e}",
+                        if want { "invariant" } else { "not invariant" }
+                    ));
+                }
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    assert_eq!(checked, 3 * 4 * 6);
+    Ok(())
+}
+
+/// The whitened cosine against a per-row f64 reference that never whitens: with
+/// `C_s = C + s·(tr C / d)·I`, `cos(W x', W a') = x'ᵀ C_s⁻¹ a' / √(x'ᵀ C_s⁻¹ x' · a'ᵀ C_s⁻¹ a')`
+/// (`x' = x − μ`, `W² = C_s⁻¹`).
+#[test]
+fn whitened_cosine_equals_a_mahalanobis_reference() -> Result<()> {
+    let x = data();
+    let anchors = x[..K].to_vec();
+    let d = D;
+    let k = K as f64;
+    let mean: Vec<f64> = (0..d)
+        .map(|j| anchors.iter().map(|r| r[j]).sum::<f64>() / k)
+        .collect();
+    let centred = |r: &Vec<f64>| -> Vec<f64> { r.iter().zip(&mean).map(|(a, m)| a - m).collect() };
+    let ac: Mat = anchors.iter().map(centred).collect();
+    let cov: Mat = (0..d)
+        .map(|p| {
+            (0..d)
+                .map(|q| ac.iter().map(|r| r[p] * r[q]).sum::<f64>() / k)
+                .collect()
+        })
+        .collect();
+    let mean_ev = (0..d).map(|i| cov[i][i]).sum::<f64>() / d as f64;
+    for s in [0.0, 0.3, 1.0, 4.0] {
+        let cs: Mat = (0..d)
+            .map(|p| {
+                (0..d)
+                    .map(|q| cov[p][q] + if p == q { s * mean_ev } else { 0.0 })
+                    .collect()
+            })
+            .collect();
+        let inv_a: Vec<Vec<f64>> = ac.iter().map(|a| solve(&cs, a)).collect();
+        let got = to_mat(
+            &RelativeProjector::fit(&tensor(&anchors)?, Projection::Cosine, whitened(s))?
+                .project(&tensor(&x)?)?,
+        )?;
+        for (row, g) in x.iter().zip(&got) {
+            let xc = centred(row);
+            let inv_x = solve(&cs, &xc);
+            let xx: f64 = xc.iter().zip(&inv_x).map(|(a, b)| a * b).sum();
+            for ((a, ia), gv) in ac.iter().zip(&inv_a).zip(g) {
+                let xa: f64 = xc.iter().zip(ia).map(|(p, q)| p * q).sum();
+                let aa: f64 = a.iter().zip(ia).map(|(p, q)| p * q).sum();
+                let want = xa / (xx * aa).sqrt();
+                assert!(
+                    (gv - want).abs() <= 1e-4,
+                    "shrinkage {s}: {gv} vs reference {want}"
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Fully whitened anchors have the identity as covariance; with shrinkage `s` every eigenvalue
+/// `λ` of the anchors' covariance becomes `λ / (λ + s·λ̄)`, so no direction dominates.
+#[test]
+fn whitened_anchors_have_a_flat_spectrum() -> Result<()> {
+    let x = data();
+    let anchors = tensor(&x[..K].to_vec())?;
+    // The whitened anchors, recovered from the Euclidean projection's geometry would be indirect;
+    // read them through the cosine of each anchor with the others instead: with full whitening the
+    // anchors' Gram matrix `G = A_w A_wᵀ` satisfies `G² = K·G` (A_wᵀ A_w = K·I).
+    let w = RelativeProjector::fit(&anchors, Projection::Euclidean, whitened(0.0))?;
+    let dist = to_mat(&w.project(&anchors)?)?;
+    // Squared distances → Gram matrix of the centred, whitened anchors (classical MDS).
+    let k = K;
+    let d2: Mat = dist
+        .iter()
+        .map(|r| r.iter().map(|v| v * v).collect())
+        .collect();
+    let row_mean: Vec<f64> = d2
+        .iter()
+        .map(|r| r.iter().sum::<f64>() / k as f64)
+        .collect();
+    let all_mean = row_mean.iter().sum::<f64>() / k as f64;
+    let g: Mat = (0..k)
+        .map(|i| {
+            (0..k)
+                .map(|j| -0.5 * (d2[i][j] - row_mean[i] - row_mean[j] + all_mean))
+                .collect()
+        })
+        .collect();
+    // trace(G) = K·D (D unit-variance directions), and G² = K·G.
+    let tr: f64 = (0..k).map(|i| g[i][i]).sum();
+    assert!((tr - (k * D) as f64).abs() <= 1e-2 * tr, "trace {tr}");
+    let g2 = matmul(&g, &g);
+    let kg: Mat = g
+        .iter()
+        .map(|r| r.iter().map(|v| v * k as f64).collect())
+        .collect();
+    assert!(max_abs_diff(&g2, &kg) <= 1e-2 * k as f64, "G² ≠ K·G");
+    Ok(())
+}
+
+#[test]
+fn whitening_refuses_bad_shrinkage_and_singular_full_whitening() -> Result<()> {
+    let x = data();
+    let anchors = tensor(&x[..K].to_vec())?;
+    for s in [-1.0, f64::NAN, f64::INFINITY] {
+        let e = RelativeProjector::fit(&anchors, Projection::Cosine, whitened(s));
+        assert!(
+            matches!(e, Err(relstitch::Error::InvalidArgument { .. })),
+            "shrinkage {s}: {e:?}"
+        );
+    }
+    // Fewer anchors than dimensions: the covariance is singular, full whitening is refused with a
+    // typed error that names the remedy; any shrinkage works.
+    let few = tensor(&x[..D / 2].to_vec())?;
+    let msg = match RelativeProjector::fit(&few, Projection::Cosine, whitened(0.0)) {
+        Err(e @ relstitch::Error::InvalidArgument { .. }) => e.to_string(),
+        other => anyhow::bail!("expected a typed refusal, got {other:?}"),
+    };
+    assert!(msg.contains("shrinkage above 0"), "{msg}");
+    let p = RelativeProjector::fit(&few, Projection::Cosine, whitened(1.0))?;
+    let out = to_mat(&p.project(&tensor(&x)?)?)?;
+    assert!(out
+        .iter()
+        .flatten()
+        .all(|v| v.is_finite() && v.abs() <= 1.0 + 1e-5));
+    // Serialised only when on, so that older readers and records see the same JSON.
+    assert_eq!(
+        serde_json::to_string(&PreTransform::NONE.with_center(true))?,
+        r#"{"center":true,"standardize":false,"l2_normalize":false}"#
+    );
+    assert_eq!(
+        serde_json::to_string(&whitened(1.0))?,
+        r#"{"center":true,"standardize":false,"l2_normalize":false,"whiten":{"shrinkage":1.0}}"#
+    );
     Ok(())
 }
 

@@ -99,6 +99,51 @@ pub fn weighted_f1(
     Ok(score(labels, &predicted, num_classes)?.weighted_f1)
 }
 
+/// The share of rows of `a` and `b` (two inputs for the same texts) to which `head` gives the
+/// same class.
+///
+/// # Shapes
+/// - `a`, `b`: `[n, input_dim]`
+pub fn agreement(
+    head: &relstitch::task::decoder::Head,
+    a: &Tensor,
+    b: &Tensor,
+) -> anyhow::Result<f64> {
+    let (p, q) = (predict_classes(head, a)?, predict_classes(head, b)?);
+    Ok(p.iter().zip(&q).filter(|(x, y)| x == y).count() as f64 / p.len().max(1) as f64)
+}
+
+/// Spearman's rank correlation (average ranks for ties).
+pub fn spearman(a: &[f64], b: &[f64]) -> f64 {
+    fn ranks(v: &[f64]) -> Vec<f64> {
+        let mut idx: Vec<usize> = (0..v.len()).collect();
+        idx.sort_by(|&x, &y| v[x].total_cmp(&v[y]));
+        let mut r = vec![0.0; v.len()];
+        let mut i = 0;
+        while i < idx.len() {
+            let mut j = i;
+            while j + 1 < idx.len() && v[idx[j + 1]] == v[idx[i]] {
+                j += 1;
+            }
+            for t in i..=j {
+                r[idx[t]] = (i + j) as f64 / 2.0 + 1.0;
+            }
+            i = j + 1;
+        }
+        r
+    }
+    let (ra, rb) = (ranks(a), ranks(b));
+    let n = a.len() as f64;
+    let (ma, mb) = (ra.iter().sum::<f64>() / n, rb.iter().sum::<f64>() / n);
+    let (mut s, mut sa, mut sb) = (0.0, 0.0, 0.0);
+    for (x, y) in ra.iter().zip(&rb) {
+        s += (x - ma) * (y - mb);
+        sa += (x - ma).powi(2);
+        sb += (y - mb).powi(2);
+    }
+    s / (sa * sb).sqrt().max(1e-30)
+}
+
 /// Weighted F1 of always predicting the most frequent class (the chance level of the tables).
 pub fn chance_wf1(labels: &[usize], num_classes: usize) -> f64 {
     let mut counts = vec![0usize; num_classes];
@@ -155,6 +200,7 @@ pub fn write_figure(name: &str, svg: &str) -> anyhow::Result<String> {
 /// The order of the sections in `docs/RESULTS.md`.
 const SECTIONS: [&str; 5] = [
     "stitch_text",
+    "stitch_robust",
     "stitch_images",
     "stitch_languages",
     "latent_similarity",

@@ -14,7 +14,6 @@ use candle_core::{DType, Device, Tensor};
 use faer::{Mat, MatRef, Side};
 
 /// An eigen-decomposition of a symmetric matrix.
-#[allow(dead_code)] // the building block of whitening; tested below
 #[derive(Debug, Clone)]
 pub(crate) struct SymEigen {
     /// The eigenvalues, largest first.
@@ -26,7 +25,6 @@ pub(crate) struct SymEigen {
 
 /// Eigen-decomposition of the symmetric `n × n` row-major matrix `a` (only its lower triangle is
 /// read). With `vectors = false` only the eigenvalues are computed.
-#[allow(dead_code)] // the building block of whitening; tested below
 pub(crate) fn sym_eigen(a: &[f64], n: usize, vectors: bool) -> candle_core::Result<SymEigen> {
     if a.len() != n * n {
         candle_core::bail!("sym_eigen: {} values for a {n}×{n} matrix", a.len());

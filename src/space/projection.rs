@@ -34,7 +34,7 @@
 use std::collections::HashMap;
 use std::fmt;
 
-use candle_core::{DType, Tensor};
+use candle_core::{DType, Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::error::CandleContext;
@@ -42,7 +42,7 @@ use crate::space::linalg;
 pub use crate::space::tensor::ColumnStats;
 use crate::space::tensor::{
     as_f32_matrix, check_distinct_rows, checked_sq_norms, checked_sq_norms_vec,
-    divide_rows_by_norm, f64_device, on_device, par_row_blocks,
+    divide_rows_by_norm, f64_device, on_device, par_row_blocks, to_f64_rows,
 };
 use crate::{Error, Result};
 
@@ -150,9 +150,61 @@ impl fmt::Display for Projection {
     }
 }
 
+/// ZCA whitening fitted on the anchors, with shrinkage towards an isotropic covariance.
+///
+/// With `C` the covariance of the anchors (after the other pre-transforms) and `λ̄ = tr C / d` its
+/// mean eigenvalue, vectors become `(x − μ) · (C + s·λ̄·I)^{-1/2}`: directions in which the anchors
+/// vary a lot are shrunk, directions in which they vary little are stretched, so that no handful of
+/// dominant directions decides every cosine. This is what anisotropic encoders need (e.g. e5 or
+/// sre, where two unrelated texts have cosine 0.45–0.8): their plain cosine relative vectors all
+/// look alike. The shrinkage `s` keeps the directions the anchors barely see from being blown up;
+/// `s = 0` is full whitening, which makes the cosine invariant to every invertible linear map of
+/// the space when the anchors span it (more anchors than dimensions).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Whitening {
+    /// `s ≥ 0`, finite: how much of the mean eigenvalue is added to every eigenvalue.
+    pub shrinkage: f64,
+}
+
+impl Whitening {
+    /// The shrinkage `relstitch fit` uses by default (measured in docs/RESULTS.md, `stitch_robust`).
+    pub const DEFAULT_SHRINKAGE: f64 = 1.0;
+
+    /// Checks the shrinkage: finite and not negative.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] naming the value.
+    pub fn validate(&self) -> Result<()> {
+        if self.shrinkage.is_finite() && self.shrinkage >= 0.0 {
+            Ok(())
+        } else {
+            Err(Error::invalid(
+                "whitening shrinkage",
+                format!(
+                    "{}: must be finite and not negative (0 = full whitening; default {})",
+                    self.shrinkage,
+                    Self::DEFAULT_SHRINKAGE
+                ),
+            ))
+        }
+    }
+}
+
+impl Default for Whitening {
+    fn default() -> Self {
+        Self {
+            shrinkage: Self::DEFAULT_SHRINKAGE,
+        }
+    }
+}
+
 /// Transforms of the absolute space fitted on the anchors and applied to anchors and samples alike
-/// before projecting, in this order: centering, standard scaling, L2 normalisation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+/// before projecting, in this order: centering, standard scaling, whitening, L2 normalisation.
+///
+/// Serialised (serde) as `{"center":…,"standardize":…,"l2_normalize":…}` plus
+/// `"whiten":{"shrinkage":…}` only when whitening is on, so that what earlier versions wrote reads
+/// (and re-serialises) unchanged.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
 pub struct PreTransform {
     /// Subtract the anchors' per-dimension mean.
     #[serde(default)]
@@ -164,6 +216,9 @@ pub struct PreTransform {
     /// Scale every vector to unit L2 norm (zero vectors are an error).
     #[serde(default)]
     pub l2_normalize: bool,
+    /// ZCA whitening fitted on the anchors (it subtracts the anchors' mean itself).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub whiten: Option<Whitening>,
 }
 
 impl PreTransform {
@@ -172,6 +227,18 @@ impl PreTransform {
         center: false,
         standardize: false,
         l2_normalize: false,
+        whiten: None,
+    };
+
+    /// Centering and whitening with the default shrinkage: the relative space `relstitch fit`
+    /// uses by default (with the cosine projection).
+    pub const WHITENED: Self = Self {
+        center: true,
+        standardize: false,
+        l2_normalize: false,
+        whiten: Some(Whitening {
+            shrinkage: Whitening::DEFAULT_SHRINKAGE,
+        }),
     };
 
     /// Sets centering.
@@ -195,9 +262,24 @@ impl PreTransform {
         self
     }
 
+    /// Sets whitening (`None`: off).
+    #[must_use]
+    pub fn with_whiten(mut self, whiten: Option<Whitening>) -> Self {
+        self.whiten = whiten;
+        self
+    }
+
     /// Whether no transform is applied.
     pub fn is_identity(&self) -> bool {
-        !(self.center || self.standardize || self.l2_normalize)
+        !(self.center || self.standardize || self.l2_normalize || self.whiten.is_some())
+    }
+
+    /// Checks the parameters (the whitening shrinkage).
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] naming the bad value.
+    pub fn validate(&self) -> Result<()> {
+        self.whiten.map_or(Ok(()), |w| w.validate())
     }
 }
 
@@ -209,6 +291,11 @@ impl fmt::Display for PreTransform {
         }
         if self.standardize {
             parts.push("standardize");
+        }
+        let white;
+        if let Some(w) = self.whiten {
+            white = format!("whiten(shrinkage={})", w.shrinkage);
+            parts.push(&white);
         }
         if self.l2_normalize {
             parts.push("l2_normalize");
@@ -246,16 +333,31 @@ struct FittedPre {
     shift: Option<Tensor>,
     /// `[1, d]` f32: the reciprocal scale to multiply by, when standardising.
     inv_scale: Option<Tensor>,
+    /// When whitening: the anchors' mean after centering and scaling (`[1, d]` f32) and the
+    /// symmetric whitening matrix (`[d, d]` f32).
+    whiten: Option<(Tensor, Tensor)>,
 }
 
 impl FittedPre {
     fn fit(anchors: &Tensor, spec: PreTransform) -> Result<Self> {
+        spec.validate()?;
+        let mut fitted = Self::fit_affine(anchors, spec)?;
+        if let Some(w) = spec.whiten {
+            let scaled = fitted.apply_affine(anchors)?;
+            fitted.whiten = Some(fit_whitening(&scaled, w)?);
+        }
+        Ok(fitted)
+    }
+
+    /// Centering and standard scaling.
+    fn fit_affine(anchors: &Tensor, spec: PreTransform) -> Result<Self> {
         if !(spec.center || spec.standardize) {
             return Ok(Self {
                 spec,
                 stats: None,
                 shift: None,
                 inv_scale: None,
+                whiten: None,
             });
         }
         let d = anchors
@@ -285,12 +387,13 @@ impl FittedPre {
             stats: Some(stats),
             shift,
             inv_scale,
+            whiten: None,
         })
     }
 
-    /// Applies the transform to `x` (`[n, d]` f32) on `x`'s device; `what` names `x` in errors.
-    fn apply(&self, x: &Tensor, what: &str, offset: usize) -> Result<Tensor> {
-        let ctx = || format!("applying the pre-transform to {what}");
+    /// Centering and standard scaling of `x` (`[n, d]` f32), on `x`'s device.
+    fn apply_affine(&self, x: &Tensor) -> Result<Tensor> {
+        let ctx = || "applying the pre-transform".to_string();
         let dev = x.device();
         let mut x = x.clone();
         if let Some(shift) = &self.shift {
@@ -303,12 +406,87 @@ impl FittedPre {
                 .broadcast_mul(&on_device(inv, dev).context(ctx)?)
                 .context(ctx)?;
         }
+        Ok(x)
+    }
+
+    /// Applies the transform to `x` (`[n, d]` f32) on `x`'s device; `what` names `x` in errors.
+    fn apply(&self, x: &Tensor, what: &str, offset: usize) -> Result<Tensor> {
+        let ctx = || format!("applying the pre-transform to {what}");
+        let dev = x.device();
+        let mut x = self.apply_affine(x)?;
+        if let Some((mean, w)) = &self.whiten {
+            x = x
+                .broadcast_sub(&on_device(mean, dev).context(ctx)?)
+                .and_then(|x| x.matmul(&on_device(w, dev)?))
+                .context(ctx)?;
+        }
         if self.spec.l2_normalize {
             let sq = checked_sq_norms(&x, true, what, "before L2 normalisation", offset)?;
             x = x.broadcast_div(&sq.sqrt().context(ctx)?).context(ctx)?;
         }
         Ok(x)
     }
+}
+
+/// Fits ZCA whitening on the rows of `anchors` (`[k, d]` f32): their mean (`[1, d]`) and the
+/// symmetric matrix `(C + s·λ̄·I)^{-1/2}` (`[d, d]`), both f32 on the anchors' device, computed in
+/// f64 on the CPU through the eigen-decomposition of the covariance `C`.
+fn fit_whitening(anchors: &Tensor, w: Whitening) -> Result<(Tensor, Tensor)> {
+    let ctx = || "fitting the whitening".to_string();
+    let (k, d) = anchors.dims2().context(ctx)?;
+    let a64 = anchors
+        .to_device(&Device::Cpu)
+        .and_then(|a| a.to_dtype(DType::F64))
+        .context(ctx)?;
+    let mean = a64.mean_keepdim(0).context(ctx)?;
+    let c = a64.broadcast_sub(&mean).context(ctx)?;
+    let cov = c
+        .t()
+        .and_then(|t| t.matmul(&c))
+        .and_then(|g| g.affine(1.0 / k as f64, 0.0))
+        .context(ctx)?;
+    let cov_v = to_f64_rows(&cov, "fitting the whitening")?;
+    let eig = linalg::sym_eigen(&cov_v, d, true).context(ctx)?;
+    let mean_ev = eig.values.iter().map(|v| v.max(0.0)).sum::<f64>() / d as f64;
+    if mean_ev <= 0.0 {
+        return Err(Error::invalid(
+            "anchor latents",
+            "the anchors are all the same vector: there is no spread to whiten",
+        ));
+    }
+    let top = eig.values.first().copied().unwrap_or(0.0);
+    let floor = w.shrinkage * mean_ev;
+    // Without shrinkage, a direction the anchors do not span would be stretched without bound.
+    if let Some(low) = eig.values.last().copied() {
+        if low.max(0.0) + floor <= 1e-12 * top {
+            return Err(Error::invalid(
+                "anchor latents",
+                format!(
+                    "full whitening (shrinkage 0) needs anchors that span the space, but their                      covariance is singular ({k} anchors in {d} dimensions); use a shrinkage above 0                      (default {}) or more anchors",
+                    Whitening::DEFAULT_SHRINKAGE
+                ),
+            ));
+        }
+    }
+    let scale: Vec<f64> = eig
+        .values
+        .iter()
+        .map(|&l| 1.0 / (l.max(0.0) + floor).sqrt())
+        .collect();
+    // W = Eᵀ diag(scale) E, with the eigenvectors as the rows of E.
+    let e = Tensor::from_vec(eig.vectors, (d, d), &Device::Cpu).context(ctx)?;
+    let scale = Tensor::from_vec(scale, (d, 1), &Device::Cpu).context(ctx)?;
+    let wm = e
+        .t()
+        .and_then(|et| et.matmul(&e.broadcast_mul(&scale)?))
+        .and_then(|m| m.to_dtype(DType::F32))
+        .and_then(|m| m.to_device(anchors.device()))
+        .context(ctx)?;
+    let mean = mean
+        .to_dtype(DType::F32)
+        .and_then(|m| m.to_device(anchors.device()))
+        .context(ctx)?;
+    Ok((mean, wm))
 }
 
 /// The projection-specific state prepared at fit time.

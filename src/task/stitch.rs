@@ -28,6 +28,7 @@ use crate::task::checkpoint::{
     AnchorsInfo, Checkpoint, CheckpointConfig, Space, StitchedFrom, TrainingInfo, FORMAT,
     FORMAT_VERSION,
 };
+use crate::task::compatibility::Compatibility;
 use crate::task::decoder::{train_head, Head, HeadKind, TrainOptions};
 use crate::task::scores::{score, Scores};
 use crate::{Error, Result};
@@ -73,7 +74,7 @@ impl Default for FitOptions {
             },
             space: Space::Relative {
                 projection: Projection::Cosine,
-                pre_transform: PreTransform::NONE,
+                pre_transform: PreTransform::WHITENED,
             },
             head: HeadKind::Linear,
             train: TrainOptions::default(),
@@ -117,6 +118,15 @@ pub fn fit(model: &str, train: &Dataset, options: &FitOptions) -> Result<Checkpo
             "space",
             "`translated` is made by stitching, not by fitting; use relative or absolute",
         ));
+    }
+    if let Space::Relative {
+        projection,
+        pre_transform,
+    } = options.space
+    {
+        // Before minutes of embedding.
+        projection.validate()?;
+        pre_transform.validate()?;
     }
     let encoder = Encoder::load(model, &options.encoder)?;
     let texts: Vec<String> = train.records.iter().map(|r| r.text.clone()).collect();
@@ -221,6 +231,24 @@ impl Default for StitchOptions {
     }
 }
 
+/// The estimate, or `None` with a warning saying why it could not be made.
+fn estimated(c: Result<Compatibility>) -> Option<Compatibility> {
+    match c {
+        Ok(c) => {
+            tracing::info!(
+                agreement = c.agreement,
+                verdict = c.verdict.name(),
+                "stitch compatibility"
+            );
+            Some(c)
+        }
+        Err(e) => {
+            tracing::warn!("cannot estimate the stitch's compatibility: {e}");
+            None
+        }
+    }
+}
+
 /// One prediction.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Prediction {
@@ -237,6 +265,7 @@ pub struct Pipeline {
     head: Head,
     checkpoint: Checkpoint,
     cache: bool,
+    compatibility: Option<Compatibility>,
 }
 
 impl std::fmt::Debug for Pipeline {
@@ -296,6 +325,7 @@ impl Pipeline {
             head,
             checkpoint: ckpt.clone(),
             cache: options.cache,
+            compatibility: None,
         })
     }
 
@@ -304,6 +334,11 @@ impl Pipeline {
     /// A relative decoder is stitched zero-shot: its anchors are embedded by the new encoder and
     /// projected the same way. An absolute decoder gets a latent translation (Procrustes by
     /// default) fitted on its anchors embedded by both encoders.
+    ///
+    /// Before any evaluation, the stitch's label-free [`Compatibility`] is estimated on the
+    /// decoder's anchors (both encoders embed them; see [`Pipeline::compatibility`]). When the
+    /// decoder's own encoder cannot be loaded here, the estimate is skipped with a warning and the
+    /// stitch still runs.
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] when the two label sets differ, the decoder is itself a
@@ -330,18 +365,26 @@ impl Pipeline {
         let encoder = load_encoder(&a.encoder, &options.encoder)?;
         let texts = anchor_texts(decoder_from)?;
         let source = embed(&encoder, &texts, options.cache)?;
-        let (features, space, translation, method) = match b.space {
+        let head = decoder_from.head(encoder.device())?;
+        let (features, space, translation, method, compatibility) = match b.space {
             Space::Relative { projection, pre_transform } => {
                 let p = RelativeProjector::fit(&source, projection, pre_transform).map_err(|e| {
                     Error::invalid("stitch", format!("the decoder's {} projection cannot be fitted on the new encoder's anchors ({e})", projection.name()))
                 })?;
-                (Features::Relative(p), b.space, None, None)
+                let compatibility = estimated((|| {
+                    let b_encoder = load_encoder(&b.encoder, &options.encoder)?;
+                    let target = embed(&b_encoder, &texts, options.cache)?;
+                    let own = RelativeProjector::fit(&target, projection, pre_transform)?;
+                    Compatibility::relative(&head, b.space, (&own, &target), (&p, &source))
+                })());
+                (Features::Relative(p), b.space, None, None, compatibility)
             }
             Space::Absolute => {
                 let b_encoder = load_encoder(&b.encoder, &options.encoder)?;
                 let target = embed(&b_encoder, &texts, options.cache)?;
                 let t = LatentTranslator::fit(&source, &target, options.translation)?;
-                (Features::Translated(t.clone()), Space::Translated, Some(t), Some(options.translation.name().to_string()))
+                let compatibility = estimated(Compatibility::translated(&head, &source, &target, options.translation));
+                (Features::Translated(t.clone()), Space::Translated, Some(t), Some(options.translation.name().to_string()), compatibility)
             }
             Space::Translated => {
                 return Err(Error::invalid(
@@ -350,7 +393,6 @@ impl Pipeline {
                 ))
             }
         };
-        let head = decoder_from.head(encoder.device())?;
         let name = |c: &Checkpoint| {
             c.dir
                 .as_ref()
@@ -382,7 +424,15 @@ impl Pipeline {
             head,
             checkpoint,
             cache: options.cache,
+            compatibility,
         })
+    }
+
+    /// The label-free estimate of how well this stitch holds, computed from the decoder's anchors
+    /// before any evaluation (`None` for a checkpoint run as trained, or when the estimate could
+    /// not be made).
+    pub fn compatibility(&self) -> Option<&Compatibility> {
+        self.compatibility.as_ref()
     }
 
     /// The checkpoint this pipeline runs (for a stitch: the stitched checkpoint, ready to save).
@@ -495,6 +545,10 @@ impl Pipeline {
 /// The scores of A alone, B alone and the stitch, on the same test set.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StitchReport {
+    /// The label-free estimate made from the anchors before evaluating
+    /// ([`Pipeline::compatibility`]).
+    #[serde(default)]
+    pub compatibility: Option<Compatibility>,
     /// The encoder checkpoint run as trained.
     pub encoder_checkpoint: Scores,
     /// The decoder checkpoint run as trained.
@@ -517,6 +571,7 @@ impl StitchReport {
         options: &StitchOptions,
     ) -> Result<Self> {
         Ok(Self {
+            compatibility: stitched.compatibility().cloned(),
             encoder_checkpoint: Pipeline::from_checkpoint(a, options)?.evaluate(test)?,
             decoder_checkpoint: Pipeline::from_checkpoint(b, options)?.evaluate(test)?,
             stitched: stitched.evaluate(test)?,
@@ -538,10 +593,16 @@ impl StitchReport {
             .with_row("stitched A → B", self.stitched)
     }
 
-    /// The report as HTML: the score table and the retained fraction.
+    /// The report as HTML: the predicted compatibility, the score table and the retained fraction.
     pub fn to_html(&self) -> String {
+        let predicted = self.compatibility.as_ref().map_or(String::new(), |c| {
+            format!(
+                "<p>{}</p>",
+                crate::report::display::escape(&c.to_string()).replace('\n', "<br>")
+            )
+        });
         format!(
-            "{}<p>stitched keeps <b>{:.1}%</b> of B's weighted F1</p>",
+            "{predicted}{}<p>stitched keeps <b>{:.1}%</b> of B's weighted F1</p>",
             self.to_table().to_html(),
             100.0 * self.retained()
         )
@@ -602,7 +663,11 @@ impl crate::report::display::TableRow for StitchReport {
 }
 
 impl std::fmt::Display for StitchReport {
+    /// The predicted compatibility first (made before any evaluation), then the measured scores.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if let Some(c) = &self.compatibility {
+            writeln!(f, "{c}")?;
+        }
         writeln!(
             f,
             "{:<22} {:>9} {:>9} {:>12} {:>6}",
@@ -640,6 +705,7 @@ mod tests {
             n: 10,
         };
         StitchReport {
+            compatibility: None,
             encoder_checkpoint: s(0.8),
             decoder_checkpoint: s(0.9),
             stitched: s(0.81),

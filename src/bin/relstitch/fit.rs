@@ -14,6 +14,10 @@ use crate::relative::{ProjectionArgs, SparseK};
 
 /// Train a classification head on a frozen encoder's relative (default) or absolute latents.
 ///
+/// Without projection flags the relative space is cosine after ZCA whitening fitted on the
+/// anchors (`--whiten`), which stitches across every catalog encoder pair; any projection flag
+/// (`--projection cosine` alone for the paper's plain cosine) gives exactly the space it names.
+///
 /// Embeds the training texts (cached per model and text, so a second fit does not re-embed),
 /// chooses anchors among them, projects onto the anchors, and trains the paper's head (LayerNorm,
 /// then Linear) with AdamW and early stopping on a validation split. Deterministic for a given
@@ -160,6 +164,10 @@ pub fn run(args: FitArgs) -> anyhow::Result<()> {
     };
     let space = match args.space {
         SpaceArg::Absolute => Space::Absolute,
+        // No projection flag: the library's default (cosine after whitening on the anchors).
+        SpaceArg::Relative if args.projection.given(args.sparse.k, "--k").is_empty() => {
+            FitOptions::default().space
+        }
         SpaceArg::Relative => Space::Relative {
             projection: args.projection.projection(args.sparse.k, "--k")?,
             pre_transform: args.projection.pre_transform(),

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 use clap::{Args, ValueEnum};
-use relstitch::space::projection::{PreTransform, Projection};
+use relstitch::space::projection::{PreTransform, Projection, Whitening};
 use relstitch::space::relative_file::{project_file, AnchorSpec};
 
 /// The long help of `relstitch relative` (shown after the options by `--help`; the one-line
@@ -74,9 +74,14 @@ pub struct ProjectionArgs {
     /// per-dimension rescaling; breaks rotation invariance).
     #[arg(long)]
     pub standardize: bool,
-    /// Scale every vector to unit length first (after --center/--standardize).
+    /// Scale every vector to unit length first (after --center/--standardize/--whiten).
     #[arg(long)]
     pub l2_normalize: bool,
+    /// ZCA-whiten with the anchors' covariance first (after --center/--standardize), shrunk
+    /// towards isotropy by SHRINKAGE times its mean eigenvalue (0 = full whitening). [default
+    /// shrinkage: 1]
+    #[arg(long, value_name = "SHRINKAGE", num_args = 0..=1, default_missing_value = "1.0")]
+    pub whiten: Option<f64>,
 }
 
 /// `--k`: the anchors kept per sample by `--projection sparse_topk` (`relative`, `fit`).
@@ -99,6 +104,7 @@ impl ProjectionArgs {
             .with_center(self.center)
             .with_standardize(self.standardize)
             .with_l2_normalize(self.l2_normalize)
+            .with_whiten(self.whiten.map(|shrinkage| Whitening { shrinkage }))
     }
 
     /// The flags given on the command line, by name (empty when all are left at their defaults).
@@ -111,6 +117,7 @@ impl ProjectionArgs {
             ("--center", self.center),
             ("--standardize", self.standardize),
             ("--l2-normalize", self.l2_normalize),
+            ("--whiten", self.whiten.is_some()),
         ]
         .into_iter()
         .filter_map(|(name, on)| on.then_some(name))

@@ -85,6 +85,13 @@ pub fn run(args: StitchArgs) -> anyhow::Result<()> {
         );
     }
     let stitched = Pipeline::stitch(&a, &b, &options)?;
+    // The label-free estimate, before any evaluation (the text report prints it at its top).
+    if let Some(c) = stitched
+        .compatibility()
+        .filter(|_| args.eval.is_none() || args.json)
+    {
+        eprintln!("{c}");
+    }
     if let Some(out) = &args.out {
         stitched.checkpoint().save(out)?;
         eprintln!("stitched checkpoint written to {}", out.display());

@@ -1,0 +1,1077 @@
+//! Exploration: which relative space stitches every pair of catalog encoders, and which label-free
+//! score predicts how well a stitch will hold (issue 16).
+//!
+//! Embeds each dataset once per encoder (through the embedding cache), then sweeps the options.
+//!
+//! ```sh
+//! cargo run --release --example stitch_robust -- --datasets fortunes,spam-assassin,bible-genre-en
+//! ```
+
+// Index loops read like the formulas they implement (covariances, per-column statistics).
+#![allow(clippy::needless_range_loop)]
+
+#[path = "../common/mod.rs"]
+mod common;
+
+use std::collections::BTreeMap;
+
+use anyhow::Context;
+use candle_core::{Device, Tensor};
+use clap::Parser;
+use relstitch::data::{Builtin, Dataset, SplitOptions};
+use relstitch::hub::fetch::Fetcher;
+use relstitch::space::projection::{PreTransform, Projection, RelativeProjector};
+use relstitch::space::translation::{LatentTranslator, TranslationMethod};
+use relstitch::task::checkpoint::Space;
+use relstitch::task::compatibility::Compatibility;
+use relstitch::task::decoder::{predict_classes, train_head, Head, HeadKind, TrainOptions};
+
+static WD: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+
+fn fit_head(x: &Tensor, labels: &[usize], k: usize, seed: u64) -> anyhow::Result<Head> {
+    let options = TrainOptions {
+        epochs: 60,
+        patience: 8,
+        seed,
+        weight_decay: *WD.get().unwrap_or(&0.01),
+        ..TrainOptions::default()
+    };
+    Ok(train_head(x, labels, HeadKind::Linear, k, &options)?.head)
+}
+
+/// Replaces each anchor's similarity to itself (column = row) by the mean of its row's other
+/// entries, so that an anchor looks like a fresh sample.
+fn mask_diag(x: &Tensor) -> anyhow::Result<Tensor> {
+    let mut m = Mat::of(x)?;
+    if m.r != m.c {
+        return Ok(x.clone());
+    }
+    for i in 0..m.r {
+        let row = m.row(i);
+        let s: f64 = row
+            .iter()
+            .enumerate()
+            .filter(|(j, _)| *j != i)
+            .map(|(_, v)| f64::from(*v))
+            .sum();
+        m.v[i * m.c + i] = (s / (m.c - 1) as f64) as f32;
+    }
+    m.t()
+}
+
+use common::{mean, short, ENCODERS};
+
+#[derive(Parser, Debug)]
+struct Args {
+    /// Datasets (comma separated): fortunes, spam-assassin, bible-genre-en.
+    #[arg(long, default_value = "fortunes,spam-assassin,bible-genre-en")]
+    datasets: String,
+    /// Methods (comma separated; default: all).
+    #[arg(long)]
+    methods: Option<String>,
+    /// Seeds.
+    #[arg(long, default_value_t = 1)]
+    seeds: u64,
+    /// Anchors.
+    #[arg(long, default_value_t = 768)]
+    anchors: usize,
+    /// Only embed (fill the cache) and exit.
+    #[arg(long)]
+    embed_only: bool,
+    /// AdamW weight decay of the heads.
+    #[arg(long, default_value_t = 0.01)]
+    wd: f64,
+    /// Write the study's section of docs/RESULTS.md.
+    #[arg(long)]
+    write: bool,
+    /// Write the per-pair records as JSON lines here.
+    #[arg(long)]
+    out: Option<std::path::PathBuf>,
+}
+
+struct Task {
+    name: String,
+    num_classes: usize,
+    train_y: Vec<usize>,
+    candidates: Vec<usize>,
+    test_y: Vec<usize>,
+    spaces: Vec<(Tensor, Tensor)>,
+}
+
+fn load_task(name: &str) -> anyhow::Result<Task> {
+    let (which, per_label, max_length) = match name {
+        "fortunes" => (Builtin::Fortunes, None, None),
+        "spam-assassin" => (Builtin::SpamAssassin, Some((250, 100)), Some(128)),
+        "bible-genre-en" => (Builtin::BibleGenreEn, Some((500, 100)), None),
+        other => anyhow::bail!("unknown dataset {other}"),
+    };
+    let split = Dataset::builtin(which, &Fetcher::new()?)?.split(&SplitOptions::default())?;
+    let (train, test) = match per_label {
+        Some((a, b)) => (
+            split.train.first_per_label(a),
+            split.test.first_per_label(b),
+        ),
+        None => (split.train, split.test),
+    };
+    eprintln!("{name}: {} train, {} test", train.len(), test.len());
+    let mut spaces = Vec::new();
+    for m in ENCODERS {
+        spaces.push((
+            common::embed(m, &train.texts(), max_length)?,
+            common::embed(m, &test.texts(), max_length)?,
+        ));
+    }
+    let texts: Vec<String> = train.records.iter().map(|r| r.text.clone()).collect();
+    let candidates =
+        common::anchor_candidates(&texts, &spaces.iter().map(|(tr, _)| tr).collect::<Vec<_>>())?;
+    Ok(Task {
+        name: name.to_string(),
+        num_classes: train.labels.len(),
+        train_y: train.label_indices(),
+        candidates,
+        test_y: test.label_indices(),
+        spaces,
+    })
+}
+
+/// A row-major f32 matrix.
+#[derive(Clone)]
+struct Mat {
+    r: usize,
+    c: usize,
+    v: Vec<f32>,
+}
+
+impl Mat {
+    fn of(t: &Tensor) -> anyhow::Result<Self> {
+        let (r, c) = t.dims2()?;
+        Ok(Self {
+            r,
+            c,
+            v: t.flatten_all()?.to_vec1::<f32>()?,
+        })
+    }
+    fn t(&self) -> anyhow::Result<Tensor> {
+        Ok(Tensor::from_vec(
+            self.v.clone(),
+            (self.r, self.c),
+            &Device::Cpu,
+        )?)
+    }
+    fn row(&self, i: usize) -> &[f32] {
+        &self.v[i * self.c..(i + 1) * self.c]
+    }
+}
+
+/// Per-column statistics of a square anchors × anchors matrix, leaving out the diagonal (an
+/// anchor's similarity to itself).
+fn col_stats_offdiag(ra: &Mat) -> (Vec<f64>, Vec<f64>) {
+    let k = ra.c;
+    let mut mu = vec![0f64; k];
+    let mut sd = vec![0f64; k];
+    for j in 0..k {
+        let vals: Vec<f64> = (0..ra.r)
+            .filter(|&i| i != j)
+            .map(|i| f64::from(ra.v[i * k + j]))
+            .collect();
+        let m = vals.iter().sum::<f64>() / vals.len() as f64;
+        let s = (vals.iter().map(|x| (x - m).powi(2)).sum::<f64>() / vals.len() as f64).sqrt();
+        mu[j] = m;
+        sd[j] = s.max(1e-12);
+    }
+    (mu, sd)
+}
+
+/// A fitted feature map: absolute latents → the head's input.
+trait Feat {
+    fn apply(&self, x: &Tensor) -> anyhow::Result<Tensor>;
+    /// The library projector, when the map is one.
+    fn projector(&self) -> Option<&RelativeProjector> {
+        None
+    }
+}
+
+struct Lib(RelativeProjector);
+impl Feat for Lib {
+    fn apply(&self, x: &Tensor) -> anyhow::Result<Tensor> {
+        Ok(self.0.project(x)?)
+    }
+    fn projector(&self) -> Option<&RelativeProjector> {
+        Some(&self.0)
+    }
+}
+
+/// Column z-scoring of a base relative map, fitted on the anchors' own relative vectors.
+struct ColZ {
+    base: Box<dyn Feat>,
+    mu: Vec<f64>,
+    sd: Vec<f64>,
+}
+impl Feat for ColZ {
+    fn apply(&self, x: &Tensor) -> anyhow::Result<Tensor> {
+        let mut m = Mat::of(&self.base.apply(x)?)?;
+        for i in 0..m.r {
+            for j in 0..m.c {
+                let v = &mut m.v[i * m.c + j];
+                *v = ((f64::from(*v) - self.mu[j]) / self.sd[j]) as f32;
+            }
+        }
+        m.t()
+    }
+}
+
+/// Per-column empirical CDF (quantile) of a base relative map, fitted on the anchors' own relative
+/// vectors (off-diagonal).
+struct ColQ {
+    base: Box<dyn Feat>,
+    sorted: Vec<Vec<f32>>,
+}
+impl Feat for ColQ {
+    fn apply(&self, x: &Tensor) -> anyhow::Result<Tensor> {
+        let mut m = Mat::of(&self.base.apply(x)?)?;
+        for i in 0..m.r {
+            for j in 0..m.c {
+                let s = &self.sorted[j];
+                let v = m.v[i * m.c + j];
+                let lo = s.partition_point(|&a| a < v);
+                let hi = s.partition_point(|&a| a <= v);
+                let q = ((lo + hi) as f64 / 2.0 + 0.5) / (s.len() as f64 + 1.0);
+                m.v[i * m.c + j] = q as f32;
+            }
+        }
+        m.t()
+    }
+}
+
+/// Per-row ranks of a base relative map, scaled to [-1, 1].
+struct Rank(Box<dyn Feat>);
+impl Feat for Rank {
+    fn apply(&self, x: &Tensor) -> anyhow::Result<Tensor> {
+        let mut m = Mat::of(&self.0.apply(x)?)?;
+        let k = m.c;
+        for i in 0..m.r {
+            let row = m.row(i).to_vec();
+            let mut idx: Vec<usize> = (0..k).collect();
+            idx.sort_by(|&a, &b| row[a].total_cmp(&row[b]));
+            for (rank, &j) in idx.iter().enumerate() {
+                m.v[i * k + j] = (2.0 * rank as f64 / (k - 1) as f64 - 1.0) as f32;
+            }
+        }
+        m.t()
+    }
+}
+
+/// Keeps the `k` largest values of each row (clamped at 0), then unit L2 norm.
+struct TopK(Box<dyn Feat>, usize);
+impl Feat for TopK {
+    fn apply(&self, x: &Tensor) -> anyhow::Result<Tensor> {
+        let mut m = Mat::of(&self.0.apply(x)?)?;
+        let c = m.c;
+        for i in 0..m.r {
+            let row = &mut m.v[i * c..(i + 1) * c];
+            let mut s = row.to_vec();
+            s.sort_by(|a, b| b.total_cmp(a));
+            let th = s[self.1.min(c) - 1];
+            let mut n = 0f64;
+            for v in row.iter_mut() {
+                if *v < th || *v < 0.0 {
+                    *v = 0.0;
+                }
+                n += f64::from(*v) * f64::from(*v);
+            }
+            let n = n.sqrt().max(1e-30);
+            row.iter_mut().for_each(|v| *v = (f64::from(*v) / n) as f32);
+        }
+        m.t()
+    }
+}
+
+/// ZCA whitening fitted on the anchors (with shrinkage towards the mean eigenvalue), then cosine.
+struct Whiten {
+    mu: Tensor,
+    w: Tensor,
+    cos: RelativeProjector,
+}
+impl Whiten {
+    fn fit(a: &Tensor, shrink: f64) -> anyhow::Result<Self> {
+        Self::fit_keep(a, shrink, usize::MAX)
+    }
+    fn fit_keep(a: &Tensor, shrink: f64, keep: usize) -> anyhow::Result<Self> {
+        let am = Mat::of(a)?;
+        let (k, d) = (am.r, am.c);
+        let mut mu = vec![0f64; d];
+        for i in 0..k {
+            for j in 0..d {
+                mu[j] += f64::from(am.v[i * d + j]) / k as f64;
+            }
+        }
+        let cov = faer::Mat::<f64>::from_fn(d, d, |p, q| {
+            let mut s = 0.0;
+            for i in 0..k {
+                s += (f64::from(am.v[i * d + p]) - mu[p]) * (f64::from(am.v[i * d + q]) - mu[q]);
+            }
+            s / k as f64
+        });
+        let evd = cov
+            .self_adjoint_eigen(faer::Side::Lower)
+            .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        let s = evd.S().column_vector();
+        let u = evd.U();
+        let mean_ev = (0..d).map(|i| s[i].max(0.0)).sum::<f64>() / d as f64;
+        // faer sorts ascending: the top `keep` are the last ones.
+        let inv: Vec<f64> = (0..d)
+            .map(|i| {
+                if d - i > keep {
+                    0.0
+                } else {
+                    1.0 / (s[i].max(0.0) + shrink * mean_ev).sqrt()
+                }
+            })
+            .collect();
+        let mut w = vec![0f32; d * d];
+        for p in 0..d {
+            for q in 0..d {
+                let mut acc = 0.0;
+                for i in 0..d {
+                    acc += u[(p, i)] * inv[i] * u[(q, i)];
+                }
+                w[p * d + q] = acc as f32;
+            }
+        }
+        let mu_t = Tensor::from_vec(
+            mu.iter().map(|&m| m as f32).collect::<Vec<_>>(),
+            (1, d),
+            &Device::Cpu,
+        )?;
+        let w = Tensor::from_vec(w, (d, d), &Device::Cpu)?;
+        let aw = a.broadcast_sub(&mu_t)?.matmul(&w)?;
+        let cos = RelativeProjector::fit(&aw, Projection::Cosine, PreTransform::NONE)?;
+        Ok(Self { mu: mu_t, w, cos })
+    }
+}
+impl Feat for Whiten {
+    fn apply(&self, x: &Tensor) -> anyhow::Result<Tensor> {
+        Ok(self
+            .cos
+            .project(&x.broadcast_sub(&self.mu)?.matmul(&self.w)?)?)
+    }
+}
+
+/// The methods under test: name → fit on anchor latents.
+fn fit_method(name: &str, a: &Tensor) -> anyhow::Result<Box<dyn Feat>> {
+    let lib = |p: Projection, pre: PreTransform| -> anyhow::Result<Box<dyn Feat>> {
+        Ok(Box::new(Lib(RelativeProjector::fit(a, p, pre)?)))
+    };
+    let none = PreTransform::NONE;
+    let c = PreTransform::NONE.with_center(true);
+    let cs = c.with_standardize(true);
+    let colz = |base: Box<dyn Feat>| -> anyhow::Result<Box<dyn Feat>> {
+        let ra = Mat::of(&base.apply(a)?)?;
+        let (mu, sd) = col_stats_offdiag(&ra);
+        Ok(Box::new(ColZ { base, mu, sd }))
+    };
+    let colq = |base: Box<dyn Feat>| -> anyhow::Result<Box<dyn Feat>> {
+        let ra = Mat::of(&base.apply(a)?)?;
+        let k = ra.c;
+        let sorted = (0..k)
+            .map(|j| {
+                let mut s: Vec<f32> = (0..ra.r)
+                    .filter(|&i| i != j)
+                    .map(|i| ra.v[i * k + j])
+                    .collect();
+                s.sort_by(f32::total_cmp);
+                s
+            })
+            .collect();
+        Ok(Box::new(ColQ { base, sorted }))
+    };
+    Ok(match name {
+        "cos" => lib(Projection::Cosine, none)?,
+        // The default of `relstitch fit`.
+        "white" => lib(Projection::Cosine, PreTransform::WHITENED)?,
+        "cos_c" => lib(Projection::Cosine, c)?,
+        "cos_cs" => lib(Projection::Cosine, cs)?,
+        "cos_colz" => colz(lib(Projection::Cosine, none)?)?,
+        "cos_c_colz" => colz(lib(Projection::Cosine, c)?)?,
+        "cos_cs_colz" => colz(lib(Projection::Cosine, cs)?)?,
+        "cos_c_colq" => colq(lib(Projection::Cosine, c)?)?,
+        "cos_colq" => colq(lib(Projection::Cosine, none)?)?,
+        "cos_rank" => Box::new(Rank(lib(Projection::Cosine, none)?)),
+        "cos_c_rank" => Box::new(Rank(lib(Projection::Cosine, c)?)),
+        "cos_c_top64" => lib(Projection::SparseTopK { k: 64, power: 1.0 }, c)?,
+        "cos_c_top16p8" => lib(Projection::SparseTopK { k: 16, power: 8.0 }, c)?,
+        "euc_cs" => lib(Projection::Euclidean, cs)?,
+        "euc_c_colz" => colz(lib(Projection::Euclidean, c.with_l2_normalize(true))?)?,
+        "cob_c" => lib(Projection::ChangeOfBasis, c)?,
+        "white01" => Box::new(Whiten::fit(a, 0.1)?),
+        "white1" => Box::new(Whiten::fit(a, 1.0)?),
+        "white01_colz" => colz(Box::new(Whiten::fit(a, 0.1)?))?,
+        other => {
+            // white<shrink>[_colz][_top<k>], cos_c_top<k>
+            let parts: Vec<&str> = other.split('_').collect();
+            let mut f: Box<dyn Feat> = match parts[0] {
+                w if w.starts_with("white") => Box::new(Whiten::fit(a, w[5..].parse()?)?),
+                w if w.starts_with("pcaw") => Box::new(Whiten::fit_keep(a, 0.01, w[4..].parse()?)?),
+                "cosc" => lib(Projection::Cosine, c)?,
+                _ => anyhow::bail!("unknown method {other}"),
+            };
+            for p in &parts[1..] {
+                if *p == "colz" {
+                    f = colz(f)?;
+                } else if let Some(k) = p.strip_prefix("top") {
+                    f = Box::new(TopK(f, k.parse()?));
+                } else {
+                    anyhow::bail!("unknown step {p} in {other}");
+                }
+            }
+            f
+        }
+    })
+}
+
+/// The methods of the study, with what each is.
+const ALL: &[(&str, &str)] = &[
+    ("cos", "cosine (the paper's; the old default)"),
+    ("cos_c", "cosine, centred on the anchors' mean"),
+    ("cos_cs", "cosine, centred and standardised per dimension"),
+    (
+        "cos_c_colz",
+        "centred cosine, then each anchor's column z-scored with the statistics of the anchors' own relative vectors",
+    ),
+    (
+        "cos_c_colq",
+        "centred cosine, then each column mapped to its quantile among the anchors' own values",
+    ),
+    ("cos_c_rank", "centred cosine, then ranks within each relative vector"),
+    ("cos_c_top64", "centred cosine, only the 64 largest kept per text (sparse, ASIF-like, power 1)"),
+    ("euc_cs", "Euclidean distance, centred and standardised"),
+    ("pcaw128", "cosine after whitening only the anchors' top 128 principal directions"),
+    ("white0.3", "cosine after ZCA whitening on the anchors, shrinkage 0.3"),
+    ("white", "cosine after ZCA whitening on the anchors, shrinkage 1 (the new default)"),
+    ("white2", "cosine after ZCA whitening on the anchors, shrinkage 2"),
+    ("white1_top256", "whitened cosine (shrinkage 1), only the 256 largest kept per text"),
+    (
+        "hyb_cos_c",
+        "A's latents translated into B's space (Procrustes on the anchors), then B's own centred cosine (needs B's encoder at stitch time)",
+    ),
+    (
+        "procrustes",
+        "absolute decoders; A's latents translated into B's space by Procrustes on the anchors",
+    ),
+];
+
+/// Fraction of rows where two label vectors agree.
+fn agreement(a: &[usize], b: &[usize]) -> f64 {
+    a.iter().zip(b).filter(|(x, y)| x == y).count() as f64 / a.len().max(1) as f64
+}
+
+/// Mean Pearson correlation of corresponding rows of two matrices (same shape), skipping the
+/// column equal to the row index when `skip_diag`.
+fn row_corr(a: &Mat, b: &Mat, skip_diag: bool) -> f64 {
+    let mut tot = 0.0;
+    for i in 0..a.r {
+        let (ra, rb) = (a.row(i), b.row(i));
+        let idx: Vec<usize> = (0..a.c).filter(|&j| !(skip_diag && j == i)).collect();
+        let n = idx.len() as f64;
+        let ma = idx.iter().map(|&j| f64::from(ra[j])).sum::<f64>() / n;
+        let mb = idx.iter().map(|&j| f64::from(rb[j])).sum::<f64>() / n;
+        let (mut sab, mut saa, mut sbb) = (0.0, 0.0, 0.0);
+        for &j in &idx {
+            let (x, y) = (f64::from(ra[j]) - ma, f64::from(rb[j]) - mb);
+            sab += x * y;
+            saa += x * x;
+            sbb += y * y;
+        }
+        tot += sab / (saa * sbb).sqrt().max(1e-30);
+    }
+    tot / a.r as f64
+}
+
+struct Record {
+    dataset: String,
+    method: String,
+    seed: u64,
+    enc: usize,
+    dec: usize,
+    wf1: f64,
+    own_enc: f64,
+    own_dec: f64,
+    /// Label-free, anchors only: head B's argmax agreement between A's and B's view of the anchors.
+    agree_anchors: f64,
+    /// Label-free, anchors only: mean row correlation of the anchors' relative vectors.
+    corr_anchors: f64,
+    agree_masked: f64,
+    soft_masked: f64,
+    /// Test set (not label-free, for the analysis): mean row correlation of relative vectors.
+    corr_test: f64,
+    /// Test set: head B's argmax agreement on A's vs B's view.
+    agree_test: f64,
+    /// The encoder's anisotropy: mean cosine between two different anchors (absolute latents).
+    aniso_enc: f64,
+    /// Share of the encoder's row-standardised relative vectors (what the head's LayerNorm
+    /// passes on) that is one pattern common to every text: ‖mean zᵢ‖² / mean ‖zᵢ‖².
+    common_enc: f64,
+}
+
+/// Mean cosine between two different rows.
+fn anisotropy(x: &Tensor) -> anyhow::Result<f64> {
+    let m = Mat::of(x)?;
+    let unit: Vec<Vec<f64>> = (0..m.r)
+        .map(|i| {
+            let r = m.row(i);
+            let n = r
+                .iter()
+                .map(|v| f64::from(*v).powi(2))
+                .sum::<f64>()
+                .sqrt()
+                .max(1e-30);
+            r.iter().map(|v| f64::from(*v) / n).collect()
+        })
+        .collect();
+    let s: Vec<f64> = (0..m.c).map(|j| unit.iter().map(|u| u[j]).sum()).collect();
+    let total = s.iter().map(|v| v * v).sum::<f64>() - m.r as f64;
+    Ok(total / (m.r * (m.r - 1)) as f64)
+}
+
+/// ‖mean zᵢ‖² / mean ‖zᵢ‖² over the rows zᵢ of `x` standardised across their columns.
+fn common_share(x: &Tensor) -> anyhow::Result<f64> {
+    let m = Mat::of(x)?;
+    let mut mean = vec![0f64; m.c];
+    let mut energy = 0.0;
+    for i in 0..m.r {
+        let r = m.row(i);
+        let mu = r.iter().map(|v| f64::from(*v)).sum::<f64>() / m.c as f64;
+        let sd = (r.iter().map(|v| (f64::from(*v) - mu).powi(2)).sum::<f64>() / m.c as f64)
+            .sqrt()
+            .max(1e-12);
+        for (acc, v) in mean.iter_mut().zip(r) {
+            let z = (f64::from(*v) - mu) / sd;
+            *acc += z / m.r as f64;
+            energy += z * z / m.r as f64;
+        }
+    }
+    Ok(mean.iter().map(|v| v * v).sum::<f64>() / energy.max(1e-30))
+}
+
+/// Runs one method on one task and seed: trains a head per encoder, scores every pair.
+fn run(task: &Task, method: &str, rows: &[usize], seed: u64) -> anyhow::Result<Vec<Record>> {
+    let n = task.spaces.len();
+    let k = task.num_classes;
+    let anchors: Vec<Tensor> = task
+        .spaces
+        .iter()
+        .map(|(tr, _)| common::take_rows(tr, rows))
+        .collect::<anyhow::Result<_>>()?;
+    let (base, hybrid) = match method {
+        m if m.starts_with("hyb_") => (&m[4..], true),
+        "procrustes" => ("abs", true),
+        m => (m, false),
+    };
+    let mut feats: Vec<Option<Box<dyn Feat>>> = Vec::new();
+    let mut heads: Vec<Head> = Vec::new();
+    let mut te: Vec<Tensor> = Vec::new();
+    let mut an: Vec<Tensor> = Vec::new();
+    for (e, (tr, tst)) in task.spaces.iter().enumerate() {
+        if base == "abs" {
+            heads.push(fit_head(tr, &task.train_y, k, seed)?);
+            te.push(tst.clone());
+            an.push(anchors[e].clone());
+            feats.push(None);
+        } else {
+            let f = fit_method(base, &anchors[e])?;
+            heads.push(fit_head(&f.apply(tr)?, &task.train_y, k, seed)?);
+            te.push(f.apply(tst)?);
+            an.push(f.apply(&anchors[e])?);
+            feats.push(Some(f));
+        }
+    }
+    let own: Vec<f64> = (0..n)
+        .map(|e| common::weighted_f1(&heads[e], &te[e], &task.test_y, k))
+        .collect::<anyhow::Result<_>>()?;
+    let aniso: Vec<f64> = anchors
+        .iter()
+        .map(anisotropy)
+        .collect::<anyhow::Result<_>>()?;
+    let common_share_of: Vec<f64> = te.iter().map(common_share).collect::<anyhow::Result<_>>()?;
+    let mut out = Vec::new();
+    for i in 0..n {
+        for j in 0..n {
+            if i == j {
+                continue;
+            }
+            let (x_te, x_an) = if hybrid {
+                // Translate A's latents into B's space through the anchors, then B's map.
+                let t =
+                    LatentTranslator::fit(&anchors[i], &anchors[j], TranslationMethod::Procrustes)?;
+                let f = |x: &Tensor| -> anyhow::Result<Tensor> {
+                    let y = t.apply(x)?;
+                    Ok(match &feats[j] {
+                        Some(f) => f.apply(&y)?,
+                        None => y,
+                    })
+                };
+                // Anchors: cross-fitted translation (half the anchors each way), so that the
+                // label-free estimate does not see the anchors it is scored on.
+                let m = rows.len();
+                let half: Vec<usize> = (0..m).filter(|r| r % 2 == 0).collect();
+                let other: Vec<usize> = (0..m).filter(|r| r % 2 == 1).collect();
+                let mut parts = vec![None; m];
+                for (fit_on, apply_on) in [(&half, &other), (&other, &half)] {
+                    let ta = LatentTranslator::fit(
+                        &common::take_rows(&anchors[i], fit_on)?,
+                        &common::take_rows(&anchors[j], fit_on)?,
+                        TranslationMethod::Procrustes,
+                    )?;
+                    let y = ta.apply(&common::take_rows(&anchors[i], apply_on)?)?;
+                    let y = match &feats[j] {
+                        Some(f) => f.apply(&y)?,
+                        None => y,
+                    };
+                    let ym = Mat::of(&y)?;
+                    for (p, &r) in apply_on.iter().enumerate() {
+                        parts[r] = Some(ym.row(p).to_vec());
+                    }
+                }
+                let c = an[j].dim(1)?;
+                let v: Vec<f32> = parts
+                    .into_iter()
+                    .flat_map(|p| p.unwrap_or_default())
+                    .collect();
+                (
+                    f(&task.spaces[i].1)?,
+                    Tensor::from_vec(v, (m, c), &Device::Cpu)?,
+                )
+            } else {
+                (te[i].clone(), an[i].clone())
+            };
+            let wf1 = common::weighted_f1(&heads[j], &x_te, &task.test_y, k)?;
+            let pa = predict_classes(&heads[j], &x_an)?;
+            let pb = predict_classes(&heads[j], &an[j])?;
+            let ta = predict_classes(&heads[j], &x_te)?;
+            let tb = predict_classes(&heads[j], &te[j])?;
+            // The label-free estimate, through the library wherever the method is the library's.
+            let compat = match (&feats[i], &feats[j]) {
+                (Some(fi), Some(fj)) if !hybrid && fi.projector().is_some() => {
+                    let (Some(pi), Some(pj)) = (fi.projector(), fj.projector()) else {
+                        anyhow::bail!("mixed projectors");
+                    };
+                    Compatibility::relative(
+                        &heads[j],
+                        Space::Relative {
+                            projection: pj.projection(),
+                            pre_transform: pj.pre_transform(),
+                        },
+                        (pj, &anchors[j]),
+                        (pi, &anchors[i]),
+                    )?
+                }
+                (None, None) => Compatibility::translated(
+                    &heads[j],
+                    &anchors[i],
+                    &anchors[j],
+                    TranslationMethod::Procrustes,
+                )?,
+                _ if hybrid => Compatibility::from_views(&heads[j], &an[j], &x_an)?,
+                _ => Compatibility::from_views(&heads[j], &mask_diag(&an[j])?, &mask_diag(&x_an)?)?,
+            };
+            let agree_masked = compat.agreement;
+            let soft_masked = compat.soft_agreement;
+            let same_width = x_an.dim(1)? == an[j].dim(1)?;
+            let (corr_anchors, corr_test) = if same_width {
+                (
+                    row_corr(
+                        &Mat::of(&x_an)?,
+                        &Mat::of(&an[j])?,
+                        !hybrid && base != "abs",
+                    ),
+                    row_corr(&Mat::of(&x_te)?, &Mat::of(&te[j])?, false),
+                )
+            } else {
+                (f64::NAN, f64::NAN)
+            };
+            out.push(Record {
+                dataset: task.name.clone(),
+                method: method.to_string(),
+                seed,
+                enc: i,
+                dec: j,
+                wf1,
+                own_enc: own[i],
+                own_dec: own[j],
+                agree_anchors: agreement(&pa, &pb),
+                agree_masked,
+                soft_masked,
+                corr_anchors,
+                corr_test,
+                agree_test: agreement(&ta, &tb),
+                aniso_enc: aniso[i],
+                common_enc: common_share_of[i],
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Spearman rank correlation.
+fn spearman(a: &[f64], b: &[f64]) -> f64 {
+    fn ranks(v: &[f64]) -> Vec<f64> {
+        let mut idx: Vec<usize> = (0..v.len()).collect();
+        idx.sort_by(|&x, &y| v[x].total_cmp(&v[y]));
+        let mut r = vec![0.0; v.len()];
+        let mut i = 0;
+        while i < idx.len() {
+            let mut j = i;
+            while j + 1 < idx.len() && v[idx[j + 1]] == v[idx[i]] {
+                j += 1;
+            }
+            let avg = (i + j) as f64 / 2.0 + 1.0;
+            for t in i..=j {
+                r[idx[t]] = avg;
+            }
+            i = j + 1;
+        }
+        r
+    }
+    let (ra, rb) = (ranks(a), ranks(b));
+    let n = a.len() as f64;
+    let (ma, mb) = (ra.iter().sum::<f64>() / n, rb.iter().sum::<f64>() / n);
+    let (mut s, mut sa, mut sb) = (0.0, 0.0, 0.0);
+    for (x, y) in ra.iter().zip(&rb) {
+        s += (x - ma) * (y - mb);
+        sa += (x - ma).powi(2);
+        sb += (y - mb).powi(2);
+    }
+    s / (sa * sb).sqrt().max(1e-30)
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let started = std::time::Instant::now();
+    let _ = WD.set(args.wd);
+    let methods: Vec<String> = match &args.methods {
+        Some(m) => m.split(',').map(str::to_string).collect(),
+        None => ALL.iter().map(|(m, _)| m.to_string()).collect(),
+    };
+    let mut tasks = Vec::new();
+    for d in args.datasets.split(',') {
+        tasks.push(load_task(d).with_context(|| format!("dataset {d}"))?);
+    }
+    if args.embed_only {
+        return Ok(());
+    }
+    let mut out_file = match &args.out {
+        Some(p) => Some(std::fs::File::create(p)?),
+        None => None,
+    };
+    let mut all: Vec<Record> = Vec::new();
+    for task in &tasks {
+        for seed in 0..args.seeds {
+            let rows = common::stratified_anchor_rows(
+                &task.train_y,
+                &task.candidates,
+                args.anchors.min(task.candidates.len()),
+                seed,
+            )?;
+            for m in &methods {
+                let t = std::time::Instant::now();
+                let recs = run(task, m, &rows, seed)?;
+                let ratio: Vec<f64> = recs
+                    .iter()
+                    .map(|r| r.wf1 / r.own_enc.min(r.own_dec))
+                    .collect();
+                let worst = ratio.iter().cloned().fold(f64::INFINITY, f64::min);
+                let own: Vec<f64> = (0..ENCODERS.len())
+                    .map(|e| {
+                        recs.iter()
+                            .find(|r| r.dec == e)
+                            .map_or(f64::NAN, |r| r.own_dec)
+                    })
+                    .collect();
+                let retained: Vec<f64> = recs.iter().map(|r| r.wf1 / r.own_dec).collect();
+                let ag: Vec<f64> = recs.iter().map(|r| r.agree_anchors).collect();
+                let co: Vec<f64> = recs.iter().map(|r| r.corr_anchors).collect();
+                eprintln!(
+                    "{:<14} seed {seed} {:<14} own {:.3} stitched {:.3} | vs weaker: mean {:.3} worst {:.3} | rho(agree) {:.2} rho(corr) {:.2} ({:.0}s)",
+                    task.name,
+                    m,
+                    mean(&own),
+                    mean(&recs.iter().map(|r| r.wf1).collect::<Vec<_>>()),
+                    mean(&ratio),
+                    worst,
+                    spearman(&ag, &retained),
+                    spearman(&co, &retained),
+                    t.elapsed().as_secs_f64()
+                );
+                if let Some(f) = out_file.as_mut() {
+                    use std::io::Write;
+                    for r in &recs {
+                        writeln!(
+                            f,
+                            "{}",
+                            serde_json::json!({
+                                "dataset": r.dataset, "method": r.method, "seed": r.seed,
+                                "enc": short(ENCODERS[r.enc]), "dec": short(ENCODERS[r.dec]),
+                                "wf1": r.wf1, "own_enc": r.own_enc, "own_dec": r.own_dec,
+                                "agree_anchors": r.agree_anchors, "agree_masked": r.agree_masked, "soft_masked": r.soft_masked, "corr_anchors": r.corr_anchors,
+                                "corr_test": r.corr_test, "agree_test": r.agree_test,
+                                "aniso_enc": r.aniso_enc, "common_enc": r.common_enc,
+                            })
+                        )?;
+                    }
+                }
+                all.extend(recs);
+            }
+        }
+    }
+    let started_at = started;
+    let md = report(&all, &tasks, &methods, &args, started_at)?;
+    println!("{md}");
+    if args.write {
+        common::write_results("stitch_robust", &md)?;
+    }
+    Ok(())
+}
+
+/// Per-pair means over seeds: `(enc, dec) -> value`.
+fn pair_means(rs: &[&Record], f: impl Fn(&Record) -> f64) -> BTreeMap<(usize, usize), f64> {
+    let mut acc: BTreeMap<(usize, usize), Vec<f64>> = BTreeMap::new();
+    for r in rs {
+        acc.entry((r.enc, r.dec)).or_default().push(f(r));
+    }
+    acc.into_iter().map(|(k, v)| (k, mean(&v))).collect()
+}
+
+fn ratio(r: &Record) -> f64 {
+    r.wf1 / r.own_enc.min(r.own_dec)
+}
+
+fn retained(r: &Record) -> f64 {
+    r.wf1 / r.own_dec
+}
+
+fn min(v: impl IntoIterator<Item = f64>) -> f64 {
+    v.into_iter().fold(f64::INFINITY, f64::min)
+}
+
+/// The study's markdown section.
+fn report(
+    all: &[Record],
+    tasks: &[Task],
+    methods: &[String],
+    args: &Args,
+    started: std::time::Instant,
+) -> anyhow::Result<String> {
+    let names: Vec<&str> = ENCODERS.iter().map(|m| short(m)).collect();
+    let datasets: Vec<&str> = tasks.iter().map(|t| t.name.as_str()).collect();
+    let sel = |d: Option<&str>, m: &str| -> Vec<&Record> {
+        all.iter()
+            .filter(|r| r.method == m && d.is_none_or(|d| r.dataset == d))
+            .collect()
+    };
+    let describe = |m: &str| {
+        ALL.iter()
+            .find(|(n, _)| *n == m)
+            .map_or(m.to_string(), |(_, d)| d.to_string())
+    };
+    let mut md =
+        String::from("## stitch_robust: a relative space that stitches every encoder pair\n\n");
+    md.push_str(&format!(
+        "Issue 16. Every ordered pair of the five catalog encoders (20 pairs) on {}; decoders are the \
+         paper's head (LayerNorm + Linear) trained on each encoder's space; {} anchors drawn \
+         class-stratified from the training split; {} seed(s). *kept* is the stitch's weighted F1 \
+         over the weaker of the two checkpoints' own (the issue's bar: ≥ 0.90 on the worst pair, \
+         ≥ 0.97 on average); *retained* is over the decoder's own (what `StitchReport` prints). \
+         Per-pair values are means over seeds before the worst pair is taken.\n\n",
+        datasets.join(", "),
+        args.anchors,
+        args.seeds
+    ));
+
+    // 1. Why.
+    md.push_str("### Why plain cosine breaks on anisotropic encoders\n\n");
+    md.push_str(
+        "The head's LayerNorm standardises each relative vector across the anchors, so what it reads \
+         is the *pattern* of similarities. In an anisotropic space (all texts in a narrow cone), \
+         every text's cosine relative vector is dominated by one pattern — each anchor's similarity \
+         to the cone's axis — that the text itself barely changes. *common share* is the fraction \
+         of the standardised relative vectors' energy in their mean pattern (0 = every text has its \
+         own pattern, 1 = all texts look alike). A decoder trained on another encoder has never \
+         seen that pattern and reads it as a class: the stitch collapses. Its own decoder learned \
+         to ignore it, so the same encoder stitches fine *as a decoder*. Centring removes the \
+         axis (the pattern shrinks), whitening also evens out the few dominant directions that \
+         remain. Mean *kept* of each encoder's row (it encodes, the four others decode):\n\n",
+    );
+    let diag_methods: Vec<&str> = ["cos", "cos_c", "white"]
+        .into_iter()
+        .filter(|m| methods.iter().any(|x| x == m))
+        .collect();
+    md.push_str("| dataset | encoder | mean cosine between anchors |");
+    for m in &diag_methods {
+        md.push_str(&format!(" common share, {m} |"));
+    }
+    for m in &diag_methods {
+        md.push_str(&format!(" kept as encoder, {m} |"));
+    }
+    md.push_str("\n|---|---|---|");
+    md.push_str(&"---|".repeat(2 * diag_methods.len()));
+    md.push('\n');
+    for d in &datasets {
+        for (e, name) in names.iter().enumerate() {
+            let rows = |m: &str| -> Vec<&Record> {
+                sel(Some(d), m).into_iter().filter(|r| r.enc == e).collect()
+            };
+            let Some(first) = diag_methods.first().and_then(|m| rows(m).first().copied()) else {
+                continue;
+            };
+            md.push_str(&format!("| {d} | {name} | {:.3} |", first.aniso_enc));
+            for m in &diag_methods {
+                md.push_str(&format!(
+                    " {:.3} |",
+                    mean(&rows(m).iter().map(|r| r.common_enc).collect::<Vec<_>>())
+                ));
+            }
+            for m in &diag_methods {
+                md.push_str(&format!(
+                    " {:.3} |",
+                    mean(&rows(m).iter().map(|r| ratio(r)).collect::<Vec<_>>())
+                ));
+            }
+            md.push('\n');
+        }
+    }
+    if let Some(m) = diag_methods.first() {
+        let rs = sel(None, m);
+        let kept: Vec<f64> = rs.iter().map(|r| retained(r)).collect();
+        let corr: Vec<f64> = rs.iter().map(|r| r.corr_test).collect();
+        let common: Vec<f64> = rs.iter().map(|r| -r.common_enc).collect();
+        md.push_str(&format!(
+            "\nAcross the {} (pair, dataset, seed) stitches with plain cosine, the Spearman correlation \
+             of the retained score with the relative-space agreement of the two encoders on the test \
+             texts (mean Pearson correlation of a text's two relative vectors, i.e. their cosine \
+             after the LayerNorm) is {:.2}; with the encoder's common share (negated) {:.2}.\n\n",
+            rs.len(),
+            spearman(&corr, &kept),
+            spearman(&common, &kept)
+        ));
+    }
+
+    // 2. The options.
+    md.push_str("### The options, measured\n\n");
+    md.push_str(
+        "A per-text standardisation of the relative vector (z-scoring it across the anchors) is \
+         not listed: it is exactly what the head's LayerNorm already does, so it changes nothing.\n\n",
+    );
+    md.push_str("| method |");
+    for d in &datasets {
+        md.push_str(&format!(" {d}: own / kept mean / kept worst |"));
+    }
+    md.push_str(" all: kept mean / worst |\n|---|");
+    md.push_str(&"---|".repeat(datasets.len() + 1));
+    md.push('\n');
+    for m in methods {
+        md.push_str(&format!("| `{m}`: {} |", describe(m)));
+        let (mut means, mut worsts) = (Vec::new(), Vec::new());
+        for d in &datasets {
+            let rs = sel(Some(d), m);
+            if rs.is_empty() {
+                md.push_str(" |");
+                continue;
+            }
+            let own = pair_means(&rs, |r| r.own_dec);
+            let own_mean = mean(
+                &names
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(e, _)| own.iter().find(|((_, j), _)| *j == e).map(|(_, v)| *v))
+                    .collect::<Vec<_>>(),
+            );
+            let k = pair_means(&rs, ratio);
+            let (km, kw) = (
+                mean(&k.values().copied().collect::<Vec<_>>()),
+                min(k.values().copied()),
+            );
+            means.push(km);
+            worsts.push(kw);
+            md.push_str(&format!(" {own_mean:.3} / {km:.3} / {kw:.3} |"));
+        }
+        md.push_str(&format!(" {:.3} / {:.3} |\n", mean(&means), min(worsts)));
+    }
+
+    // 3. The compatibility score.
+    md.push_str("\n### The label-free compatibility score\n\n");
+    md.push_str(
+        "`relstitch::task::compatibility::Compatibility` (printed by every stitch report before the \
+         measured scores): the decoder's head labels each of its anchors twice, from its own \
+         encoder's relative vector and from the new encoder's (each anchor's similarity to itself \
+         masked); the *agreement* is the share of anchors labelled the same. Translated stitches \
+         use maps fitted on the other four fifths of the anchors. Below: its Spearman correlation, \
+         across the 20 ordered pairs (means over seeds), with the measured retained score \
+         (stitched / decoder's own weighted F1) and with the measured agreement on the test texts \
+         (the share of test predictions the stitch keeps), which it estimates directly.\n\n",
+    );
+    md.push_str("| method |");
+    for d in &datasets {
+        md.push_str(&format!(" {d}: ρ retained / ρ test agreement |"));
+    }
+    md.push_str(" all datasets (60 pairs): ρ retained / ρ test agreement |\n|---|");
+    md.push_str(&"---|".repeat(datasets.len() + 1));
+    md.push('\n');
+    let rho = |rs: &[&Record]| -> (f64, f64) {
+        let mut keys: BTreeMap<(String, usize, usize), Vec<&Record>> = BTreeMap::new();
+        for r in rs {
+            keys.entry((r.dataset.clone(), r.enc, r.dec))
+                .or_default()
+                .push(r);
+        }
+        let avg = |f: &dyn Fn(&Record) -> f64| -> Vec<f64> {
+            keys.values()
+                .map(|v| mean(&v.iter().map(|r| f(r)).collect::<Vec<_>>()))
+                .collect()
+        };
+        let a = avg(&|r| r.agree_masked);
+        (
+            spearman(&a, &avg(&|r| retained(r))),
+            spearman(&a, &avg(&|r| r.agree_test)),
+        )
+    };
+    let mut pooled: Vec<&Record> = Vec::new();
+    for m in methods {
+        md.push_str(&format!("| `{m}` |"));
+        for d in &datasets {
+            let (a, b) = rho(&sel(Some(d), m));
+            md.push_str(&format!(" {a:.2} / {b:.2} |"));
+        }
+        let rs = sel(None, m);
+        let (a, b) = rho(&rs);
+        md.push_str(&format!(" {a:.2} / {b:.2} |\n"));
+        pooled.extend(rs);
+    }
+    let mut keyed: BTreeMap<(String, String, usize, usize), Vec<&Record>> = BTreeMap::new();
+    for r in &pooled {
+        keyed
+            .entry((r.method.clone(), r.dataset.clone(), r.enc, r.dec))
+            .or_default()
+            .push(r);
+    }
+    let avg = |f: &dyn Fn(&Record) -> f64| -> Vec<f64> {
+        keyed
+            .values()
+            .map(|v| mean(&v.iter().map(|r| f(r)).collect::<Vec<_>>()))
+            .collect()
+    };
+    let a = avg(&|r| r.agree_masked);
+    md.push_str(&format!(
+        "\nPooled over every method and dataset ({} stitches): ρ = {:.2} with the retained score, \
+         {:.2} with the test agreement.\n\n",
+        a.len(),
+        spearman(&a, &avg(&|r| retained(r))),
+        spearman(&a, &avg(&|r| r.agree_test))
+    ));
+    md.push_str(&format!(
+        "Regenerate with `{}` ({:.0} min on {}).\n",
+        common::command_line("stitch_robust"),
+        started.elapsed().as_secs_f64() / 60.0,
+        common::machine()
+    ));
+    Ok(md)
+}
