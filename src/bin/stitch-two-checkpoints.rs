@@ -6,7 +6,7 @@ use clap::{Parser, ValueEnum};
 use relstitch::checkpoint::{Checkpoint, Space};
 use relstitch::data::{read_table, Fields};
 use relstitch::device::DeviceChoice;
-use relstitch::encoder::EncoderOptions;
+use relstitch::encoder::{EncoderOptions, Precision};
 use relstitch::stitch::{Pipeline, StitchOptions, StitchReport};
 use relstitch::translation::TranslationMethod;
 
@@ -49,6 +49,10 @@ struct Cli {
     /// CPU threads, at least 1 and at most a few times the number of cores (default: all cores).
     #[arg(long)]
     threads: Option<usize>,
+    /// Arithmetic of the encoders' linear layers: f32, bf16 or int8 (CPU only). [default: what
+    /// each checkpoint recorded]
+    #[arg(long, value_enum)]
+    precision: Option<Precision>,
     /// Log more (-v, -vv).
     #[arg(short, long, action = clap::ArgAction::Count)]
     verbose: u8,
@@ -77,7 +81,10 @@ fn main() -> anyhow::Result<()> {
         relstitch::device::set_num_threads(n)?;
     }
     let options = StitchOptions {
-        encoder: EncoderOptions::default().with_device(cli.device.parse::<DeviceChoice>()?),
+        encoder: EncoderOptions {
+            precision: cli.precision,
+            ..EncoderOptions::default().with_device(cli.device.parse::<DeviceChoice>()?)
+        },
         translation: match cli.translation.unwrap_or(TranslationArg::Procrustes) {
             TranslationArg::Procrustes => TranslationMethod::Procrustes,
             TranslationArg::Linear => TranslationMethod::Linear,

@@ -9,6 +9,7 @@ mod embed;
 mod fetch;
 mod fit;
 mod predict;
+mod profile;
 mod relative;
 mod translate;
 
@@ -50,11 +51,15 @@ enum Command {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    init_tracing(cli.verbose);
+    let profile = match &cli.command {
+        Command::Bench(a) if a.profile => Some(profile::OpProfile::default()),
+        _ => None,
+    };
+    init_tracing(cli.verbose, profile.clone());
     match cli.command {
         Command::Fetch(a) => fetch::run(a),
         Command::Embed(a) => embed::run(a),
-        Command::Bench(a) => bench::run(a),
+        Command::Bench(a) => bench::run(a, profile),
         Command::Fit(a) => fit::run(a),
         Command::Predict(a) => predict::run_predict(a),
         Command::Eval(a) => predict::run_eval(a),
@@ -66,7 +71,11 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
-fn init_tracing(verbose: u8) {
+/// Logs to stderr; with `profile`, also records the encoder's op spans (TRACE level, relstitch's
+/// and candle-transformers' only) for `bench --profile`.
+fn init_tracing(verbose: u8, profile: Option<profile::OpProfile>) {
+    use tracing_subscriber::filter::Targets;
+    use tracing_subscriber::prelude::*;
     let default = match verbose {
         0 => "warn",
         1 => "info",
@@ -74,8 +83,15 @@ fn init_tracing(verbose: u8) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let log = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
-        .init();
+        .with_filter(filter);
+    let ops = profile.map(|p| {
+        p.with_filter(
+            Targets::new()
+                .with_target("relstitch", tracing::Level::TRACE)
+                .with_target("candle_transformers", tracing::Level::TRACE),
+        )
+    });
+    tracing_subscriber::registry().with(log).with(ops).init();
 }
