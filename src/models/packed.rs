@@ -61,7 +61,7 @@ use candle_nn::VarBuilder;
 
 use super::kernels::activation::Activation;
 use super::kernels::tiles::OutPtr;
-use super::kernels::{norm, simd, Linear};
+use super::kernels::{self, norm, Linear};
 use super::Precision;
 
 /// Which architecture of the family: decides weight names, position ids, token types and the
@@ -471,7 +471,7 @@ impl PackedEncoder {
     fn embed(&self, ids: &[u32], positions: &[u32], x: &mut [f32], parallel: bool) {
         let h = self.config.hidden_size;
         let norm = &self.embedding_norm;
-        let one = |(t, row): (usize, &mut [f32])| {
+        for (t, row) in x.chunks_exact_mut(h).enumerate() {
             let (id, p) = (ids[t] as usize, positions[t] as usize);
             let word = &self.word[id * h..(id + 1) * h];
             let pos = &self.position[p * h..(p + 1) * h];
@@ -483,16 +483,10 @@ impl PackedEncoder {
                     *x += t;
                 }
             }
-            norm::add_layer_norm(row, None, &norm.gamma, &norm.beta, norm.eps);
-        };
-        if parallel && rayon::current_num_threads() > 1 && ids.len() > 32 {
-            use rayon::prelude::*;
-            x.par_chunks_mut(h)
-                .enumerate()
-                .for_each(|r| simd::dispatch(|| one(r)));
-        } else {
-            simd::dispatch(|| x.chunks_mut(h).enumerate().for_each(one));
         }
+        kernels::for_row_chunks(x, h, parallel, |rows| {
+            norm::add_layer_norm_rows(rows, None, &norm.gamma, &norm.beta, norm.eps)
+        });
     }
 
     /// Self-attention of every text and head: `ctx = softmax(q kᵀ / √d + bias) v`.
@@ -551,15 +545,13 @@ impl PackedEncoder {
                     gemm::Parallelism::None,
                 );
             }
-            simd::dispatch(|| {
-                for (i, s) in scores.chunks_exact_mut(len).enumerate() {
-                    let bias = self.relative_bias.as_ref().map(|b| {
-                        let first = head * span_len + offset - i;
-                        &b[first..first + len]
-                    });
-                    norm::softmax(s, bias);
+            match &self.relative_bias {
+                Some(b) => {
+                    let band = &b[head * span_len..(head + 1) * span_len];
+                    norm::softmax_rows(scores, len, band, offset);
                 }
-            });
+                None => norm::softmax_rows(scores, len, &[], 0),
+            }
             // SAFETY: p (len × len) is `scores`; v (len × d) is at row `start`, column
             // 2h + head · d of qkv; the output is rows start..start+len, columns
             // head · d..(head + 1) · d of ctx ([tokens, h]): no other task writes that block.
@@ -605,20 +597,9 @@ impl PackedEncoder {
 
 /// `x[r] ← LN(x[r] + residual[r])` for every row.
 fn add_norm_rows(x: &mut [f32], residual: &[f32], norm: &LayerNorm, h: usize, parallel: bool) {
-    let one = |(row, res): (&mut [f32], &[f32])| {
-        norm::add_layer_norm(row, Some(res), &norm.gamma, &norm.beta, norm.eps)
-    };
-    const ROWS: usize = 16;
-    if parallel && rayon::current_num_threads() > 1 && x.len() > ROWS * h {
-        use rayon::prelude::*;
-        x.par_chunks_mut(ROWS * h)
-            .zip(residual.par_chunks(ROWS * h))
-            .for_each(|(xs, rs)| {
-                simd::dispatch(|| xs.chunks_mut(h).zip(rs.chunks(h)).for_each(one))
-            });
-    } else {
-        simd::dispatch(|| x.chunks_mut(h).zip(residual.chunks(h)).for_each(one));
-    }
+    kernels::for_row_chunks_with(x, residual, h, parallel, |rows, res| {
+        norm::add_layer_norm_rows(rows, Some(res), &norm.gamma, &norm.beta, norm.eps)
+    });
 }
 
 #[cfg(test)]

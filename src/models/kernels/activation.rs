@@ -66,13 +66,26 @@ pub fn gelu_tanh(x: f32) -> f32 {
     0.5 * x * (1.0 + tanh)
 }
 
-/// Applies `act` to every element of `xs` in place.
-#[inline(always)]
-pub fn apply(act: Activation, xs: &mut [f32]) {
-    match act {
-        Activation::GeluErf => xs.iter_mut().for_each(|x| *x = gelu_erf(*x)),
-        Activation::GeluTanh => xs.iter_mut().for_each(|x| *x = gelu_tanh(*x)),
-        Activation::Relu => xs.iter_mut().for_each(|x| *x = x.max(0.0)),
+super::simd::multiversion! {
+    /// Applies `act` to every element of `xs` in place.
+    pub fn apply(act: Activation, xs: &mut [f32]) {
+        match act {
+            Activation::GeluErf => {
+                for x in xs.iter_mut() {
+                    *x = gelu_erf(*x);
+                }
+            }
+            Activation::GeluTanh => {
+                for x in xs.iter_mut() {
+                    *x = gelu_tanh(*x);
+                }
+            }
+            Activation::Relu => {
+                for x in xs.iter_mut() {
+                    *x = x.max(0.0);
+                }
+            }
+        }
     }
 }
 

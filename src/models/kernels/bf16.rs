@@ -37,6 +37,15 @@ pub fn from_bf16(b: u16) -> f32 {
     f32::from_bits((b as u32) << 16)
 }
 
+super::simd::multiversion! {
+    /// `dst[i] = to_bf16(src[i])`.
+    fn round_row(src: &[f32], dst: &mut [u16]) {
+        for (d, v) in dst.iter_mut().zip(src) {
+            *d = to_bf16(*v);
+        }
+    }
+}
+
 /// Which kernel computes the products.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kernel {
@@ -193,7 +202,9 @@ impl Bf16Linear {
                     parallel,
                 )?;
                 if let Some(act) = act {
-                    super::for_each_row(out, self.n, parallel, |row| activation::apply(act, row));
+                    super::for_row_chunks(out, self.n, parallel, |rows| {
+                        activation::apply(act, rows)
+                    });
                 }
                 Ok(())
             }
@@ -201,11 +212,7 @@ impl Bf16Linear {
                 let (k, kp) = (self.k, self.kp);
                 let mut a = vec![0u16; m * kp];
                 let one = |(row, dst): (usize, &mut [u16])| {
-                    simd::dispatch(|| {
-                        for (d, v) in dst[..k].iter_mut().zip(&x[row * k..(row + 1) * k]) {
-                            *d = to_bf16(*v);
-                        }
-                    })
+                    round_row(&x[row * k..(row + 1) * k], &mut dst[..k])
                 };
                 if parallel && m >= 64 && rayon::current_num_threads() > 1 {
                     use rayon::prelude::*;
@@ -241,7 +248,7 @@ impl Bf16Linear {
                                     c1 - c0,
                                 )
                             };
-                            simd::dispatch(|| activation::apply(act, row));
+                            activation::apply(act, row);
                         }
                     }
                 });

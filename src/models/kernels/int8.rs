@@ -31,6 +31,32 @@ const MR_512: usize = 6;
 /// Rows per register tile of the AVX2 kernel.
 const MR_256: usize = 4;
 
+super::simd::multiversion! {
+    /// Quantises one row symmetrically to −127..=127 (`+ 128` when `shift`, for the VNNI kernel's
+    /// unsigned operand) and returns its scale, `max |x| / 127`.
+    fn quantize_row(src: &[f32], dst: &mut [u8], shift: bool) -> f32 {
+        let mut lanes = [0f32; 16];
+        let mut chunks = src.chunks_exact(16);
+        for c in &mut chunks {
+            for (m, v) in lanes.iter_mut().zip(c) {
+                *m = m.max(v.abs());
+            }
+        }
+        let amax = chunks
+            .remainder()
+            .iter()
+            .chain(lanes.iter())
+            .fold(0f32, |a, v| a.max(v.abs()));
+        let inv = if amax > 0.0 { 127.0 / amax } else { 0.0 };
+        let offset = if shift { 128 } else { 0 };
+        for (d, v) in dst.iter_mut().zip(src) {
+            let q = (v * inv).round_ties_even() as i32;
+            *d = (q.clamp(-127, 127) + offset) as u8;
+        }
+        amax / 127.0
+    }
+}
+
 /// Which kernel computes the products.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kernel {
@@ -213,7 +239,7 @@ impl Int8Linear {
                     let row = unsafe {
                         std::slice::from_raw_parts_mut(ptr.get().add(r * self.n + c0), c1 - c0)
                     };
-                    simd::dispatch(|| activation::apply(act, row));
+                    activation::apply(act, row);
                 }
             }
         });
@@ -227,17 +253,7 @@ impl Int8Linear {
         let mut data = vec![if shift { 128u8 } else { 0 }; m * kp];
         let mut scale = vec![0f32; m];
         let one = |(row, (dst, s)): (usize, (&mut [u8], &mut f32))| {
-            simd::dispatch(|| {
-                let src = &x[row * k..(row + 1) * k];
-                let amax = src.iter().fold(0f32, |a, v| a.max(v.abs()));
-                let inv = if amax > 0.0 { 127.0 / amax } else { 0.0 };
-                *s = amax / 127.0;
-                let offset = if shift { 128 } else { 0 };
-                for (d, v) in dst[..k].iter_mut().zip(src) {
-                    let q = (v * inv).round_ties_even() as i32;
-                    *d = (q.clamp(-127, 127) + offset) as u8;
-                }
-            })
+            *s = quantize_row(&x[row * k..(row + 1) * k], &mut dst[..k], shift);
         };
         if parallel && m >= 64 && rayon::current_num_threads() > 1 {
             use rayon::prelude::*;

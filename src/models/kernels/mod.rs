@@ -19,22 +19,49 @@ use candle_core::Result;
 use crate::models::Precision;
 use activation::Activation;
 
-/// Rows handed to one rayon task by [`for_each_row`] (fewer tasks, less scheduling).
+/// Rows handed to one rayon task by [`for_row_chunks`] (fewer tasks, less scheduling).
 const ROWS_PER_TASK: usize = 16;
 
-/// Calls `f` on every row (`width` values) of `buf`, compiled for the CPU's widest vectors, in
-/// parallel when `parallel`.
-pub fn for_each_row(buf: &mut [f32], width: usize, parallel: bool, f: impl Fn(&mut [f32]) + Sync) {
-    if width == 0 {
+/// Calls `f` on chunks of whole rows (`width` values each) of `buf`, split across the rayon pool
+/// when `parallel`. `f` should call the multiversioned kernels (`activation::apply`,
+/// `norm::add_layer_norm_rows`, ...), which pick the CPU's widest vectors themselves.
+pub fn for_row_chunks(
+    buf: &mut [f32],
+    width: usize,
+    parallel: bool,
+    f: impl Fn(&mut [f32]) + Sync + Send,
+) {
+    if width == 0 || buf.is_empty() {
+        return;
+    }
+    let rows = buf.len() / width;
+    if parallel && rows > ROWS_PER_TASK && rayon::current_num_threads() > 1 {
+        use rayon::prelude::*;
+        buf.par_chunks_mut(width * ROWS_PER_TASK).for_each(f);
+    } else {
+        f(buf);
+    }
+}
+
+/// As [`for_row_chunks`], with the matching rows of `other` (same width and row count).
+pub fn for_row_chunks_with(
+    buf: &mut [f32],
+    other: &[f32],
+    width: usize,
+    parallel: bool,
+    f: impl Fn(&mut [f32], &[f32]) + Sync + Send,
+) {
+    if width == 0 || buf.is_empty() {
         return;
     }
     let rows = buf.len() / width;
     if parallel && rows > ROWS_PER_TASK && rayon::current_num_threads() > 1 {
         use rayon::prelude::*;
         buf.par_chunks_mut(width * ROWS_PER_TASK)
-            .for_each(|chunk| simd::dispatch(|| chunk.chunks_exact_mut(width).for_each(&f)));
+            .zip(other.par_chunks(width * ROWS_PER_TASK))
+            .for_each(|(a, b)| f(a, b));
     } else {
-        simd::dispatch(|| buf.chunks_exact_mut(width).for_each(&f));
+        f(buf, other);
     }
 }
 
@@ -118,7 +145,7 @@ impl Linear {
             Self::F32 { weight, bias, n, k } => {
                 gemm::linear(x, m, *k, weight, bias, *n, out, parallel)?;
                 if let Some(act) = act {
-                    for_each_row(out, *n, parallel, |row| activation::apply(act, row));
+                    for_row_chunks(out, *n, parallel, |rows| activation::apply(act, rows));
                 }
                 Ok(())
             }

@@ -106,6 +106,54 @@ pub fn softmax(x: &mut [f32], bias: Option<&[f32]>) {
     }
 }
 
+super::simd::multiversion! {
+    /// Every row of `x` (rows of `gamma.len()` values): `x ← LN(x + residual) · gamma + beta`
+    /// ([`add_layer_norm`] row by row; `residual` has the shape of `x` when given).
+    pub fn add_layer_norm_rows(
+        x: &mut [f32],
+        residual: Option<&[f32]>,
+        gamma: &[f32],
+        beta: &[f32],
+        eps: f32,
+    ) {
+        let h = gamma.len();
+        if h == 0 {
+            return;
+        }
+        match residual {
+            Some(res) => {
+                for (row, r) in x.chunks_exact_mut(h).zip(res.chunks_exact(h)) {
+                    add_layer_norm(row, Some(r), gamma, beta, eps);
+                }
+            }
+            None => {
+                for row in x.chunks_exact_mut(h) {
+                    add_layer_norm(row, None, gamma, beta, eps);
+                }
+            }
+        }
+    }
+}
+
+super::simd::multiversion! {
+    /// Every row of `scores` (`[rows, len]`): `softmax(row_i + bias_i)`, where `bias_i` is
+    /// `bias[start - i..start - i + len]` (a band of a Toeplitz matrix: MPNet's relative position
+    /// bias by key − query distance); no bias when `bias` is empty.
+    pub fn softmax_rows(scores: &mut [f32], len: usize, bias: &[f32], start: usize) {
+        if len == 0 {
+            return;
+        }
+        for (i, row) in scores.chunks_exact_mut(len).enumerate() {
+            if bias.is_empty() {
+                softmax(row, None);
+            } else {
+                let first = start - i;
+                softmax(row, Some(&bias[first..first + len]));
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
@@ -123,7 +171,7 @@ mod tests {
             let gamma: Vec<f32> = (0..h).map(|i| 0.5 + (i % 5) as f32 * 0.25).collect();
             let beta: Vec<f32> = (0..h).map(|i| (i % 3) as f32 - 1.0).collect();
             let mut x = row.clone();
-            super::super::simd::dispatch(|| add_layer_norm(&mut x, Some(&res), &gamma, &beta, 1e-5));
+            add_layer_norm_rows(&mut x, Some(&res), &gamma, &beta, 1e-5);
             let s: Vec<f64> = row.iter().zip(&res).map(|(a, b)| *a as f64 + *b as f64).collect();
             let mean = s.iter().sum::<f64>() / h as f64;
             let var = s.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / h as f64;
@@ -139,7 +187,8 @@ mod tests {
         ) {
             let bias: Vec<f32> = (0..row.len()).map(|i| (i % 7) as f32 * 0.5).collect();
             let mut x = row.clone();
-            super::super::simd::dispatch(|| softmax(&mut x, Some(&bias)));
+            let len = x.len();
+            softmax_rows(&mut x, len, &bias, 0);
             let z: Vec<f64> = row.iter().zip(&bias).map(|(a, b)| *a as f64 + *b as f64).collect();
             let m = z.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
             let s: f64 = z.iter().map(|v| (v - m).exp()).sum();

@@ -1,10 +1,10 @@
 //! Which vector instructions this CPU has, and running a closure compiled for them.
 //!
 //! The element-wise kernels are written as plain loops over slices (lane arrays of 16 where they
-//! reduce), which LLVM vectorises. The crate is built for baseline x86-64 (SSE2), so
-//! [`dispatch`] runs a closure inside a function compiled with AVX-512 (or AVX2 + FMA) enabled:
-//! the closure is inlined there and vectorised for the wider registers. The matrix kernels
-//! (`int8`, `bf16`) use intrinsics directly and check [`Features`] themselves.
+//! reduce), which LLVM vectorises. The crate is built for baseline x86-64 (SSE2), so each is
+//! defined with `multiversion!`: compiled again with AVX-512 (and with AVX2 + FMA) enabled, the
+//! widest version the CPU has chosen at run time. The matrix kernels (`int8`, `bf16`) use
+//! intrinsics directly and check [`Features`] themselves.
 
 use std::sync::OnceLock;
 
@@ -58,32 +58,37 @@ fn detect() -> Features {
     Features::NONE
 }
 
-/// Runs `f` compiled for the widest vector extension this CPU has (see the module docs).
-#[inline(always)]
-pub fn dispatch<R>(f: impl FnOnce() -> R) -> R {
-    #[cfg(target_arch = "x86_64")]
-    {
-        let cpu = features();
-        if cpu.avx512 {
-            // SAFETY: the CPU has AVX-512 F/BW/DQ/VL, AVX2 and FMA (checked at run time above).
-            return unsafe { run_avx512(f) };
+/// Defines a function twice more, compiled for AVX-512 and for AVX2 + FMA, and picks the widest
+/// version the CPU runs at each call (the body is `#[inline(always)]` inside each version, so
+/// that its loops are vectorised for those registers). Arguments must be plain (no generics).
+macro_rules! multiversion {
+    ($(#[$meta:meta])* $vis:vis fn $name:ident($($arg:ident : $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block) => {
+        $(#[$meta])*
+        $vis fn $name($($arg: $ty),*) $(-> $ret)? {
+            #[inline(always)]
+            fn inner($($arg: $ty),*) $(-> $ret)? $body
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")]
+                unsafe fn avx512($($arg: $ty),*) $(-> $ret)? {
+                    inner($($arg),*)
+                }
+                #[target_feature(enable = "avx2,fma")]
+                unsafe fn avx2($($arg: $ty),*) $(-> $ret)? {
+                    inner($($arg),*)
+                }
+                let cpu = $crate::models::kernels::simd::features();
+                if cpu.avx512 {
+                    // SAFETY: the CPU has AVX-512 F/BW/DQ/VL, AVX2 and FMA (checked just now).
+                    return unsafe { avx512($($arg),*) };
+                }
+                if cpu.avx2 {
+                    // SAFETY: the CPU has AVX2 and FMA (checked just now).
+                    return unsafe { avx2($($arg),*) };
+                }
+            }
+            inner($($arg),*)
         }
-        if cpu.avx2 {
-            // SAFETY: the CPU has AVX2 and FMA (checked at run time above).
-            return unsafe { run_avx2(f) };
-        }
-    }
-    f()
+    };
 }
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")]
-unsafe fn run_avx512<R>(f: impl FnOnce() -> R) -> R {
-    f()
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn run_avx2<R>(f: impl FnOnce() -> R) -> R {
-    f()
-}
+pub(crate) use multiversion;
