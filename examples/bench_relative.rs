@@ -14,8 +14,8 @@ use std::time::Instant;
 
 use anyhow::Result;
 use candle_core::{Device, Tensor};
-use relstitch::metrics;
-use relstitch::projection::{PreTransform, Projection, RelativeProjector};
+use relstitch::space::projection::{PreTransform, Projection, RelativeProjector};
+use relstitch::space::similarity;
 
 /// Best wall time of `reps` runs of `f`, in seconds.
 fn best<T>(reps: usize, mut f: impl FnMut() -> Result<T>) -> Result<f64> {
@@ -113,22 +113,28 @@ fn main() -> Result<()> {
     let b = (&a + noise)?;
     println!("\nmetrics on {m} samples × {d} dims:");
     let t = Instant::now();
-    let c = metrics::compare_spaces(&a, &b, 10)?;
+    let c = similarity::compare_spaces(&a, &b, 10)?;
     let all = t.elapsed().as_secs_f64();
     for (name, secs) in [
-        ("linear CKA", best(1, || Ok(metrics::linear_cka(&a, &b)?))?),
+        (
+            "linear CKA",
+            best(1, || Ok(similarity::linear_cka(&a, &b)?))?,
+        ),
         (
             "debiased CKA",
-            best(1, || Ok(metrics::debiased_cka(&a, &b)?))?,
+            best(1, || Ok(similarity::debiased_cka(&a, &b)?))?,
         ),
-        ("k-NN (one space)", best(1, || Ok(metrics::knn(&a, 10)?))?),
+        (
+            "k-NN (one space)",
+            best(1, || Ok(similarity::knn(&a, 10)?))?,
+        ),
         (
             "retrieval MRR/top-1",
-            best(1, || Ok(metrics::retrieval(&a, &b)?))?,
+            best(1, || Ok(similarity::retrieval(&a, &b)?))?,
         ),
         (
             "mean cosine",
-            best(1, || Ok(metrics::mean_cosine(&a, &b)?))?,
+            best(1, || Ok(similarity::mean_cosine(&a, &b)?))?,
         ),
     ] {
         println!("  {name:<22} {secs:>7.3} s");

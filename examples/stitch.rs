@@ -6,8 +6,8 @@
 //! default all).
 
 use relstitch::data::{Builtin, Dataset, SplitOptions};
-use relstitch::fetch::Fetcher;
-use relstitch::stitch::{fit, FitOptions, Pipeline, StitchOptions, StitchReport};
+use relstitch::hub::fetch::Fetcher;
+use relstitch::task::stitch::{fit, FitOptions, Pipeline, StitchOptions, StitchReport};
 
 fn main() -> anyhow::Result<()> {
     let per_label: Option<usize> = std::env::args().nth(1).map(|a| a.parse()).transpose()?;

@@ -149,6 +149,16 @@ pub enum Error {
         /// Why it is invalid and what to do.
         reason: String,
     },
+    /// A tensor's shape does not fit what it is used for: wrong rank, row count or width.
+    #[error("{what} has shape {got:?}: {reason}")]
+    Shape {
+        /// Which tensor.
+        what: String,
+        /// Its shape.
+        got: Vec<usize>,
+        /// What was expected instead, and what to do.
+        reason: String,
+    },
     /// Drawing a figure failed.
     #[error("drawing the figure {figure:?} failed")]
     Plot {
@@ -197,6 +207,15 @@ impl Error {
         Self::Candle {
             context: context.into(),
             source,
+        }
+    }
+
+    /// A tensor of the wrong shape.
+    pub fn shape(what: impl Into<String>, got: &[usize], reason: impl Into<String>) -> Self {
+        Self::Shape {
+            what: what.into(),
+            got: got.to_vec(),
+            reason: reason.into(),
         }
     }
 

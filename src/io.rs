@@ -496,6 +496,16 @@ impl SafetensorsFile {
     }
 }
 
+/// Tensor `name` of the safetensors file `path` as an f32 matrix on the CPU
+/// ([`SafetensorsFile::matrix`]).
+///
+/// # Errors
+/// [`Error::Io`] when the file cannot be read; [`Error::Safetensors`] (naming the file) when it is
+/// not safetensors, lacks the tensor, or the tensor is not a finite matrix.
+pub fn read_matrix(path: &Path, name: &str) -> Result<Tensor> {
+    SafetensorsFile::read(path, &Device::Cpu)?.matrix(name)
+}
+
 /// Fails with [`Error::InvalidArgument`] when `t` holds NaN or infinite values.
 pub fn check_finite(t: &Tensor, what: &str) -> Result<()> {
     let s = t

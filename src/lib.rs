@@ -3,16 +3,40 @@
 //! Relative representations and zero-shot model stitching on [candle](https://github.com/huggingface/candle)
 //! (Moschella et al., "Relative representations enable zero-shot latent space communication", ICLR 2023).
 //!
-//! Data flows one way: text → [`encoder`] → absolute latents → ([`anchors`], [`projection`]) →
-//! relative latents → [`decoder`]. [`checkpoint`] stores trained decoders; [`stitch`] fits them and
-//! runs the decoder of one checkpoint on the encoder of another, zero-shot.
+//! ## The data flow, and where each step lives
+//!
+//! ```text
+//!  model name ──▶ hub ──▶ model folder ──▶ encoder ──▶ absolute latents [n, d]
+//!                                                        │
+//!                        space::anchors ──▶ space::projection ──▶ relative latents [n, k]
+//!                                                        │            (space::translation:
+//!                                                        ▼             absolute A → absolute B)
+//!                                     task::decoder ──▶ task::checkpoint ──▶ task::stitch
+//! ```
+//!
+//! | step | module | the types you use |
+//! |---|---|---|
+//! | name → folder on disk | [`hub`] | [`Fetcher`] (registry packages), [`hub::catalog`], [`hub::resolve`] |
+//! | text → vectors | [`encoder`] | [`Encoder`], [`EncoderOptions`], [`EmbeddingCache`] |
+//! | the anchor samples | [`space::anchors`] | [`AnchorSet`], [`AnchorStrategy`] |
+//! | absolute → relative | [`space::projection`] | [`Projection`], [`RelativeProjector`] |
+//! | space A → space B | [`space::translation`] | [`LatentTranslator`] |
+//! | how alike two spaces are | [`space::similarity`] | [`compare_spaces`](space::similarity::compare_spaces) |
+//! | heads, checkpoints, stitching | [`task`] | [`fit`], [`Checkpoint`], [`Pipeline`], [`StitchReport`] |
+//! | datasets | [`data`] | [`Dataset`], [`Builtin`] |
+//! | tables and figures | [`report`] | [`report::display::Table`], `report::plot` |
+//! | files, devices, errors | [`io`], [`device`], [`error`] | [`Error`], [`Result`] |
+//!
+//! The types a user needs are re-exported here at the crate root; everything else stays in its
+//! module. Each folder imports only from the ones below it in the picture, so the module graph has
+//! no cycle (`tests/module_graph.rs` keeps it so).
+//!
+//! ## Fit two decoders and stitch them
 //!
 //! ```no_run
 //! # fn main() -> relstitch::Result<()> {
-//! use relstitch::checkpoint::Checkpoint;
-//! use relstitch::data::{Builtin, Dataset, SplitOptions};
-//! use relstitch::fetch::Fetcher;
-//! use relstitch::stitch::{fit, FitOptions, Pipeline, StitchOptions};
+//! use relstitch::{fit, Builtin, Checkpoint, Dataset, Fetcher, FitOptions, Pipeline, StitchOptions};
+//! use relstitch::data::SplitOptions;
 //!
 //! let split = Dataset::builtin(Builtin::Fortunes, &Fetcher::new()?)?.split(&SplitOptions::default())?;
 //! let a = fit("all-MiniLM-L6-v2", &split.train, &FitOptions::default())?;
@@ -24,39 +48,59 @@
 //! println!("{:?}", stitched.evaluate(&split.test)?);
 //! # Ok(()) }
 //! ```
+//!
+//! ## Relative vectors by hand
+//!
+//! ```no_run
+//! # fn main() -> relstitch::Result<()> {
+//! use relstitch::{Encoder, EncoderOptions, PreTransform, Projection, RelativeProjector};
+//!
+//! let encoder = Encoder::load("all-MiniLM-L6-v2", &EncoderOptions::default())?;
+//! let anchors = encoder.embed(&["a cat", "the stock market", "a goal in extra time"])?; // [3, 384]
+//! let projector = RelativeProjector::fit(&anchors, Projection::Cosine, PreTransform::default())?;
+//! let relative = projector.project(&encoder.embed(&["my dog sleeps"])?)?; // [1, 3]
+//! # let _ = relative; Ok(()) }
+//! ```
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 #![warn(missing_docs)]
 
-pub mod anchors;
-pub mod bench;
-pub mod cache;
-pub mod catalog;
-pub mod checkpoint;
-pub mod data;
-pub mod decoder;
+// Bottom floor: plain files, devices, errors, progress bars.
 pub mod device;
-pub mod display;
-pub mod embed;
-pub mod encoder;
 pub mod error;
-pub mod evaluation;
-pub mod fetch;
-pub mod import;
 pub mod io;
-mod linalg;
-pub mod metrics;
-mod model_folder;
-pub mod models;
-#[cfg(feature = "plot")]
-pub mod plot;
 pub mod progress;
-pub mod projection;
-pub mod resolve;
-pub mod stitch;
-pub mod translation;
-pub mod verify;
+
+// The sentence-transformers folder format (a leaf), and getting such folders onto the disk.
+pub mod hub;
+mod model_folder;
+
+// Text → absolute latents.
+pub mod encoder;
+pub mod models;
+
+// Absolute latents → anchors, relative latents, translations, similarities.
+pub mod space;
+
+// Heads on top of spaces: decoders, checkpoints, fit and stitch, scores.
+pub mod task;
+
+// Datasets, and what a user looks at.
+pub mod data;
+pub mod report;
 
 /// candle's tensor, re-exported so that code using relstitch (a notebook, say) can name the
 /// embeddings it holds without depending on `candle-core` itself.
 pub use candle_core::Tensor;
+
+pub use data::{Builtin, Dataset};
+pub use device::DeviceChoice;
+pub use encoder::cache::EmbeddingCache;
+pub use encoder::{Encoder, EncoderOptions, ModelIdentity, Pooling};
 pub use error::{Error, Result};
+pub use hub::fetch::Fetcher;
+pub use space::anchors::{AnchorSet, AnchorStrategy};
+pub use space::projection::{PreTransform, Projection, RelativeProjector};
+pub use space::translation::{LatentTranslator, TranslationMethod};
+pub use task::checkpoint::Checkpoint;
+pub use task::scores::Scores;
+pub use task::stitch::{fit, FitOptions, Pipeline, StitchOptions, StitchReport};

@@ -283,6 +283,16 @@ fn other_commands_refuse_flags_that_would_be_ignored() -> Result<()> {
         &["--encoder-from", &ckpt, "--decoder-from", &ckpt, "--json"],
     )?;
     mentions(&e, &["--eval"]);
+    // ... and `relstitch stitch`, the same command.
+    let e = s.fails(&[
+        "stitch",
+        "--encoder-from",
+        &ckpt,
+        "--decoder-from",
+        &ckpt,
+        "--json",
+    ])?;
+    mentions(&e, &["--eval"]);
     Ok(())
 }
 

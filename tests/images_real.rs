@@ -3,7 +3,7 @@
 //! exact. Run optimised: `cargo test --release --test images_real`.
 
 use relstitch::data::images::{self, ImageBuiltin};
-use relstitch::fetch::Fetcher;
+use relstitch::hub::fetch::Fetcher;
 
 #[test]
 fn fashion_mnist_and_mnist_5k_have_the_published_counts() -> anyhow::Result<()> {

@@ -13,12 +13,12 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::{bail, Context, Result};
 use candle_core::Tensor;
-use relstitch::cache::{shard_digest, verify_all, EmbeddingCache};
-use relstitch::catalog::{Catalog, CatalogModel};
+use relstitch::encoder::cache::{shard_digest, verify_all, EmbeddingCache};
 use relstitch::encoder::{Encoder, EncoderOptions};
-use relstitch::fetch::{CachedModel, Fetcher, PROVENANCE_FILE};
+use relstitch::hub::catalog::{Catalog, CatalogModel};
+use relstitch::hub::fetch::{CachedModel, Fetcher, PROVENANCE_FILE};
+use relstitch::hub::verify::VerdictCache;
 use relstitch::io::{write_safetensors, SafetensorsFile};
-use relstitch::verify::VerdictCache;
 use relstitch::Error;
 
 const MODEL: &str = "all-MiniLM-L6-v2";
@@ -168,7 +168,7 @@ fn zeroed_weights_are_refused_naming_the_file_and_the_repair() -> Result<()> {
         CachedModel::Damaged { .. }
     ));
     assert!(matches!(
-        relstitch::resolve::resolve_with(MODEL, &catalog, &fetcher),
+        relstitch::hub::resolve::resolve_with(MODEL, &catalog, &fetcher),
         Err(Error::DamagedWeights { .. })
     ));
     // Without a provenance file nothing says what the weights should be: the identity written into

@@ -1,12 +1,12 @@
 //! Two real, separately trained encoders: their relative spaces agree far better than their
 //! absolute ones (the analogue of the paper's Table 1). Real texts: the `fortunes` dataset.
 
-use relstitch::anchors::{AnchorPool, AnchorSet, AnchorStrategy};
 use relstitch::data::{Builtin, Dataset};
 use relstitch::encoder::{Encoder, EncoderOptions};
-use relstitch::fetch::Fetcher;
-use relstitch::metrics::compare_spaces;
-use relstitch::projection::{PreTransform, Projection, RelativeProjector};
+use relstitch::hub::fetch::Fetcher;
+use relstitch::space::anchors::{AnchorPool, AnchorSet, AnchorStrategy};
+use relstitch::space::projection::{PreTransform, Projection, RelativeProjector};
+use relstitch::space::similarity::compare_spaces;
 
 #[test]
 fn relative_spaces_agree_far_better_than_absolute_ones() -> anyhow::Result<()> {

@@ -10,8 +10,8 @@
 use std::path::Path;
 
 use candle_core::Device;
-use relstitch::catalog::Catalog;
 use relstitch::encoder::{Encoder, EncoderOptions};
+use relstitch::hub::catalog::Catalog;
 use relstitch::io::{read_texts, SafetensorsFile};
 
 fn cosines(a: &[Vec<f32>], b: &[Vec<f32>]) -> Vec<f64> {

@@ -7,11 +7,13 @@ use anyhow::Result;
 use candle_core::{Device, Tensor};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use relstitch::metrics::{self, compare_spaces};
-use relstitch::projection::{
+use relstitch::space::projection::{
     AggregatedProjector, Aggregation, PreTransform, Projection, RelativeProjector,
 };
-use relstitch::translation::{LatentTranslator, Scaling, TranslationMethod, TranslationOptions};
+use relstitch::space::similarity::{self, compare_spaces};
+use relstitch::space::translation::{
+    LatentTranslator, Scaling, TranslationMethod, TranslationOptions,
+};
 
 // ---------------------------------------------------------------------------------------------
 // Small f64 matrix helpers (row-major Vec<Vec<f64>>), independent of the library.
@@ -741,7 +743,7 @@ fn a_space_against_itself() -> Result<()> {
     assert_eq!(c.jaccard_at_k, 1.0);
     assert!(c.mrr.unwrap_or(1.0) < 0.9);
     // ... but their relative representations over shared anchors do.
-    let r = metrics::compare_relative(
+    let r = similarity::compare_relative(
         &x,
         &y,
         &x.narrow(0, 0, K)?,
@@ -779,7 +781,7 @@ fn a_space_against_itself() -> Result<()> {
 #[test]
 fn knn_excludes_self_and_orders_by_similarity() -> Result<()> {
     let x = Tensor::new(&[[1f32, 0.], [0.9, 0.1], [0., 1.], [-1., 0.]], &Device::Cpu)?;
-    let nn = metrics::knn(&x, 2)?;
+    let nn = similarity::knn(&x, 2)?;
     assert_eq!(nn[0], [1, 2]);
     assert_eq!(nn[3], [2, 1]);
     Ok(())
@@ -800,7 +802,7 @@ fn fixture_matrix(v: &serde_json::Value) -> Result<Tensor> {
     Ok(Tensor::from_vec(rows.concat(), (n, d), &Device::Cpu)?)
 }
 
-fn assert_matches_fixture(got: &metrics::SpaceComparison, want: &serde_json::Value) {
+fn assert_matches_fixture(got: &similarity::SpaceComparison, want: &serde_json::Value) {
     let g = serde_json::to_value(got).unwrap_or_default();
     for key in [
         "linear_cka",
@@ -830,7 +832,7 @@ fn metrics_match_numpy_reference() -> Result<()> {
     let abs = compare_spaces(&a, &b, k)?;
     assert_matches_fixture(&abs, &f["absolute"]);
     let rows = f["anchor_rows"].as_array().map_or(0, Vec::len);
-    let rel = metrics::compare_relative(
+    let rel = similarity::compare_relative(
         &a,
         &b,
         &a.narrow(0, 0, rows)?,
@@ -841,8 +843,8 @@ fn metrics_match_numpy_reference() -> Result<()> {
     )?;
     assert_matches_fixture(&rel, &f["relative"]);
     // The individual functions agree with the struct.
-    assert_eq!(metrics::linear_cka(&a, &b)?, abs.linear_cka);
-    assert_eq!(metrics::jaccard_at_k(&a, &b, k)?, abs.jaccard_at_k);
-    assert_eq!(metrics::mutual_knn(&a, &b, k)?, abs.mutual_knn);
+    assert_eq!(similarity::linear_cka(&a, &b)?, abs.linear_cka);
+    assert_eq!(similarity::jaccard_at_k(&a, &b, k)?, abs.jaccard_at_k);
+    assert_eq!(similarity::mutual_knn(&a, &b, k)?, abs.mutual_knn);
     Ok(())
 }

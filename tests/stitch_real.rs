@@ -7,14 +7,16 @@
 
 use std::sync::OnceLock;
 
-use relstitch::anchors::AnchorStrategy;
-use relstitch::checkpoint::{Checkpoint, Space};
 use relstitch::data::{Builtin, Dataset, SplitOptions};
-use relstitch::decoder::TrainOptions;
-use relstitch::fetch::Fetcher;
-use relstitch::projection::{PreTransform, Projection};
-use relstitch::stitch::{fit, AnchorChoice, FitOptions, Pipeline, StitchOptions, StitchReport};
-use relstitch::translation::TranslationMethod;
+use relstitch::hub::fetch::Fetcher;
+use relstitch::space::anchors::AnchorStrategy;
+use relstitch::space::projection::{PreTransform, Projection};
+use relstitch::space::translation::TranslationMethod;
+use relstitch::task::checkpoint::{Checkpoint, Space};
+use relstitch::task::decoder::TrainOptions;
+use relstitch::task::stitch::{
+    fit, AnchorChoice, FitOptions, Pipeline, StitchOptions, StitchReport,
+};
 use relstitch::Error;
 
 const TRAIN_PER_LABEL: usize = 110;
@@ -133,7 +135,7 @@ fn absolute_stitching_is_near_chance_and_procrustes_repairs_it() -> anyhow::Resu
 
     // Naive absolute stitch: B's head fed A's raw embeddings (the paper's control).
     let naive = Checkpoint {
-        config: relstitch::checkpoint::CheckpointConfig {
+        config: relstitch::task::checkpoint::CheckpointConfig {
             encoder: a.config.encoder.clone(),
             ..b.config.clone()
         },

@@ -10,10 +10,10 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use candle_core::Tensor;
-use relstitch::cache::EmbeddingCache;
-use relstitch::decoder::{predict_classes, train_head, HeadKind, TrainOptions};
+use relstitch::encoder::cache::EmbeddingCache;
 use relstitch::encoder::{Encoder, EncoderOptions};
-use relstitch::evaluation::score;
+use relstitch::task::decoder::{predict_classes, train_head, HeadKind, TrainOptions};
+use relstitch::task::scores::score;
 
 /// The five catalog encoders, in the order the tables use.
 pub const ENCODERS: [&str; 5] = [
@@ -78,7 +78,7 @@ pub fn fit_head(
     labels: &[usize],
     num_classes: usize,
     seed: u64,
-) -> anyhow::Result<relstitch::decoder::Head> {
+) -> anyhow::Result<relstitch::task::decoder::Head> {
     let options = TrainOptions {
         epochs: 60,
         patience: 8,
@@ -90,7 +90,7 @@ pub fn fit_head(
 
 /// Weighted F1 of `head` on features `x` against `labels`.
 pub fn weighted_f1(
-    head: &relstitch::decoder::Head,
+    head: &relstitch::task::decoder::Head,
     x: &Tensor,
     labels: &[usize],
     num_classes: usize,
@@ -253,7 +253,7 @@ pub fn stratified_anchor_rows(
     count: usize,
     seed: u64,
 ) -> anyhow::Result<Vec<usize>> {
-    use relstitch::anchors::{AnchorPool, AnchorStrategy};
+    use relstitch::space::anchors::{AnchorPool, AnchorStrategy};
     let names: Vec<String> = candidates.iter().map(|&r| labels[r].to_string()).collect();
     let pool = AnchorPool::new(candidates.len()).with_labels(&names);
     let picked = AnchorStrategy::Stratified { seed }.select_rows(&pool, count)?;
@@ -275,7 +275,7 @@ pub fn take_rows(x: &Tensor, rows: &[usize]) -> anyhow::Result<Tensor> {
 /// # Shapes
 /// - `x`: `[n, d]`, `anchors`: `[k, d]`; returns `[n, k]`
 pub fn relative(x: &Tensor, anchors: &Tensor) -> anyhow::Result<Tensor> {
-    use relstitch::projection::{PreTransform, Projection, RelativeProjector};
+    use relstitch::space::projection::{PreTransform, Projection, RelativeProjector};
     Ok(RelativeProjector::fit(anchors, Projection::Cosine, PreTransform::NONE)?.project(x)?)
 }
 
@@ -285,7 +285,7 @@ pub fn relative(x: &Tensor, anchors: &Tensor) -> anyhow::Result<Tensor> {
 /// # Shapes
 /// - `x`: `[n, d]`, `anchors`: `[k, d]`; returns `[n, k]`
 pub fn relative_centred(x: &Tensor, anchors: &Tensor) -> anyhow::Result<Tensor> {
-    use relstitch::projection::{PreTransform, Projection, RelativeProjector};
+    use relstitch::space::projection::{PreTransform, Projection, RelativeProjector};
     let pre = PreTransform::NONE.with_center(true);
     Ok(RelativeProjector::fit(anchors, Projection::Cosine, pre)?.project(x)?)
 }

@@ -14,8 +14,8 @@ mod common;
 use candle_core::Tensor;
 use clap::Parser;
 use relstitch::data::{Builtin, Dataset, SplitOptions};
-use relstitch::fetch::Fetcher;
-use relstitch::metrics::{compare_spaces, retrieval_jaccard_at_k, SpaceComparison};
+use relstitch::hub::fetch::Fetcher;
+use relstitch::space::similarity::{compare_spaces, retrieval_jaccard_at_k, SpaceComparison};
 use serde::Serialize;
 
 use common::{pm, short, ENCODERS};
@@ -152,7 +152,7 @@ fn main() -> anyhow::Result<()> {
                 r.centred_jaccard
                     .push(retrieval_jaccard_at_k(&centred[i], &centred[j], args.k)?);
                 r.centred_mrr
-                    .push(relstitch::metrics::retrieval(&centred[i], &centred[j])?.mrr);
+                    .push(relstitch::space::similarity::retrieval(&centred[i], &centred[j])?.mrr);
             }
         }
     }
@@ -206,7 +206,7 @@ fn main() -> anyhow::Result<()> {
         .filter(|&(i, j)| abs_jaccard(i, j).is_some())
         .collect();
     let pair_name = |(i, j): (usize, usize)| format!("{}/{}", names[i], names[j]);
-    let bars = relstitch::plot::bar_chart(
+    let bars = relstitch::report::plot::bar_chart(
         &format!("Cross-space Jaccard@{k}: absolute vs relative (same-width pairs)"),
         &format!("Jaccard@{k}"),
         &same_width.iter().map(|&p| pair_name(p)).collect::<Vec<_>>(),
@@ -228,7 +228,7 @@ fn main() -> anyhow::Result<()> {
         ("latent_similarity_jaccard_bars.svg", bars),
         (
             "latent_similarity_rel_jaccard.svg",
-            relstitch::plot::heatmap(
+            relstitch::report::plot::heatmap(
                 &format!("Relative space ({n_anchors} anchors): cross-space Jaccard@{k}"),
                 &rel_jac,
                 &names,
@@ -238,7 +238,7 @@ fn main() -> anyhow::Result<()> {
         ),
         (
             "latent_similarity_rel_mrr.svg",
-            relstitch::plot::heatmap(
+            relstitch::report::plot::heatmap(
                 &format!("Relative space ({n_anchors} anchors): retrieval MRR"),
                 &rel_mrr,
                 &names,
@@ -248,7 +248,7 @@ fn main() -> anyhow::Result<()> {
         ),
         (
             "latent_similarity_linear_cka.svg",
-            relstitch::plot::heatmap(
+            relstitch::report::plot::heatmap(
                 "Absolute space: linear CKA",
                 &cka,
                 &names,

@@ -22,7 +22,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 use relstitch::data::images::{self, ImageBuiltin, ImageDataset};
-use relstitch::fetch::Fetcher;
+use relstitch::hub::fetch::Fetcher;
 use serde::Serialize;
 
 use common::{mean, pm};
@@ -463,7 +463,7 @@ fn reconstruction_figure(
         }
     }
     let title = format!("{which}: originals and reconstructions (encoder seed → decoder seed)");
-    Ok(relstitch::plot::image_grid(
+    Ok(relstitch::report::plot::image_grid(
         &title,
         &images,
         (28, 28),
@@ -619,14 +619,14 @@ fn write_docs(results: &[DatasetResult], s: &Settings, wall: f64) -> anyhow::Res
             }
             out
         };
-    let acc_svg = relstitch::plot::bar_chart(
+    let acc_svg = relstitch::report::plot::bar_chart(
         "Classification accuracy across seeds (mean over pairs)",
         "accuracy",
         &groups,
         &series(|r| &r.acc),
     )?;
     let acc_fig = common::write_figure("stitch_images_accuracy.svg", &acc_svg)?;
-    let mse_svg = relstitch::plot::bar_chart(
+    let mse_svg = relstitch::report::plot::bar_chart(
         "Reconstruction MSE across seeds (mean over pairs, lower is better)",
         "MSE",
         &groups,
@@ -640,7 +640,7 @@ fn write_docs(results: &[DatasetResult], s: &Settings, wall: f64) -> anyhow::Res
         let seeds: Vec<String> = (0..s.seeds).map(|i| format!("seed {i}")).collect();
         for space in [Space::Relative, Space::Absolute] {
             let p = DatasetResult::get(&r.acc, space);
-            let svg = relstitch::plot::heatmap(
+            let svg = relstitch::report::plot::heatmap(
                 &format!(
                     "{}: {} classifier accuracy (rows: encoder, columns: decoder)",
                     r.name,

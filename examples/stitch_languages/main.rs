@@ -14,9 +14,9 @@ mod common;
 
 use clap::Parser;
 use relstitch::data::{bible, SplitOptions};
-use relstitch::fetch::Fetcher;
-use relstitch::plot::bar_chart;
-use relstitch::translation::{LatentTranslator, TranslationMethod};
+use relstitch::hub::fetch::Fetcher;
+use relstitch::report::plot::bar_chart;
+use relstitch::space::translation::{LatentTranslator, TranslationMethod};
 
 use common::{mean, pm, short};
 

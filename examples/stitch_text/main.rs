@@ -14,13 +14,13 @@ mod common;
 use anyhow::Context;
 use candle_core::Tensor;
 use clap::Parser;
-use relstitch::anchors::{AnchorPool, AnchorStrategy};
 use relstitch::data::{Builtin, Dataset, SplitOptions};
-use relstitch::decoder::Head;
-use relstitch::fetch::Fetcher;
-use relstitch::plot::{bar_chart, heatmap, line_chart, Series};
-use relstitch::projection::{AggregatedProjector, Aggregation, PreTransform, Projection};
-use relstitch::translation::{LatentTranslator, TranslationMethod};
+use relstitch::hub::fetch::Fetcher;
+use relstitch::report::plot::{bar_chart, heatmap, line_chart, Series};
+use relstitch::space::anchors::{AnchorPool, AnchorStrategy};
+use relstitch::space::projection::{AggregatedProjector, Aggregation, PreTransform, Projection};
+use relstitch::space::translation::{LatentTranslator, TranslationMethod};
+use relstitch::task::decoder::Head;
 
 use common::{mean, pm, short, ENCODERS};
 

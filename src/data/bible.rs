@@ -29,8 +29,8 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use super::{describe_packages, extract_deb, fold_whitespace, Dataset, Record};
-use crate::catalog::{Package, Registry};
-use crate::fetch::Fetcher;
+use crate::hub::catalog::{Package, Registry};
+use crate::hub::fetch::Fetcher;
 use crate::{Error, Result};
 
 /// Where the zText modules live inside the packages.

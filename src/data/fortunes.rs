@@ -14,8 +14,8 @@
 use std::path::Path;
 
 use super::{dedup_build, describe_packages, extract_deb, fold_whitespace, Dataset};
-use crate::catalog::{Package, Registry};
-use crate::fetch::Fetcher;
+use crate::hub::catalog::{Package, Registry};
+use crate::hub::fetch::Fetcher;
 use crate::{Error, Result};
 
 /// The categories kept, which are also the label names.

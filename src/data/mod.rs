@@ -20,7 +20,7 @@
 //! ```no_run
 //! # fn main() -> relstitch::Result<()> {
 //! use relstitch::data::{Builtin, Dataset, SplitOptions};
-//! use relstitch::fetch::Fetcher;
+//! use relstitch::hub::fetch::Fetcher;
 //!
 //! let fetcher = Fetcher::new()?;
 //! let data = Dataset::builtin(Builtin::Fortunes, &fetcher)?;
@@ -45,8 +45,8 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::catalog::Package;
-use crate::fetch::Fetcher;
+use crate::hub::catalog::Package;
+use crate::hub::fetch::Fetcher;
 use crate::{Error, Result};
 
 pub use files::{read_csv, read_jsonl, read_table, Fields};

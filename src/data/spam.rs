@@ -19,8 +19,8 @@ use std::path::Path;
 use super::{
     decode_entities, dedup_build, describe_packages, fold_whitespace, truncate_chars, Dataset,
 };
-use crate::catalog::{Package, Registry};
-use crate::fetch::Fetcher;
+use crate::hub::catalog::{Package, Registry};
+use crate::hub::fetch::Fetcher;
 use crate::{Error, Result};
 
 /// The message groups of the package and their labels.

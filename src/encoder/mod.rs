@@ -12,6 +12,9 @@
 //! ```
 
 mod arch;
+pub mod bench;
+pub mod cache;
+pub mod embed;
 
 use std::path::{Path, PathBuf};
 
@@ -24,8 +27,8 @@ pub use arch::{ArchConfig, Architecture};
 
 use crate::device::DeviceChoice;
 use crate::error::CandleContext;
-use crate::resolve::{resolve_model, ResolvedModel};
-use crate::verify::VerdictCache;
+use crate::hub::resolve::{resolve_model, ResolvedModel};
+use crate::hub::verify::VerdictCache;
 use crate::{Error, Result};
 
 /// How to load and run an encoder. `Default` follows the model folder's own settings.
@@ -203,13 +206,13 @@ pub(crate) fn weights_file(dir: &Path) -> Option<PathBuf> {
 }
 
 /// The sha256 of a resolved model's weights, computed (or read from the verdict cache of
-/// `$RELSTITCH_HOME`, see [`crate::verify`]) and checked against what its provenance file or Hugging
+/// `$RELSTITCH_HOME`, see [`crate::hub::verify`]) and checked against what its provenance file or Hugging
 /// Face blob name promises. Empty when the folder has no weights file ([`arch::weights`] says so).
 fn verified_weights_sha256(resolved: &ResolvedModel) -> Result<String> {
     let Some(file) = weights_file(&resolved.dir) else {
         return Ok(String::new());
     };
-    let verdicts = match crate::fetch::home_dir() {
+    let verdicts = match crate::hub::fetch::home_dir() {
         Ok(home) => VerdictCache::new(&home),
         Err(_) => VerdictCache::disabled(),
     };
@@ -405,10 +408,10 @@ impl Encoder {
         o.max_length = Some(identity.max_length);
         o.prefix = identity.prefix.clone();
         o.precision = options.precision.or(Some(identity.precision));
-        let catalog = crate::catalog::Catalog::builtin()?;
-        let fetcher = crate::fetch::Fetcher::new()?;
+        let catalog = crate::hub::catalog::Catalog::builtin()?;
+        let fetcher = crate::hub::fetch::Fetcher::new()?;
         let resolved = if catalog.get(&identity.name).is_some() {
-            crate::resolve::resolve_by_name(&identity.name, &catalog, &fetcher)?
+            crate::hub::resolve::resolve_by_name(&identity.name, &catalog, &fetcher)?
         } else if identity.path.is_dir() {
             ResolvedModel::local(&identity.path)
         } else if let Some(hub) = &identity.hub_id {
@@ -416,7 +419,7 @@ impl Encoder {
                 Some(rev) => format!("{hub}@{rev}"),
                 None => hub.clone(),
             };
-            crate::resolve::resolve_by_name(&id, &catalog, &fetcher)?
+            crate::hub::resolve::resolve_by_name(&id, &catalog, &fetcher)?
         } else {
             return Err(Error::UnknownModel {
                 name: identity.name.clone(),

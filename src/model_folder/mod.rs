@@ -1,5 +1,5 @@
 //! The sentence-transformers model-folder format, shared by the code that builds model folders
-//! ([`crate::fetch`], the importers) and the code that loads them ([`crate::encoder`]): the pooling
+//! ([`crate::hub::fetch`], the importers) and the code that loads them ([`crate::encoder`]): the pooling
 //! modes and the `modules.json` / `1_Pooling/config.json` / `sentence_bert_config.json` files.
 //!
 //! A leaf: it depends on nothing in the crate but [`crate::io`] and the error type, so the model

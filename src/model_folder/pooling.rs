@@ -5,6 +5,7 @@ use candle_core::{DType, Result, Tensor, D};
 /// How token states become one sentence vector.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 pub enum Pooling {
     /// Mean of the non-padding token states.
     Mean,

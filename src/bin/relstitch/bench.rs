@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
-use relstitch::bench::{
+use relstitch::encoder::bench::{
     fidelity, matmul_peak, run_peer, time_encoder, workload, Fidelity, PeerEngine, PeerRun,
     Throughput,
 };
@@ -153,7 +153,7 @@ pub fn run(args: BenchArgs, profile: Option<crate::profile::OpProfile>) -> anyho
                 run.batch_size(),
                 threads,
                 seconds.len(),
-                relstitch::bench::median(&seconds)
+                relstitch::encoder::bench::median(&seconds)
             );
             crate::profile::print(&profile.report());
             println!();
@@ -182,7 +182,7 @@ pub fn run(args: BenchArgs, profile: Option<crate::profile::OpProfile>) -> anyho
     // The f32 vectors, the reference of every fidelity figure.
     let reference = first.embeddings.clone();
 
-    let mut peers: Vec<(PeerEngine, relstitch::bench::PeerResult, Option<Fidelity>)> = Vec::new();
+    let mut peers: Vec<(PeerEngine, relstitch::encoder::bench::PeerResult, Option<Fidelity>)> = Vec::new();
     if !args.no_peer {
         // The built-in peer goes to a temporary file unless --peer-script names another.
         let tmp = tempfile::Builder::new()

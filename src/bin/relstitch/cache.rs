@@ -1,8 +1,8 @@
 //! `relstitch cache`: check and clean the embedding cache.
 
 use clap::{Args, Subcommand};
-use relstitch::cache;
-use relstitch::fetch::home_dir;
+use relstitch::encoder::cache;
+use relstitch::hub::fetch::home_dir;
 
 /// Check and clean the embedding cache ($RELSTITCH_HOME/embeddings).
 ///

@@ -6,33 +6,9 @@
 //! `eval` run the encoder a checkpoint recorded, with the settings it was trained with, so they do
 //! not take [`ModelArgs`]: clap refuses those flags there instead of ignoring them.
 
-use clap::{Args, ValueEnum};
+use clap::Args;
 use relstitch::device::DeviceChoice;
 use relstitch::encoder::{EncoderOptions, Pooling, Precision};
-
-/// Pooling names on the command line.
-#[derive(ValueEnum, Clone, Copy, Debug)]
-pub enum PoolingArg {
-    /// Mean of the token states.
-    Mean,
-    /// The first token's state.
-    Cls,
-    /// Element-wise maximum.
-    Max,
-    /// Sum divided by the square root of the length.
-    MeanSqrtLen,
-}
-
-impl From<PoolingArg> for Pooling {
-    fn from(p: PoolingArg) -> Self {
-        match p {
-            PoolingArg::Mean => Pooling::Mean,
-            PoolingArg::Cls => Pooling::Cls,
-            PoolingArg::Max => Pooling::Max,
-            PoolingArg::MeanSqrtLen => Pooling::MeanSqrtLen,
-        }
-    }
-}
 
 /// Texts per forward pass when `--batch-size` is not given.
 pub const DEFAULT_BATCH_SIZE: usize = 32;
@@ -101,7 +77,7 @@ impl RunArgs {
 pub struct ModelArgs {
     /// Override the model's pooling (default: its 1_Pooling/config.json).
     #[arg(long, value_enum)]
-    pub pooling: Option<PoolingArg>,
+    pub pooling: Option<Pooling>,
     /// Override the model's L2 normalisation (default: whether modules.json has Normalize).
     #[arg(long)]
     pub normalize: Option<bool>,
@@ -124,7 +100,7 @@ impl ModelArgs {
 
     /// `options` with these overrides.
     pub fn apply(&self, mut options: EncoderOptions) -> EncoderOptions {
-        options.pooling = self.pooling.map(Into::into);
+        options.pooling = self.pooling;
         options.normalize = self.normalize;
         options.max_length = self.max_length;
         options.prefix = self.prefix.clone();

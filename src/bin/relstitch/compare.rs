@@ -6,13 +6,12 @@ use anyhow::{bail, Context};
 use candle_core::Tensor;
 use clap::{Args, ValueEnum};
 use relstitch::encoder::Encoder;
-use relstitch::metrics::{compare_spaces, SpaceComparison};
-use relstitch::projection::{PreTransform, RelativeProjector};
+use relstitch::io::read_matrix;
+use relstitch::space::relative_file::AnchorSpec;
+use relstitch::space::similarity::{compare_relative, compare_spaces, SpaceComparison};
 
 use crate::common::{ModelArgs, RunArgs};
-use crate::relative::{
-    projection_from_args, read_matrix, resolve_anchors, AnchorSpec, ProjectionArg,
-};
+use crate::relative::ProjectionArgs;
 
 /// The long help of `relstitch compare` (shown after the options by `--help`; the one-line summary
 /// comes from `main.rs`).
@@ -77,21 +76,12 @@ pub struct CompareArgs {
     /// onto --anchors. Default: relative when --anchors is given, else absolute.
     #[arg(long, value_enum)]
     pub space: Option<SpaceArg>,
-    /// The projection for `--space relative`. [default: cosine]
-    #[arg(long, value_enum)]
-    pub projection: Option<ProjectionArg>,
-    /// The order for `--projection lp`.
-    #[arg(long)]
-    pub p: Option<f64>,
-    /// Anchors kept per sample for `--projection sparse_topk`.
+    #[command(flatten)]
+    pub projection: ProjectionArgs,
+    /// Anchors kept per sample for `--projection sparse_topk` (`--k` is the neighbourhood size
+    /// here).
     #[arg(long = "top-k")]
     pub top_k: Option<usize>,
-    /// The exponent for `--projection sparse_topk`. [default: 8]
-    #[arg(long)]
-    pub power: Option<f64>,
-    /// Center on the anchors' mean before projecting (`--space relative`).
-    #[arg(long)]
-    pub center: bool,
     /// Print one JSON object (keys linear_cka, debiased_cka, jaccard_at_k, mrr, top1, mean_cosine,
     /// mutual_knn, k, n; null where undefined) instead of a table.
     #[arg(long)]
@@ -124,21 +114,12 @@ pub fn run(args: CompareArgs) -> anyhow::Result<()> {
         (None, Some(_)) => SpaceArg::Relative,
         (None, None) => SpaceArg::Absolute,
     };
-    let (a, b) = match space {
+    let c = match space {
         SpaceArg::Absolute => {
             if args.anchors.is_some() {
                 bail!("--anchors only applies to --space relative");
             }
-            let given: Vec<&str> = [
-                ("--projection", args.projection.is_some()),
-                ("--p", args.p.is_some()),
-                ("--top-k", args.top_k.is_some()),
-                ("--power", args.power.is_some()),
-                ("--center", args.center),
-            ]
-            .into_iter()
-            .filter_map(|(name, on)| on.then_some(name))
-            .collect();
+            let given = args.projection.given(args.top_k, "--top-k");
             if !given.is_empty() {
                 let (verb, them) = if given.len() == 1 {
                     ("applies", "it")
@@ -151,35 +132,19 @@ pub fn run(args: CompareArgs) -> anyhow::Result<()> {
                     given.join(", ")
                 );
             }
-            (a, b)
+            compare_spaces(&a, &b, args.k)?
         }
         SpaceArg::Relative => {
             let spec = args.anchors.as_deref().context(
                 "--space relative needs --anchors (rows:… or A.safetensors,B.safetensors)",
             )?;
-            let projection =
-                projection_from_args(args.projection, args.p, args.top_k, args.power, "--top-k")?;
-            let pre = PreTransform::default().with_center(args.center);
+            let projection = args.projection.projection(args.top_k, "--top-k")?;
+            let pre = args.projection.pre_transform();
             let (anchors_a, anchors_b) = anchor_pair(spec, &a, &b, &args.tensor)?;
-            let (ka, kb) = (anchors_a.dim(0)?, anchors_b.dim(0)?);
-            if ka != kb {
-                // The same check as `metrics::compare_relative`, before any projection runs.
-                bail!(
-                    "--anchors {spec}: {ka} anchors for the first space but {kb} for the second; \
-                     relative representations are only comparable over the same anchor samples, \
-                     in the same order, embedded in each space"
-                );
-            }
-            let ra = RelativeProjector::fit(&anchors_a, projection, pre)
-                .context("projecting the first space")?
-                .project(&a)?;
-            let rb = RelativeProjector::fit(&anchors_b, projection, pre)
-                .context("projecting the second space")?
-                .project(&b)?;
-            (ra, rb)
+            compare_relative(&a, &b, &anchors_a, &anchors_b, projection, pre, args.k)
+                .with_context(|| format!("--anchors {spec}"))?
         }
     };
-    let c = compare_spaces(&a, &b, args.k)?;
     if args.json {
         println!("{}", serde_json::to_string(&c)?);
     } else {
@@ -235,18 +200,20 @@ fn anchor_pair(
     tensor: &str,
 ) -> anyhow::Result<(Tensor, Tensor)> {
     if spec.starts_with("rows:") || spec.ends_with(".jsonl") {
-        let spec = AnchorSpec::parse(spec)?;
-        let ra =
-            resolve_anchors(&spec, a, tensor).context("taking the anchors of the first space")?;
-        let rb =
-            resolve_anchors(&spec, b, tensor).context("taking the anchors of the second space")?;
+        let spec: AnchorSpec = spec.parse()?;
+        let ra = spec
+            .resolve(a, tensor)
+            .context("taking the anchors of the first space")?;
+        let rb = spec
+            .resolve(b, tensor)
+            .context("taking the anchors of the second space")?;
         return Ok((ra.latents, rb.latents));
     }
     let Some((fa, fb)) = spec.split_once(',') else {
         bail!("--anchors must be rows:…, a .jsonl anchor set, or A.safetensors,B.safetensors (one file per space)");
     };
-    let ra = resolve_anchors(&AnchorSpec::File(fa.trim().into()), a, tensor)?;
-    let rb = resolve_anchors(&AnchorSpec::File(fb.trim().into()), b, tensor)?;
+    let ra = AnchorSpec::File(fa.trim().into()).resolve(a, tensor)?;
+    let rb = AnchorSpec::File(fb.trim().into()).resolve(b, tensor)?;
     if let (Some(ha), Some(hb)) = (&ra.set_hash, &rb.set_hash) {
         if ha != hb {
             bail!(

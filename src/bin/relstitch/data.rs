@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
 use relstitch::data::{read_table, Builtin, Dataset, Fields, Split, SplitOptions};
-use relstitch::fetch::Fetcher;
+use relstitch::hub::fetch::Fetcher;
 
 /// Labelled text datasets for probing and stitching experiments.
 #[derive(Args, Debug)]

@@ -42,7 +42,8 @@ pub fn run(args: EmbedArgs) -> anyhow::Result<()> {
     relstitch::io::check_output_file(&args.output, &[&args.input])?;
     let options = args.model_options.apply(args.run.options(!args.quiet)?);
     let encoder = Encoder::load(&args.model, &options)?;
-    let s = relstitch::embed::embed_file(&encoder, &args.input, &args.field, &args.output)?;
+    let s =
+        relstitch::encoder::embed::embed_file(&encoder, &args.input, &args.field, &args.output)?;
     if !args.quiet {
         eprintln!(
             "embedded {} texts with {} ({} dims) in {:.2}s -> {}",

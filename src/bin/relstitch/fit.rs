@@ -3,14 +3,14 @@
 use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
-use relstitch::anchors::AnchorStrategy;
-use relstitch::checkpoint::Space;
 use relstitch::data::{read_table, Fields};
-use relstitch::decoder::{HeadKind, TrainOptions};
-use relstitch::stitch::{fit, AnchorChoice, FitOptions};
+use relstitch::space::anchors::AnchorStrategy;
+use relstitch::task::checkpoint::Space;
+use relstitch::task::decoder::{HeadKind, TrainOptions};
+use relstitch::task::stitch::{fit, AnchorChoice, FitOptions};
 
 use crate::common::{ModelArgs, RunArgs};
-use crate::relative::ProjectionArgs;
+use crate::relative::{ProjectionArgs, SparseK};
 
 /// Train a classification head on a frozen encoder's relative (default) or absolute latents.
 ///
@@ -48,6 +48,8 @@ pub struct FitArgs {
     pub space: SpaceArg,
     #[command(flatten)]
     pub projection: ProjectionArgs,
+    #[command(flatten)]
+    pub sparse: SparseK,
     /// The head: linear (LayerNorm + Linear, the paper's) or mlp (one hidden layer).
     #[arg(long, value_enum, default_value_t = HeadArg::Linear)]
     pub head: HeadArg,
@@ -115,12 +117,12 @@ const DEFAULT_HIDDEN: usize = 256;
 
 pub fn run(args: FitArgs) -> anyhow::Result<()> {
     // Refuse a folder that may not be replaced before minutes of embedding and training.
-    relstitch::checkpoint::Checkpoint::check_destination(&args.out)?;
+    relstitch::task::checkpoint::Checkpoint::check_destination(&args.out)?;
     if matches!(args.head, HeadArg::Linear) && args.hidden.is_some() {
         anyhow::bail!("--hidden only applies to --head mlp (the linear head has no hidden layer)");
     }
     if matches!(args.space, SpaceArg::Absolute) {
-        let given = args.projection.given();
+        let given = args.projection.given(args.sparse.k, "--k");
         if !given.is_empty() {
             let (verb, them) = if given.len() == 1 {
                 ("applies", "it")
@@ -159,7 +161,7 @@ pub fn run(args: FitArgs) -> anyhow::Result<()> {
     let space = match args.space {
         SpaceArg::Absolute => Space::Absolute,
         SpaceArg::Relative => Space::Relative {
-            projection: args.projection.projection()?,
+            projection: args.projection.projection(args.sparse.k, "--k")?,
             pre_transform: args.projection.pre_transform(),
         },
     };

@@ -8,9 +8,11 @@ mod data;
 mod embed;
 mod fetch;
 mod fit;
+mod logging;
 mod predict;
 mod profile;
 mod relative;
+mod stitch;
 mod translate;
 
 use clap::{Parser, Subcommand};
@@ -44,6 +46,8 @@ enum Command {
     Translate(translate::TranslateArgs),
     /// Measure how similar two latent spaces are (CKA, Jaccard@k, MRR, ...).
     Compare(compare::CompareArgs),
+    #[command(about = stitch::ABOUT, long_about = stitch::LONG_ABOUT)]
+    Stitch(stitch::StitchArgs),
     /// Labelled text datasets: fetch the built-in ones or split your own into train/test.
     Data(data::DataArgs),
     Cache(cache::CacheArgs),
@@ -55,7 +59,10 @@ fn main() -> anyhow::Result<()> {
         Command::Bench(a) if a.profile => Some(profile::OpProfile::default()),
         _ => None,
     };
-    init_tracing(cli.verbose, profile.clone());
+    match &profile {
+        Some(p) => profile::init_logging(cli.verbose, p.clone()),
+        None => logging::init(cli.verbose),
+    }
     match cli.command {
         Command::Fetch(a) => fetch::run(a),
         Command::Embed(a) => embed::run(a),
@@ -66,32 +73,8 @@ fn main() -> anyhow::Result<()> {
         Command::Relative(a) => relative::run(a),
         Command::Translate(a) => translate::run(a),
         Command::Compare(a) => compare::run(a),
+        Command::Stitch(a) => stitch::run(a),
         Command::Data(a) => data::run(a),
         Command::Cache(a) => cache::run(a),
     }
-}
-
-/// Logs to stderr; with `profile`, also records the encoder's op spans (TRACE level, relstitch's
-/// and candle-transformers' only) for `bench --profile`.
-fn init_tracing(verbose: u8, profile: Option<profile::OpProfile>) {
-    use tracing_subscriber::filter::Targets;
-    use tracing_subscriber::prelude::*;
-    let default = match verbose {
-        0 => "warn",
-        1 => "info",
-        _ => "debug",
-    };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let log = tracing_subscriber::fmt::layer()
-        .with_writer(std::io::stderr)
-        .with_filter(filter);
-    let ops = profile.map(|p| {
-        p.with_filter(
-            Targets::new()
-                .with_target("relstitch", tracing::Level::TRACE)
-                .with_target("candle_transformers", tracing::Level::TRACE),
-        )
-    });
-    tracing_subscriber::registry().with(log).with(ops).init();
 }

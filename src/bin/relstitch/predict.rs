@@ -4,9 +4,9 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use clap::Args;
-use relstitch::checkpoint::Checkpoint;
 use relstitch::data::{read_table, Fields};
-use relstitch::stitch::{Pipeline, StitchOptions};
+use relstitch::task::checkpoint::Checkpoint;
+use relstitch::task::stitch::{Pipeline, StitchOptions};
 
 use crate::common::RunArgs;
 

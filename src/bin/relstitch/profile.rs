@@ -128,3 +128,26 @@ pub fn print(profile: &[(String, OpStat)]) {
     }
     println!("{:<36} {:>6.1}% {:>10.1}", "total", 100.0, total_s * 1e3);
 }
+
+/// Logging as [`crate::logging::init`] sets it up, plus `profile` recording the encoder's op
+/// spans (TRACE level, relstitch's and candle-transformers' only).
+pub fn init_logging(verbose: u8, profile: OpProfile) {
+    use tracing_subscriber::filter::Targets;
+    use tracing_subscriber::prelude::*;
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let log = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_filter(filter);
+    let ops = profile.with_filter(
+        Targets::new()
+            .with_target("relstitch", tracing::Level::TRACE)
+            .with_target("candle_transformers", tracing::Level::TRACE),
+    );
+    tracing_subscriber::registry().with(log).with(ops).init();
+}

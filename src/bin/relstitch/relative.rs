@@ -1,14 +1,11 @@
 //! `relstitch relative`: absolute embeddings in, relative representations out.
 
-use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{bail, Context};
-use candle_core::{Device, Tensor};
 use clap::{Args, ValueEnum};
-use relstitch::anchors::AnchorSet;
-use relstitch::io::SafetensorsFile;
-use relstitch::projection::{PreTransform, Projection, RelativeProjector};
+use relstitch::space::projection::{PreTransform, Projection};
+use relstitch::space::relative_file::{project_file, AnchorSpec};
 
 /// The long help of `relstitch relative` (shown after the options by `--help`; the one-line
 /// summary comes from `main.rs`).
@@ -44,6 +41,8 @@ pub struct RelativeArgs {
     pub anchors: String,
     #[command(flatten)]
     pub projection: ProjectionArgs,
+    #[command(flatten)]
+    pub sparse: SparseK,
     /// The tensor to read from the input files.
     #[arg(long, default_value = "embeddings")]
     pub tensor: String,
@@ -52,7 +51,11 @@ pub struct RelativeArgs {
     pub output: PathBuf,
 }
 
-/// The projection and its pre-transforms, shared by `relative` and `fit`.
+/// The projection and its pre-transforms, shared by `relative`, `fit` and `compare`.
+///
+/// The number of anchors kept by `--projection sparse_topk` is not here: `relative` and `fit`
+/// spell it `--k` ([`SparseK`]), `compare` `--top-k` (its `--k` is the neighbourhood size); the
+/// messages below name the caller's spelling.
 #[derive(Args, Debug, Clone)]
 pub struct ProjectionArgs {
     /// How each sample is compared with each anchor. [default: cosine]
@@ -61,9 +64,6 @@ pub struct ProjectionArgs {
     /// The order of the Minkowski distance, for `--projection lp` (p ≥ 1).
     #[arg(long)]
     pub p: Option<f64>,
-    /// How many anchors to keep per sample, for `--projection sparse_topk`.
-    #[arg(long)]
-    pub k: Option<usize>,
     /// The sharpening exponent for `--projection sparse_topk` (ASIF uses 8). [default: 8]
     #[arg(long)]
     pub power: Option<f64>,
@@ -79,10 +79,18 @@ pub struct ProjectionArgs {
     pub l2_normalize: bool,
 }
 
+/// `--k`: the anchors kept per sample by `--projection sparse_topk` (`relative`, `fit`).
+#[derive(Args, Debug, Clone)]
+pub struct SparseK {
+    /// How many anchors to keep per sample, for `--projection sparse_topk`.
+    #[arg(long)]
+    pub k: Option<usize>,
+}
+
 impl ProjectionArgs {
-    /// The library's projection.
-    pub fn projection(&self) -> anyhow::Result<Projection> {
-        projection_from_args(self.projection, self.p, self.k, self.power, "--k")
+    /// The library's projection; `k` is the sparse top-k count, spelled `k_flag` by the caller.
+    pub fn projection(&self, k: Option<usize>, k_flag: &str) -> anyhow::Result<Projection> {
+        projection_from_args(self.projection, self.p, k, self.power, k_flag)
     }
 
     /// The library's pre-transform.
@@ -94,11 +102,11 @@ impl ProjectionArgs {
     }
 
     /// The flags given on the command line, by name (empty when all are left at their defaults).
-    pub fn given(&self) -> Vec<&'static str> {
+    pub fn given<'a>(&self, k: Option<usize>, k_flag: &'a str) -> Vec<&'a str> {
         [
             ("--projection", self.projection.is_some()),
             ("--p", self.p.is_some()),
-            ("--k", self.k.is_some()),
+            (k_flag, k.is_some()),
             ("--power", self.power.is_some()),
             ("--center", self.center),
             ("--standardize", self.standardize),
@@ -183,259 +191,30 @@ pub(crate) fn projection_from_args(
     })
 }
 
-/// Where anchors come from.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) enum AnchorSpec {
-    /// Rows of the embeddings.
-    Rows(RowList),
-    /// A safetensors file of anchor latents.
-    File(PathBuf),
-    /// An anchor-set JSONL whose samples carry rows.
-    Jsonl(PathBuf),
-}
-
-impl AnchorSpec {
-    /// Parses `rows:…`, a `.jsonl` path or a safetensors path.
-    pub(crate) fn parse(spec: &str) -> anyhow::Result<Self> {
-        if let Some(rows) = spec.strip_prefix("rows:") {
-            return Ok(Self::Rows(RowList::parse(rows)?));
-        }
-        let path = PathBuf::from(spec);
-        if matches!(
-            path.extension().and_then(|e| e.to_str()),
-            Some("jsonl") | Some("ndjson")
-        ) {
-            Ok(Self::Jsonl(path))
-        } else {
-            Ok(Self::File(path))
-        }
-    }
-}
-
-/// A `rows:` list as written (`I,J,K` and `A..B`, B excluded), kept as spans so that a huge range
-/// is checked against the row count before anything is expanded.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct RowList {
-    /// `(start, end, as written)`, end excluded, start < end.
-    spans: Vec<(usize, usize, String)>,
-}
-
-impl RowList {
-    /// Parses `I,J,K` and `A..B` lists of 0-based rows; refuses empty and reversed ranges.
-    pub(crate) fn parse(s: &str) -> anyhow::Result<Self> {
-        let mut spans = Vec::new();
-        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-            let number = |x: &str| -> anyhow::Result<usize> {
-                x.trim().parse().with_context(|| {
-                    format!("bad row `{part}` (expected rows:I,J,K or rows:A..B with 0-based rows)")
-                })
-            };
-            if let Some((a, b)) = part.split_once("..") {
-                let (a, b) = (number(a)?, number(b)?);
-                if b <= a {
-                    bail!("empty row range `{part}` (write A..B with A < B; B is excluded)");
-                }
-                spans.push((a, b, part.to_string()));
-            } else {
-                let a = number(part)?;
-                let b = a
-                    .checked_add(1)
-                    .with_context(|| format!("row `{part}` is too large"))?;
-                spans.push((a, b, part.to_string()));
-            }
-        }
-        if spans.is_empty() {
-            bail!("no rows given (expected rows:I,J,K or rows:A..B)");
-        }
-        Ok(Self { spans })
-    }
-
-    /// The rows, in order, for a matrix of `n` rows: refuses a row or range past the last row
-    /// (before expanding it) and a row named twice.
-    pub(crate) fn resolve(&self, n: usize) -> anyhow::Result<Vec<usize>> {
-        let mut total = 0usize;
-        for (a, b, text) in &self.spans {
-            if *b > n {
-                let what = if b - a == 1 {
-                    format!("row {a}")
-                } else {
-                    format!("row range `{text}`")
-                };
-                bail!(
-                    "{what} is out of range: the embeddings have {n} rows (0..{n}); name rows \
-                     below {n}"
-                );
-            }
-            total += b - a;
-        }
-        let mut rows = Vec::with_capacity(total);
-        let mut first_use: HashMap<usize, &str> = HashMap::new();
-        for (a, b, text) in &self.spans {
-            for r in *a..*b {
-                if let Some(earlier) = first_use.insert(r, text) {
-                    let by = if earlier == text.as_str() {
-                        format!("`{text}`")
-                    } else {
-                        format!("by `{earlier}` and by `{text}`")
-                    };
-                    bail!(
-                        "duplicate row {r}: named twice ({by}); each anchor must be a different row"
-                    );
-                }
-                rows.push(r);
-            }
-        }
-        Ok(rows)
-    }
-}
-
-/// Anchor latents resolved against one embedding matrix.
-pub(crate) struct ResolvedAnchors {
-    /// `[k, d]`.
-    pub latents: Tensor,
-    /// The anchor set's hash, when the anchors are known samples.
-    pub set_hash: Option<String>,
-}
-
-/// Resolves `spec` against `embeddings` (rows) or reads the anchor file.
-pub(crate) fn resolve_anchors(
-    spec: &AnchorSpec,
-    embeddings: &Tensor,
-    tensor: &str,
-) -> anyhow::Result<ResolvedAnchors> {
-    match spec {
-        AnchorSpec::Rows(rows) => {
-            let n = embeddings.dim(0)?;
-            let set = AnchorSet::from_rows(&rows.resolve(n)?)?;
-            Ok(ResolvedAnchors {
-                latents: set.latents(embeddings)?,
-                set_hash: Some(set.hash()),
-            })
-        }
-        AnchorSpec::Jsonl(path) => {
-            let set = AnchorSet::load_jsonl(path)?;
-            Ok(ResolvedAnchors {
-                latents: set
-                    .latents(embeddings)
-                    .with_context(|| format!("taking the rows named by {}", path.display()))?,
-                set_hash: Some(set.hash()),
-            })
-        }
-        AnchorSpec::File(path) => {
-            let f = SafetensorsFile::read(path, &Device::Cpu)?;
-            Ok(ResolvedAnchors {
-                latents: f.matrix(tensor)?,
-                set_hash: f.metadata.get("anchor_set_sha256").cloned(),
-            })
-        }
-    }
-}
-
-/// Reads tensor `name` of a safetensors file as an f32 matrix.
-pub(crate) fn read_matrix(path: &Path, name: &str) -> anyhow::Result<Tensor> {
-    Ok(SafetensorsFile::read(path, &Device::Cpu)?.matrix(name)?)
-}
-
-/// The sha256 of a matrix's f32 little-endian bytes.
-pub(crate) fn latents_sha256(t: &Tensor) -> anyhow::Result<String> {
-    use sha2::{Digest, Sha256};
-    let v = t.flatten_all()?.to_vec1::<f32>()?;
-    let mut h = Sha256::new();
-    for x in v {
-        h.update(x.to_le_bytes());
-    }
-    Ok(hex::encode(h.finalize()))
-}
-
 pub fn run(args: RelativeArgs) -> anyhow::Result<()> {
-    relstitch::io::check_output_file(
-        &args.output,
-        &[&args.embeddings, std::path::Path::new(&args.anchors)],
-    )?;
-    let projection = args.projection.projection()?;
+    let projection = args.projection.projection(args.sparse.k, "--k")?;
     let pre = args.projection.pre_transform();
-    let x = read_matrix(&args.embeddings, &args.tensor)?;
-    let spec = AnchorSpec::parse(&args.anchors)?;
-    let anchors = resolve_anchors(&spec, &x, &args.tensor)?;
-    let projector = RelativeProjector::fit(&anchors.latents, projection, pre)
-        .context("fitting the projection on the anchors")?;
-    let rel = projector
-        .project(&x)
-        .with_context(|| format!("projecting {}", args.embeddings.display()))?;
-    let mut meta: HashMap<String, String> = projector.metadata();
-    meta.insert(
-        "anchor_latents_sha256".into(),
-        latents_sha256(&anchors.latents)?,
-    );
-    if let Some(h) = &anchors.set_hash {
-        meta.insert("anchor_set_sha256".into(), h.clone());
-    }
-    meta.insert("anchors".into(), args.anchors.clone());
-    meta.insert("source".into(), args.embeddings.display().to_string());
-    relstitch::io::check_finite(&rel, "relative representations")
-        .with_context(|| format!("nothing written to {}", args.output.display()))?;
-    relstitch::io::write_safetensors(&args.output, &[("relative", &rel)], &meta)?;
-    let (n, k) = rel.dims2()?;
+    let spec: AnchorSpec = args.anchors.parse()?;
+    let made = project_file(
+        &args.embeddings,
+        &spec,
+        &args.tensor,
+        projection,
+        pre,
+        &args.output,
+    )
+    .with_context(|| {
+        format!(
+            "projecting {} onto the anchors {}",
+            args.embeddings.display(),
+            args.anchors
+        )
+    })?;
     eprintln!(
-        "{n} samples × {k} anchors ({projection}, pre-transform {pre}) -> {}",
+        "{} samples × {} anchors ({projection}, pre-transform {pre}) -> {}",
+        made.rows,
+        made.anchors,
         args.output.display()
     );
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn rows_parse() -> anyhow::Result<()> {
-        let parse_rows = |s: &str| RowList::parse(s)?.resolve(10);
-        assert_eq!(parse_rows("3, 1,2")?, vec![3, 1, 2]);
-        assert_eq!(parse_rows("0..3,7")?, vec![0, 1, 2, 7]);
-        assert!(parse_rows("").is_err());
-        assert!(parse_rows("4..2").is_err());
-        assert!(parse_rows("x").is_err());
-        assert_eq!(
-            AnchorSpec::parse("rows:1")?,
-            AnchorSpec::Rows(RowList::parse("1")?)
-        );
-        assert!(matches!(
-            AnchorSpec::parse("a.jsonl")?,
-            AnchorSpec::Jsonl(_)
-        ));
-        assert!(matches!(
-            AnchorSpec::parse("a.safetensors")?,
-            AnchorSpec::File(_)
-        ));
-        Ok(())
-    }
-
-    #[test]
-    fn rows_are_checked_before_they_are_expanded() -> anyhow::Result<()> {
-        let msg = |spec: &str, n: usize| match RowList::parse(spec).and_then(|r| r.resolve(n)) {
-            Ok(rows) => format!("accepted {} rows", rows.len()),
-            Err(e) => e.to_string(),
-        };
-        // 10^11 rows would be 800 GB of indices: refused at once, naming the row count.
-        let m = msg("0..99999999999", 10);
-        assert!(
-            m.contains("row range `0..99999999999` is out of range"),
-            "{m}"
-        );
-        assert!(m.contains("10 rows"), "{m}");
-        let m = msg("3,10", 10);
-        assert!(m.contains("row 10 is out of range"), "{m}");
-        assert!(msg("18446744073709551615", 10).contains("too large"));
-        assert!(msg("5..5", 10).contains("empty row range"));
-        assert!(msg("5..3", 10).contains("empty row range"));
-        assert!(msg("0..-3", 10).contains("bad row"));
-        assert!(msg("1,1", 10).contains("duplicate row 1: named twice (`1`)"));
-        let m = msg("0..4,2", 10);
-        assert!(
-            m.contains("duplicate row 2: named twice (by `0..4` and by `2`)"),
-            "{m}"
-        );
-        assert_eq!(msg("0..10", 10), "accepted 10 rows");
-        Ok(())
-    }
 }

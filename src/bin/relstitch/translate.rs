@@ -4,10 +4,12 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 
 use anyhow::Context;
-use clap::{Args, Subcommand, ValueEnum};
-use relstitch::translation::{LatentTranslator, Scaling, TranslationMethod, TranslationOptions};
+use clap::{Args, Subcommand};
+use relstitch::space::translation::{
+    LatentTranslator, Scaling, TranslationMethod, TranslationOptions,
+};
 
-use crate::relative::read_matrix;
+use relstitch::io::read_matrix;
 
 /// The long help of `relstitch translate` (shown after the options by `--help`; the one-line summary
 /// comes from `main.rs`).
@@ -55,12 +57,12 @@ pub struct FitArgs {
     /// procrustes: an orthogonal map (rotation/reflection) after scaling, the narrower space
     /// zero-padded — robust with few anchors; linear / affine: unconstrained least squares
     /// (needs more anchors than dimensions to be well determined).
-    #[arg(long, value_enum, default_value_t = MethodArg::Procrustes)]
-    pub method: MethodArg,
+    #[arg(long, value_enum, default_value_t = TranslationMethod::Procrustes)]
+    pub method: TranslationMethod,
     /// How both spaces are normalised before fitting: standard (per-dimension, as in the paper),
     /// isotropic (centre + one global scale: Procrustes then recovers exact rotations), or none.
-    #[arg(long, value_enum, default_value_t = ScalingArg::Standard)]
-    pub scaling: ScalingArg,
+    #[arg(long, value_enum, default_value_t = Scaling::Standard)]
+    pub scaling: Scaling,
     /// The tensor to read from the input files.
     #[arg(long, default_value = "embeddings")]
     pub tensor: String,
@@ -89,48 +91,6 @@ pub struct ApplyArgs {
     pub output: PathBuf,
 }
 
-/// Translation methods on the command line.
-#[derive(ValueEnum, Clone, Copy, Debug)]
-pub enum MethodArg {
-    /// Orthogonal Procrustes.
-    Procrustes,
-    /// Least-squares linear map.
-    Linear,
-    /// Least-squares affine map.
-    Affine,
-}
-
-impl From<MethodArg> for TranslationMethod {
-    fn from(m: MethodArg) -> Self {
-        match m {
-            MethodArg::Procrustes => Self::Procrustes,
-            MethodArg::Linear => Self::Linear,
-            MethodArg::Affine => Self::Affine,
-        }
-    }
-}
-
-/// Scalings on the command line.
-#[derive(ValueEnum, Clone, Copy, Debug)]
-pub enum ScalingArg {
-    /// Per-dimension standard scaling.
-    Standard,
-    /// Centre, one global scale.
-    Isotropic,
-    /// No scaling.
-    None,
-}
-
-impl From<ScalingArg> for Scaling {
-    fn from(s: ScalingArg) -> Self {
-        match s {
-            ScalingArg::Standard => Self::Standard,
-            ScalingArg::Isotropic => Self::Isotropic,
-            ScalingArg::None => Self::None,
-        }
-    }
-}
-
 pub fn run(args: TranslateArgs) -> anyhow::Result<()> {
     match args.command {
         TranslateCommand::Fit(a) => fit(a),
@@ -142,9 +102,9 @@ fn fit(args: FitArgs) -> anyhow::Result<()> {
     relstitch::io::check_output_file(&args.out, &[&args.source, &args.target])?;
     let source = read_matrix(&args.source, &args.tensor)?;
     let target = read_matrix(&args.target, &args.tensor)?;
-    let options = TranslationOptions::default().with_scaling(args.scaling.into());
-    let map = LatentTranslator::fit_with(&source, &target, args.method.into(), &options)
-        .with_context(|| {
+    let options = TranslationOptions::default().with_scaling(args.scaling);
+    let map =
+        LatentTranslator::fit_with(&source, &target, args.method, &options).with_context(|| {
             format!(
                 "fitting the translation from {} (source) to {} (target); nothing written",
                 args.source.display(),

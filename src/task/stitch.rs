@@ -3,8 +3,8 @@
 //!
 //! ```no_run
 //! # fn main() -> relstitch::Result<()> {
-//! use relstitch::checkpoint::Checkpoint;
-//! use relstitch::stitch::{Pipeline, StitchOptions};
+//! use relstitch::task::checkpoint::Checkpoint;
+//! use relstitch::task::stitch::{Pipeline, StitchOptions};
 //! let a = Checkpoint::load("ckpt-minilm".as_ref())?; // trained on all-MiniLM-L6-v2
 //! let b = Checkpoint::load("ckpt-mpnet".as_ref())?;  // trained on all-mpnet-base-v2
 //! // MiniLM's encoder with MPNet's head: no retraining.
@@ -17,19 +17,19 @@
 use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
-use crate::anchors::{AnchorPool, AnchorSet, AnchorStrategy};
-use crate::cache::EmbeddingCache;
-use crate::checkpoint::{
+use crate::data::Dataset;
+use crate::encoder::cache::EmbeddingCache;
+use crate::encoder::{Encoder, EncoderOptions, ModelIdentity};
+use crate::error::CandleContext;
+use crate::space::anchors::{AnchorPool, AnchorSet, AnchorStrategy};
+use crate::space::projection::{PreTransform, Projection, RelativeProjector};
+use crate::space::translation::{LatentTranslator, TranslationMethod};
+use crate::task::checkpoint::{
     AnchorsInfo, Checkpoint, CheckpointConfig, Space, StitchedFrom, TrainingInfo, FORMAT,
     FORMAT_VERSION,
 };
-use crate::data::Dataset;
-use crate::decoder::{train_head, Head, HeadKind, TrainOptions};
-use crate::encoder::{Encoder, EncoderOptions, ModelIdentity};
-use crate::error::CandleContext;
-use crate::evaluation::{score, Scores};
-use crate::projection::{PreTransform, Projection, RelativeProjector};
-use crate::translation::{LatentTranslator, TranslationMethod};
+use crate::task::decoder::{train_head, Head, HeadKind, TrainOptions};
+use crate::task::scores::{score, Scores};
 use crate::{Error, Result};
 
 /// Where the anchors of a new decoder come from.
@@ -85,7 +85,8 @@ impl Default for FitOptions {
 /// Embeds with the cache when asked to.
 fn embed(encoder: &Encoder, texts: &[String], cache: bool) -> Result<Tensor> {
     if cache {
-        EmbeddingCache::new(&crate::fetch::home_dir()?, encoder.identity()).embed(encoder, texts)
+        EmbeddingCache::new(&crate::hub::fetch::home_dir()?, encoder.identity())
+            .embed(encoder, texts)
     } else {
         encoder.embed(texts)
     }
@@ -494,8 +495,8 @@ impl StitchReport {
 
 impl StitchReport {
     /// The three rows (encoder checkpoint, decoder checkpoint, stitch) as a table.
-    pub fn to_table(&self) -> crate::display::Table<Scores> {
-        crate::display::Table::new("pipeline")
+    pub fn to_table(&self) -> crate::report::display::Table<Scores> {
+        crate::report::display::Table::new("pipeline")
             .with_row("encoder checkpoint (A)", self.encoder_checkpoint)
             .with_row("decoder checkpoint (B)", self.decoder_checkpoint)
             .with_row("stitched A → B", self.stitched)
@@ -520,7 +521,7 @@ impl StitchReport {
             .iter()
             .map(|(name, s)| (name.clone(), vec![s.accuracy, s.macro_f1, s.weighted_f1]))
             .collect();
-        crate::plot::bar_chart(title, "score", &groups, &series)
+        crate::report::plot::bar_chart(title, "score", &groups, &series)
     }
 
     /// Renders as an HTML table and a bar chart in Jupyter notebooks running the evcxr kernel.
@@ -529,19 +530,19 @@ impl StitchReport {
         let chart = self.to_svg("stitching").unwrap_or_else(|e| {
             format!(
                 "<p>cannot draw the chart: {}</p>",
-                crate::display::escape(&e.to_string())
+                crate::report::display::escape(&e.to_string())
             )
         });
-        crate::display::emit_html(
-            crate::display::Html::side_by_side(&[self.to_html(), chart]).as_str(),
+        crate::report::display::emit_html(
+            crate::report::display::Html::side_by_side(&[self.to_html(), chart]).as_str(),
         );
     }
 }
 
-impl crate::display::TableRow for StitchReport {
+impl crate::report::display::TableRow for StitchReport {
     /// One line per stitch: both checkpoints' own weighted F1, the stitch's, and the fraction kept.
     fn columns(&self) -> Vec<(String, String)> {
-        let cell = |v| crate::display::cell(Some(v));
+        let cell = |v| crate::report::display::cell(Some(v));
         vec![
             (
                 "A's own weighted F1".into(),
@@ -589,7 +590,7 @@ impl std::fmt::Display for StitchReport {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::display::Table;
+    use crate::report::display::Table;
 
     fn report() -> StitchReport {
         let s = |f: f64| Scores {

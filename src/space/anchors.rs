@@ -12,7 +12,7 @@
 //!
 //! ```
 //! # fn main() -> relstitch::Result<()> {
-//! use relstitch::anchors::{AnchorPool, AnchorSet, AnchorStrategy};
+//! use relstitch::space::anchors::{AnchorPool, AnchorSet, AnchorStrategy};
 //! let texts: Vec<String> = (0..100).map(|i| format!("text {i}")).collect();
 //! let labels: Vec<String> = (0..100).map(|i| format!("class {}", i % 4)).collect();
 //! let pool = AnchorPool::new(100).with_texts(&texts).with_labels(&labels);
@@ -33,8 +33,9 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::error::CandleContext;
-use crate::projection::as_f32_matrix;
-use crate::{linalg, Error, Result};
+use crate::space::linalg;
+use crate::space::tensor::as_f32_matrix;
+use crate::{Error, Result};
 
 /// One anchor sample: any of its text, its row in a dataset or embedding matrix, and its label.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -301,7 +302,7 @@ impl AnchorSet {
         let per_label: Vec<String> = self
             .label_counts()
             .iter()
-            .map(|(l, c)| format!("{} {c}", crate::display::escape(l)))
+            .map(|(l, c)| format!("{} {c}", crate::report::display::escape(l)))
             .collect();
         let mut out = format!(
             "<p><b>{} anchors</b>, sha256 <code>{}</code>{}</p>",
@@ -334,7 +335,7 @@ impl AnchorSet {
             })
             .collect();
         let headers = ["#", "row", "label", "text"].map(String::from);
-        out.push_str(&crate::display::html_table(&headers, &rows));
+        out.push_str(&crate::report::display::html_table(&headers, &rows));
         if self.len() > SHOWN {
             out.push_str(&format!("<p>… and {} more</p>", self.len() - SHOWN));
         }
@@ -344,7 +345,7 @@ impl AnchorSet {
     /// Renders as an HTML summary in Jupyter notebooks running the evcxr kernel.
     #[cfg(feature = "evcxr")]
     pub fn evcxr_display(&self) {
-        crate::display::emit_html(&self.to_html());
+        crate::report::display::emit_html(&self.to_html());
     }
 }
 
@@ -609,11 +610,12 @@ pub(crate) fn gather_rows(x: &Tensor, rows: &[usize], what: &str) -> Result<Tens
         .dims()
         .first()
         .copied()
-        .ok_or_else(|| Error::invalid(what, "cannot take rows of a scalar"))?;
+        .ok_or_else(|| Error::shape(what, &[], "cannot take rows of a scalar"))?;
     if x.rank() != 2 {
-        return Err(Error::invalid(
+        return Err(Error::shape(
             what,
-            format!("shape {:?}: expected a matrix [rows, dims]", x.dims()),
+            x.dims(),
+            "expected a matrix [rows, dims]",
         ));
     }
     if let Some(&bad) = rows.iter().find(|&&r| r >= n) {
@@ -848,7 +850,7 @@ pub struct AnchorDiagnostics {
     pub max_pairwise_cosine: f64,
 }
 
-impl crate::display::TableRow for AnchorDiagnostics {
+impl crate::report::display::TableRow for AnchorDiagnostics {
     fn columns(&self) -> Vec<(String, String)> {
         vec![
             ("anchors".into(), self.num_anchors.to_string()),
@@ -864,7 +866,7 @@ impl crate::display::TableRow for AnchorDiagnostics {
             ),
             (
                 "max pairwise cosine".into(),
-                crate::display::cell(Some(self.max_pairwise_cosine)),
+                crate::report::display::cell(Some(self.max_pairwise_cosine)),
             ),
         ]
     }
@@ -895,7 +897,7 @@ pub fn label_chart(title: &str, sets: &[(&str, &AnchorSet)]) -> Result<String> {
             (name.to_string(), values)
         })
         .collect();
-    crate::plot::bar_chart(title, "anchors", &labels, &series)
+    crate::report::plot::bar_chart(title, "anchors", &labels, &series)
 }
 
 /// Rank, condition number, singular values and near-duplicates of an anchor matrix.
@@ -1057,7 +1059,7 @@ mod tests {
 
     #[test]
     fn diagnostics_are_a_table_row() -> anyhow::Result<()> {
-        use crate::display::Table;
+        use crate::report::display::Table;
         let a = Tensor::new(&[[1f32, 0.], [0., 2.], [1., 1.]], &Device::Cpu)?;
         let t = Table::new("strategy").with_row("toy", diagnose(&a)?);
         assert!(t.to_html().contains("<th>condition number</th>"));

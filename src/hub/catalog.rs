@@ -8,7 +8,7 @@ use crate::model_folder::Pooling;
 use crate::{Error, Result};
 
 /// The catalog file, as shipped with this version of relstitch.
-pub const CATALOG_TOML: &str = include_str!("../models/catalog.toml");
+pub const CATALOG_TOML: &str = include_str!("../../models/catalog.toml");
 
 /// One encoder of the catalog.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

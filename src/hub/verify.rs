@@ -127,7 +127,7 @@ pub struct VerdictCache {
 }
 
 impl VerdictCache {
-    /// Verdicts kept under `home` (see [`crate::fetch::home_dir`]), in `home/verdicts`.
+    /// Verdicts kept under `home` (see [`crate::hub::fetch::home_dir`]), in `home/verdicts`.
     pub fn new(home: &Path) -> Self {
         Self {
             dir: Some(home.join(VERDICTS)),

@@ -5,11 +5,11 @@
 //! `evcxr_display()`, which the evcxr kernel calls on the value a cell ends with. This module holds
 //! the two generic pieces: [`Html`], a fragment that displays itself (e.g. two figures side by
 //! side), and [`Table`], named rows of any [`TableRow`] type (several
-//! [`SpaceComparison`](crate::metrics::SpaceComparison)s, anchor diagnostics, stitch reports...).
+//! [`SpaceComparison`](crate::space::similarity::SpaceComparison)s, anchor diagnostics, stitch reports...).
 //!
 //! ```
-//! use relstitch::display::{Table, TableRow};
-//! use relstitch::evaluation::Scores;
+//! use relstitch::report::display::{Table, TableRow};
+//! use relstitch::task::scores::Scores;
 //! let s = Scores { accuracy: 0.9, macro_f1: 0.88, weighted_f1: 0.89, n: 100 };
 //! let table = Table::new("checkpoint").with_row("minilm", s);
 //! assert!(table.to_html().contains("<td>0.8900</td>"));
@@ -227,7 +227,7 @@ pub(crate) fn cell(v: Option<f64>) -> String {
     v.map_or_else(|| "n/a".to_string(), |v| format!("{v:.4}"))
 }
 
-impl TableRow for crate::evaluation::Scores {
+impl TableRow for crate::task::scores::Scores {
     fn columns(&self) -> Vec<(String, String)> {
         vec![
             ("accuracy".into(), cell(Some(self.accuracy))),

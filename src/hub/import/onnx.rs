@@ -2,13 +2,13 @@
 //! sentence-transformers) into a standard Hugging Face folder that candle's
 //! [`BertModel`](candle_transformers::models::bert::BertModel) loads.
 //!
-//! The ONNX file is read with a small dependency-free protobuf wire-format reader that only knows
-//! the few fields it needs: `ModelProto.graph`, the graph's nodes and initializers. Initializers
-//! that already carry Hugging Face names (possibly behind a prefix such as
-//! `model.0.auto_model.`) are kept as they are; the anonymous `onnx::MatMul_N` weights that
-//! PyTorch's exporter creates for `nn.Linear` layers are named after the bias that the `Add`
-//! consuming the `MatMul` output adds (`...query.bias` → `...query.weight`) and transposed from
-//! ONNX's `[in, out]` to PyTorch's `[out, in]`.
+//! The ONNX file is decoded with `prost` into the few messages the importer needs
+//! (`onnx/proto.rs`: the model's graph, its nodes and initializers; derived by hand, so building
+//! needs no `protoc`). Initializers that already carry Hugging Face names (possibly behind a
+//! prefix such as `model.0.auto_model.`) are kept as they are; the anonymous `onnx::MatMul_N`
+//! weights that PyTorch's exporter creates for `nn.Linear` layers are named after the bias that
+//! the `Add` consuming the `MatMul` output adds (`...query.bias` → `...query.weight`) and
+//! transposed from ONNX's `[in, out]` to PyTorch's `[out, in]`.
 //!
 //! This file also holds the small writers shared by the importers: `F32Tensor`,
 //! `write_safetensors_atomic` and `bert_config_json` (plain atomic writes come from `crate::io`).
@@ -17,7 +17,13 @@ use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
 
+use prost::bytes::Bytes;
+use prost::Message;
+
 use crate::{Error, Result};
+
+mod proto;
+use proto::{GraphProto, ModelProto, NodeProto, TensorProto};
 
 /// Converts the BERT encoder in the ONNX file `onnx_path` into a Hugging Face folder.
 ///
@@ -49,7 +55,7 @@ pub fn import_bert_onnx(
         ));
     }
     let bytes = std::fs::read(onnx_path).map_err(|e| Error::io(onnx_path, e))?;
-    let graph = parse_model(&bytes).map_err(import_err)?;
+    let graph = parse_model(Bytes::from(bytes)).map_err(import_err)?;
     let (tensors, eps) = convert_graph(&graph).map_err(import_err)?;
     let dims = check_bert_tensors(&tensors).map_err(import_err)?;
     if dims.hidden_size % num_attention_heads != 0 {
@@ -99,15 +105,6 @@ impl F32Tensor {
     /// The shape.
     pub(crate) fn shape(&self) -> &[usize] {
         &self.shape
-    }
-
-    /// The values, decoded (used by tests and checks).
-    #[cfg(test)]
-    pub(crate) fn values(&self) -> Vec<f32> {
-        self.bytes
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect()
     }
 }
 
@@ -413,10 +410,10 @@ fn transpose(values: &[f32], rows: usize, cols: usize) -> Vec<f32> {
 /// Maps the graph's initializers to Hugging Face BERT tensors; returns them and the LayerNorm
 /// epsilon found in the graph (1e-12 when the graph has no `LayerNormalization` node).
 fn convert_graph(
-    graph: &Graph<'_>,
+    graph: &GraphProto,
 ) -> std::result::Result<(BTreeMap<String, F32Tensor>, f64), String> {
-    let inits: HashMap<&str, &Initializer<'_>> = graph
-        .initializers
+    let inits: HashMap<&str, &TensorProto> = graph
+        .initializer
         .iter()
         .map(|t| (t.name.as_str(), t))
         .collect();
@@ -432,7 +429,7 @@ fn convert_graph(
     };
 
     // 1. Initializers that already carry Hugging Face names.
-    for init in &graph.initializers {
+    for init in &graph.initializer {
         if let Some(hf) = hf_name(&init.name).filter(|n| is_bert_tensor_name(n)) {
             let values = init.to_f32()?;
             insert(
@@ -444,14 +441,14 @@ fn convert_graph(
     }
 
     // 2. Anonymous MatMul weights, named after the bias added to the MatMul output.
-    let mut consumers: HashMap<&str, Vec<&Node>> = HashMap::new();
-    for node in &graph.nodes {
-        for input in &node.inputs {
+    let mut consumers: HashMap<&str, Vec<&NodeProto>> = HashMap::new();
+    for node in &graph.node {
+        for input in &node.input {
             consumers.entry(input.as_str()).or_default().push(node);
         }
     }
-    for node in graph.nodes.iter().filter(|n| n.op_type == "MatMul") {
-        let (Some(w), Some(mm_out)) = (node.inputs.get(1), node.outputs.first()) else {
+    for node in graph.node.iter().filter(|n| n.op_type == "MatMul") {
+        let (Some(w), Some(mm_out)) = (node.input.get(1), node.output.first()) else {
             continue;
         };
         let Some(init) = inits.get(w.as_str()) else {
@@ -467,7 +464,7 @@ fn convert_graph(
             .flatten()
             .filter(|n| n.op_type == "Add")
         {
-            for other in add.inputs.iter().filter(|i| *i != mm_out) {
+            for other in add.input.iter().filter(|i| *i != mm_out) {
                 let bias = inits
                     .get(other.as_str())
                     .and_then(|b| hf_name(&b.name))
@@ -501,14 +498,15 @@ fn convert_graph(
     }
 
     let eps: BTreeSet<u32> = graph
-        .nodes
+        .node
         .iter()
         .filter(|n| n.op_type == "LayerNormalization")
         .map(|n| {
-            n.float_attrs
+            n.attribute
                 .iter()
-                .find(|(k, _)| k == "epsilon")
-                .map_or(1e-5f32, |(_, v)| *v) // the ONNX default
+                .filter(|a| a.name == "epsilon")
+                .find_map(|a| a.f)
+                .unwrap_or(1e-5f32) // the ONNX default
                 .to_bits()
         })
         .collect();
@@ -526,38 +524,8 @@ fn convert_graph(
 }
 
 // ------------------------------------------------------------------------------------------------
-// ONNX protobuf reading.
+// ONNX protobuf reading: the messages are derived with `prost` in `onnx/proto.rs`.
 // ------------------------------------------------------------------------------------------------
-
-/// The parts of an ONNX `GraphProto` the importer needs.
-#[derive(Debug, Default)]
-struct Graph<'a> {
-    nodes: Vec<Node>,
-    initializers: Vec<Initializer<'a>>,
-}
-
-/// The parts of an ONNX `NodeProto` the importer needs.
-#[derive(Debug, Default, Clone, PartialEq)]
-struct Node {
-    name: String,
-    op_type: String,
-    inputs: Vec<String>,
-    outputs: Vec<String>,
-    /// Float attributes (`AttributeProto.f`), such as a LayerNormalization's `epsilon`.
-    float_attrs: Vec<(String, f32)>,
-}
-
-/// An ONNX `TensorProto` initializer; the data is decoded lazily.
-#[derive(Debug, Default, Clone, PartialEq)]
-struct Initializer<'a> {
-    name: String,
-    dims: Vec<i64>,
-    data_type: i32,
-    raw_data: Option<&'a [u8]>,
-    float_data: Vec<f32>,
-    double_data: Vec<f64>,
-    external: bool,
-}
 
 /// ONNX `TensorProto.DataType` values the importer converts.
 const ONNX_FLOAT: i32 = 1;
@@ -565,7 +533,20 @@ const ONNX_FLOAT16: i32 = 10;
 const ONNX_DOUBLE: i32 = 11;
 const ONNX_BFLOAT16: i32 = 16;
 
-impl Initializer<'_> {
+/// Reads an ONNX `ModelProto` and returns its graph.
+///
+/// The graph's tensors keep slices of `bytes` (no copy of the weights). `prost` checks every
+/// length prefix against the bytes left before it allocates, so a corrupt file costs at most its
+/// own size in memory.
+fn parse_model(bytes: Bytes) -> std::result::Result<GraphProto, String> {
+    let model =
+        ModelProto::decode(bytes).map_err(|e| format!("truncated or corrupt protobuf ({e})"))?;
+    model
+        .graph
+        .ok_or_else(|| "not an ONNX model: no graph (ModelProto field 7) found".to_string())
+}
+
+impl TensorProto {
     /// The dims as a shape, checked to be non-negative.
     fn shape(&self) -> std::result::Result<Vec<usize>, String> {
         self.dims
@@ -587,7 +568,7 @@ impl Initializer<'_> {
 
     /// The values as f32, from `raw_data` (little-endian) or the typed repeated fields.
     fn to_f32(&self) -> std::result::Result<Vec<f32>, String> {
-        if self.external {
+        if !self.external_data.is_empty() || self.data_location == 1 {
             return Err(format!(
                 "tensor `{}` is stored as external data, which is not supported; \
                  re-export the model with the weights inside the .onnx file",
@@ -601,7 +582,7 @@ impl Initializer<'_> {
                 self.name, self.dims
             )
         };
-        let values: Vec<f32> = match (self.data_type, self.raw_data) {
+        let values: Vec<f32> = match (self.data_type, self.raw_data.as_deref()) {
             (ONNX_FLOAT, Some(raw)) => {
                 if n.checked_mul(4) != Some(raw.len()) {
                     return Err(wrong(raw.len() / 4));
@@ -652,561 +633,123 @@ impl Initializer<'_> {
     }
 }
 
-/// One decoded protobuf field value.
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum Value<'a> {
-    /// Wire type 0.
-    Varint(u64),
-    /// Wire type 1.
-    Fixed64(u64),
-    /// Wire type 2, with the absolute file offset of its first byte.
-    Bytes(&'a [u8], usize),
-    /// Wire type 5.
-    Fixed32(u32),
-}
-
-/// A protobuf wire-format reader over one message; offsets in errors are absolute file offsets.
-struct Reader<'a> {
-    buf: &'a [u8],
-    pos: usize,
-    base: usize,
-}
-
-impl<'a> Reader<'a> {
-    /// A reader over a message that starts at absolute offset `base`.
-    fn new(buf: &'a [u8], base: usize) -> Self {
-        Self { buf, pos: 0, base }
-    }
-
-    fn truncated(&self, what: &str) -> String {
-        format!(
-            "truncated or corrupt protobuf: {what} at byte {} runs past the end of its message",
-            self.base + self.pos
-        )
-    }
-
-    fn varint(&mut self) -> std::result::Result<u64, String> {
-        let mut v = 0u64;
-        for i in 0..10 {
-            let Some(b) = self.buf.get(self.pos).copied() else {
-                return Err(self.truncated("a varint"));
-            };
-            self.pos += 1;
-            if i == 9 && b > 1 {
-                return Err(format!(
-                    "corrupt protobuf: varint overflows 64 bits at byte {}",
-                    self.base + self.pos
-                ));
-            }
-            v |= u64::from(b & 0x7f) << (7 * i);
-            if b & 0x80 == 0 {
-                return Ok(v);
-            }
-        }
-        Err(format!(
-            "corrupt protobuf: varint longer than 10 bytes at byte {}",
-            self.base + self.pos
-        ))
-    }
-
-    fn take(&mut self, n: usize, what: &str) -> std::result::Result<&'a [u8], String> {
-        let end = self
-            .pos
-            .checked_add(n)
-            .filter(|e| *e <= self.buf.len())
-            .ok_or_else(|| self.truncated(what))?;
-        let s = &self.buf[self.pos..end];
-        self.pos = end;
-        Ok(s)
-    }
-
-    /// The next `(field number, value)`, or `None` at the end of the message.
-    fn next_field(&mut self) -> std::result::Result<Option<(u64, Value<'a>)>, String> {
-        if self.pos >= self.buf.len() {
-            return Ok(None);
-        }
-        let at = self.base + self.pos;
-        let key = self.varint()?;
-        let field = key >> 3;
-        if field == 0 || field > (1 << 29) - 1 {
-            return Err(format!(
-                "corrupt protobuf: invalid field number {field} at byte {at}"
-            ));
-        }
-        let value = match key & 7 {
-            0 => Value::Varint(self.varint()?),
-            1 => {
-                let b = self.take(8, "a fixed64")?;
-                Value::Fixed64(u64::from_le_bytes([
-                    b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7],
-                ]))
-            }
-            2 => {
-                let len = self.varint()?;
-                let len = usize::try_from(len).map_err(|_| self.truncated("a length"))?;
-                let start = self.base + self.pos;
-                Value::Bytes(self.take(len, "a length-delimited field")?, start)
-            }
-            5 => {
-                let b = self.take(4, "a fixed32")?;
-                Value::Fixed32(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            }
-            w => {
-                return Err(format!(
-                    "corrupt protobuf: unsupported wire type {w} (field {field}) at byte {at}"
-                ))
-            }
-        };
-        Ok(Some((field, value)))
-    }
-}
-
-fn expect_bytes<'a>(v: Value<'a>, what: &str) -> std::result::Result<(&'a [u8], usize), String> {
-    match v {
-        Value::Bytes(b, at) => Ok((b, at)),
-        _ => Err(format!("corrupt protobuf: {what} is not length-delimited")),
-    }
-}
-
-fn expect_string(v: Value<'_>, what: &str) -> std::result::Result<String, String> {
-    let (b, at) = expect_bytes(v, what)?;
-    String::from_utf8(b.to_vec())
-        .map_err(|_| format!("corrupt protobuf: {what} at byte {at} is not valid UTF-8"))
-}
-
-fn expect_varint(v: Value<'_>, what: &str) -> std::result::Result<u64, String> {
-    match v {
-        Value::Varint(x) => Ok(x),
-        _ => Err(format!("corrupt protobuf: {what} is not a varint")),
-    }
-}
-
-/// Reads an ONNX `ModelProto` and returns the nodes and initializers of its graph.
-fn parse_model(bytes: &[u8]) -> std::result::Result<Graph<'_>, String> {
-    let mut r = Reader::new(bytes, 0);
-    let mut graph: Option<Graph<'_>> = None;
-    while let Some((field, v)) = r.next_field()? {
-        if field == 7 {
-            let (b, at) = expect_bytes(v, "ModelProto.graph")?;
-            // Repeated occurrences of a message field merge; concatenate the repeated fields.
-            let g = graph.get_or_insert_with(Graph::default);
-            parse_graph(b, at, g)?;
-        }
-    }
-    graph.ok_or_else(|| "not an ONNX model: no graph (ModelProto field 7) found".to_string())
-}
-
-fn parse_graph<'a>(
-    bytes: &'a [u8],
-    base: usize,
-    g: &mut Graph<'a>,
-) -> std::result::Result<(), String> {
-    let mut r = Reader::new(bytes, base);
-    while let Some((field, v)) = r.next_field()? {
-        match field {
-            1 => {
-                let (b, at) = expect_bytes(v, "GraphProto.node")?;
-                g.nodes.push(parse_node(b, at)?);
-            }
-            5 => {
-                let (b, at) = expect_bytes(v, "GraphProto.initializer")?;
-                g.initializers.push(parse_tensor(b, at)?);
-            }
-            _ => {}
-        }
-    }
-    Ok(())
-}
-
-fn parse_node(bytes: &[u8], base: usize) -> std::result::Result<Node, String> {
-    let mut r = Reader::new(bytes, base);
-    let mut n = Node::default();
-    while let Some((field, v)) = r.next_field()? {
-        match field {
-            1 => n.inputs.push(expect_string(v, "NodeProto.input")?),
-            2 => n.outputs.push(expect_string(v, "NodeProto.output")?),
-            3 => n.name = expect_string(v, "NodeProto.name")?,
-            4 => n.op_type = expect_string(v, "NodeProto.op_type")?,
-            5 => {
-                let (b, at) = expect_bytes(v, "NodeProto.attribute")?;
-                if let Some(attr) = parse_float_attribute(b, at)? {
-                    n.float_attrs.push(attr);
-                }
-            }
-            _ => {}
-        }
-    }
-    Ok(n)
-}
-
-/// An `AttributeProto`'s `(name, f)` when it has a float value.
-fn parse_float_attribute(
-    bytes: &[u8],
-    base: usize,
-) -> std::result::Result<Option<(String, f32)>, String> {
-    let mut r = Reader::new(bytes, base);
-    let mut name = String::new();
-    let mut f = None;
-    while let Some((field, v)) = r.next_field()? {
-        match (field, v) {
-            (1, v) => name = expect_string(v, "AttributeProto.name")?,
-            (2, Value::Fixed32(bits)) => f = Some(f32::from_bits(bits)),
-            (2, _) => return Err("corrupt protobuf: AttributeProto.f is not a fixed32".into()),
-            _ => {}
-        }
-    }
-    Ok(f.map(|f| (name, f)))
-}
-
-fn parse_tensor(bytes: &[u8], base: usize) -> std::result::Result<Initializer<'_>, String> {
-    let mut r = Reader::new(bytes, base);
-    let mut t = Initializer::default();
-    while let Some((field, v)) = r.next_field()? {
-        match (field, v) {
-            // dims: repeated int64, packed or not.
-            (1, Value::Varint(d)) => t.dims.push(d as i64),
-            (1, Value::Bytes(b, at)) => {
-                let mut p = Reader::new(b, at);
-                while p.pos < b.len() {
-                    t.dims.push(p.varint()? as i64);
-                }
-            }
-            (2, v) => {
-                t.data_type = i32::try_from(expect_varint(v, "TensorProto.data_type")?)
-                    .map_err(|_| "corrupt protobuf: TensorProto.data_type out of range")?
-            }
-            // float_data: repeated float, packed or not.
-            (4, Value::Fixed32(bits)) => t.float_data.push(f32::from_bits(bits)),
-            (4, Value::Bytes(b, at)) => {
-                if b.len() % 4 != 0 {
-                    return Err(format!(
-                        "corrupt protobuf: packed float_data at byte {at} is not a multiple of 4 bytes"
-                    ));
-                }
-                t.float_data.extend(
-                    b.chunks_exact(4)
-                        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])),
-                );
-            }
-            (8, v) => t.name = expect_string(v, "TensorProto.name")?,
-            (9, v) => t.raw_data = Some(expect_bytes(v, "TensorProto.raw_data")?.0),
-            // double_data: repeated double, packed or not.
-            (10, Value::Fixed64(bits)) => t.double_data.push(f64::from_bits(bits)),
-            (10, Value::Bytes(b, at)) => {
-                if b.len() % 8 != 0 {
-                    return Err(format!(
-                        "corrupt protobuf: packed double_data at byte {at} is not a multiple of 8 bytes"
-                    ));
-                }
-                t.double_data.extend(
-                    b.chunks_exact(8).map(|c| {
-                        f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]])
-                    }),
-                );
-            }
-            (13, _) => t.external = true,
-            (14, v) => t.external |= expect_varint(v, "TensorProto.data_location")? == 1,
-            (1 | 4 | 10, _) => {
-                return Err(format!(
-                    "corrupt protobuf: TensorProto field {field} has the wrong wire type"
-                ))
-            }
-            _ => {}
-        }
-    }
-    Ok(t)
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
 
-    // A tiny protobuf encoder for building test models.
-    fn varint(mut v: u64, out: &mut Vec<u8>) {
-        loop {
-            let b = (v & 0x7f) as u8;
-            v >>= 7;
-            if v == 0 {
-                out.push(b);
-                return;
-            }
-            out.push(b | 0x80);
-        }
-    }
-    fn key(field: u64, wire: u64, out: &mut Vec<u8>) {
-        varint(field << 3 | wire, out);
-    }
-    fn bytes_field(field: u64, data: &[u8], out: &mut Vec<u8>) {
-        key(field, 2, out);
-        varint(data.len() as u64, out);
-        out.extend_from_slice(data);
-    }
-    fn varint_field(field: u64, v: u64, out: &mut Vec<u8>) {
-        key(field, 0, out);
-        varint(v, out);
-    }
-    fn tensor(name: &str, dims: &[i64], values: &[f32], packed_float_data: bool) -> Vec<u8> {
-        let mut t = Vec::new();
-        for d in dims {
-            varint_field(1, *d as u64, &mut t);
-        }
-        varint_field(2, 1, &mut t);
-        bytes_field(8, name.as_bytes(), &mut t);
-        let data: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
-        if packed_float_data {
-            bytes_field(4, &data, &mut t);
-        } else {
-            bytes_field(9, &data, &mut t);
-        }
-        t
-    }
-    fn node(op: &str, inputs: &[&str], outputs: &[&str], eps: Option<f32>) -> Vec<u8> {
-        let mut n = Vec::new();
-        for i in inputs {
-            bytes_field(1, i.as_bytes(), &mut n);
-        }
-        for o in outputs {
-            bytes_field(2, o.as_bytes(), &mut n);
-        }
-        bytes_field(3, format!("/{op}").as_bytes(), &mut n);
-        bytes_field(4, op.as_bytes(), &mut n);
-        if let Some(eps) = eps {
-            let mut a = Vec::new();
-            bytes_field(1, b"epsilon", &mut a);
-            key(2, 5, &mut a);
-            a.extend_from_slice(&eps.to_le_bytes());
-            varint_field(20, 1, &mut a);
-            bytes_field(5, &a, &mut n);
-        }
-        n
+    // The tiny BERT export (`tests/common/onnx.rs`, shared with the fuzz tests) is imported,
+    // truncated and broken in `tests/importers.rs`.
+
+    /// A length-delimited field: its key byte, the length and the body.
+    fn delimited(key: u8, body: &[u8]) -> Vec<u8> {
+        let mut out = vec![key];
+        prost::encode_length_delimiter(body.len(), &mut out).unwrap();
+        out.extend_from_slice(body);
+        out
     }
 
-    /// A one-layer BERT with hidden 4, intermediate 8, vocab 6, 5 positions, 2 token types,
-    /// exported the way PyTorch does it (prefixed names, anonymous transposed MatMul weights).
-    fn tiny_model() -> (Vec<u8>, BTreeMap<String, Vec<f32>>) {
-        let (h, i) = (4usize, 8usize);
-        let mut expected: BTreeMap<String, Vec<f32>> = BTreeMap::new();
-        let mut graph = Vec::new();
-        let mut counter = 0f32;
-        let mut vals = |n: usize| -> Vec<f32> {
-            (0..n)
-                .map(|_| {
-                    counter += 1.0;
-                    counter * 0.01
-                })
-                .collect()
+    /// Bytes written by hand with the field numbers of onnx.proto, independently of the `prost`
+    /// attributes in `onnx/proto.rs`: every field the importer reads lands where it belongs, in
+    /// both the packed and the unpacked encodings, and the fields it does not know are skipped.
+    #[test]
+    fn field_numbers_match_onnx_proto() {
+        let mut attr = delimited(0x0a, b"epsilon"); // name = 1
+        attr.push(0x15); // f = 2 (fixed32)
+        attr.extend(1e-12f32.to_le_bytes());
+        attr.extend([0xa0, 0x01, 0x01]); // type = 20 (FLOAT), not read
+        let mut node = delimited(0x0a, b"x"); // input = 1
+        node.extend(delimited(0x0a, b"w"));
+        node.extend(delimited(0x12, b"y")); // output = 2
+        node.extend(delimited(0x1a, b"/ln")); // name = 3, not read
+        node.extend(delimited(0x22, b"LayerNormalization")); // op_type = 4
+        node.extend(delimited(0x2a, &attr)); // attribute = 5
+        let mut tensor = vec![0x08, 0x02, 0x08, 0x03]; // dims = 1, unpacked
+        tensor.extend(delimited(0x0a, &[0x04])); // dims, packed
+        tensor.extend([0x10, 0x01]); // data_type = 2
+        tensor.extend(delimited(0x22, &1.5f32.to_le_bytes())); // float_data = 4, packed
+        tensor.push(0x25); // float_data, unpacked
+        tensor.extend(2.5f32.to_le_bytes());
+        tensor.extend(delimited(0x42, b"w")); // name = 8
+        tensor.extend(delimited(0x4a, &[1, 2, 3, 4])); // raw_data = 9
+        tensor.extend(delimited(0x52, &0.25f64.to_le_bytes())); // double_data = 10, packed
+        tensor.push(0x51); // double_data, unpacked
+        tensor.extend(0.5f64.to_le_bytes());
+        let entry = [delimited(0x0a, b"location"), delimited(0x12, b"w.bin")].concat();
+        tensor.extend(delimited(0x6a, &entry)); // external_data = 13
+        tensor.extend([0x70, 0x01]); // data_location = 14 (EXTERNAL)
+        let mut graph = delimited(0x0a, &node); // node = 1
+        graph.extend(delimited(0x12, b"main")); // name = 2, not read
+        graph.extend(delimited(0x2a, &tensor)); // initializer = 5
+        let mut model = vec![0x08, 0x08]; // ir_version = 1, not read
+        model.extend(delimited(0x3a, &graph)); // graph = 7
+
+        let g = parse_model(Bytes::from(model)).unwrap();
+        let [n] = &g.node[..] else {
+            panic!("expected one node, got {:?}", g.node)
         };
-        let prefix = "model.0.auto_model.";
-        for (name, shape) in [
-            ("embeddings.word_embeddings.weight", vec![6, h]),
-            ("embeddings.position_embeddings.weight", vec![5, h]),
-            ("embeddings.token_type_embeddings.weight", vec![2, h]),
-            ("embeddings.LayerNorm.weight", vec![h]),
-            ("embeddings.LayerNorm.bias", vec![h]),
-            ("encoder.layer.0.attention.output.LayerNorm.weight", vec![h]),
-            ("encoder.layer.0.attention.output.LayerNorm.bias", vec![h]),
-            ("encoder.layer.0.output.LayerNorm.weight", vec![h]),
-            ("encoder.layer.0.output.LayerNorm.bias", vec![h]),
-        ] {
-            let v = vals(shape.iter().product());
-            let dims: Vec<i64> = shape.iter().map(|d| *d as i64).collect();
-            bytes_field(
-                5,
-                &tensor(&format!("{prefix}{name}"), &dims, &v, false),
-                &mut graph,
-            );
-            expected.insert(name.to_string(), v);
-        }
-        // An unrelated int64-ish constant that must be ignored.
-        let mut other = Vec::new();
-        varint_field(1, 1, &mut other);
-        varint_field(2, 7, &mut other);
-        bytes_field(8, b"onnx::Slice_65", &mut other);
-        bytes_field(9, &[0u8; 8], &mut other);
-        bytes_field(5, &other, &mut graph);
-
-        let linears = [
-            ("attention.self.query", h, h),
-            ("attention.self.key", h, h),
-            ("attention.self.value", h, h),
-            ("attention.output.dense", h, h),
-            ("intermediate.dense", i, h),
-            ("output.dense", h, i),
-        ];
-        for (k, (stem, out_f, in_f)) in linears.iter().enumerate() {
-            let w_name = format!("onnx::MatMul_{}", 470 + k);
-            let b_name = format!("{prefix}encoder.layer.0.{stem}.bias");
-            // torch weight [out, in]; ONNX stores its transpose [in, out].
-            let w = vals(out_f * in_f);
-            let wt = transpose(&w, *out_f, *in_f);
-            let b = vals(*out_f);
-            bytes_field(
-                5,
-                &tensor(&w_name, &[*in_f as i64, *out_f as i64], &wt, k % 2 == 0),
-                &mut graph,
-            );
-            bytes_field(5, &tensor(&b_name, &[*out_f as i64], &b, false), &mut graph);
-            let mm_out = format!("/{stem}/MatMul_output_0");
-            bytes_field(
-                1,
-                &node("MatMul", &["x", &w_name], &[&mm_out], None),
-                &mut graph,
-            );
-            // Bias first, the way the PyTorch exporter writes it.
-            bytes_field(
-                1,
-                &node("Add", &[&b_name, &mm_out], &["y"], None),
-                &mut graph,
-            );
-            expected.insert(format!("encoder.layer.0.{stem}.weight"), w);
-            expected.insert(format!("encoder.layer.0.{stem}.bias"), b);
-        }
-        bytes_field(
-            1,
-            &node("LayerNormalization", &["a", "b", "c"], &["d"], Some(1e-12)),
-            &mut graph,
-        );
-        let mut model = Vec::new();
-        varint_field(1, 8, &mut model); // ir_version
-        bytes_field(7, &graph, &mut model);
-        (model, expected)
-    }
-
-    #[test]
-    fn tiny_model_round_trips() {
-        let (bytes, expected) = tiny_model();
-        let graph = parse_model(&bytes).unwrap();
-        assert_eq!(graph.initializers.len(), 9 + 1 + 12);
-        assert_eq!(graph.nodes.len(), 13);
-        assert_eq!(graph.nodes[0].op_type, "MatMul");
-        assert_eq!(graph.nodes[0].inputs, vec!["x", "onnx::MatMul_470"]);
-        let (tensors, eps) = convert_graph(&graph).unwrap();
-        assert_eq!(eps, 1e-12);
-        assert_eq!(
-            tensors.keys().collect::<Vec<_>>(),
-            expected.keys().collect::<Vec<_>>()
-        );
-        for (name, values) in &expected {
-            assert_eq!(&tensors[name].values(), values, "{name}");
-        }
-        assert_eq!(
-            tensors["encoder.layer.0.intermediate.dense.weight"].shape(),
-            &[8, 4]
-        );
-        let dims = check_bert_tensors(&tensors).unwrap();
-        assert_eq!(
-            dims,
-            BertDims {
-                vocab_size: 6,
-                hidden_size: 4,
-                num_hidden_layers: 1,
-                intermediate_size: 8,
-                max_position_embeddings: 5,
-                type_vocab_size: 2,
-            }
-        );
-    }
-
-    #[test]
-    fn import_writes_a_folder() {
-        let (bytes, expected) = tiny_model();
-        let dir = tempfile::tempdir().unwrap();
-        let onnx = dir.path().join("m.onnx");
-        std::fs::write(&onnx, &bytes).unwrap();
-        let out = dir.path().join("out");
-        import_bert_onnx(&onnx, &out, 2).unwrap();
-        let cfg: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(out.join("config.json")).unwrap()).unwrap();
-        assert_eq!(cfg["hidden_size"], 4);
-        assert_eq!(cfg["num_hidden_layers"], 1);
-        assert_eq!(cfg["intermediate_size"], 8);
-        assert_eq!(cfg["vocab_size"], 6);
-        assert_eq!(cfg["num_attention_heads"], 2);
-        assert_eq!(cfg["layer_norm_eps"], 1e-12);
-        let st = std::fs::read(out.join("model.safetensors")).unwrap();
-        let st = safetensors::SafeTensors::deserialize(&st).unwrap();
-        let w = st.tensor("encoder.layer.0.output.dense.weight").unwrap();
-        assert_eq!(w.shape(), &[4, 8]);
-        let got: Vec<f32> = w
-            .data()
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect();
-        assert_eq!(got, expected["encoder.layer.0.output.dense.weight"]);
-        // Heads must divide the hidden size.
-        assert!(matches!(
-            import_bert_onnx(&onnx, &out, 3),
-            Err(Error::InvalidArgument { .. })
-        ));
-    }
-
-    #[test]
-    fn truncated_bytes_are_errors_not_panics() {
-        let (bytes, _) = tiny_model();
-        let dir = tempfile::tempdir().unwrap();
-        for cut in (0..bytes.len()).step_by(7).chain([bytes.len() - 1]) {
-            // Every prefix either fails to parse or fails the BERT checks; none panics.
-            let r = parse_model(&bytes[..cut])
-                .and_then(|g| convert_graph(&g))
-                .and_then(|(t, _)| check_bert_tensors(&t));
-            assert!(r.is_err(), "cut at {cut} parsed");
-        }
-        let onnx = dir.path().join("cut.onnx");
-        std::fs::write(&onnx, &bytes[..bytes.len() / 2]).unwrap();
-        match import_bert_onnx(&onnx, &dir.path().join("o"), 2) {
-            Err(Error::Import { path, reason }) => {
-                assert_eq!(path, onnx);
-                assert!(reason.contains("truncated"), "{reason}");
-            }
-            other => panic!("expected an import error, got {other:?}"),
-        }
-        assert!(!dir.path().join("o").join("model.safetensors").exists());
+        assert_eq!(n.input, ["x", "w"]);
+        assert_eq!(n.output, ["y"]);
+        assert_eq!(n.op_type, "LayerNormalization");
+        assert_eq!(n.attribute.len(), 1);
+        assert_eq!(n.attribute[0].name, "epsilon");
+        assert_eq!(n.attribute[0].f, Some(1e-12));
+        let [t] = &g.initializer[..] else {
+            panic!("expected one initializer, got {:?}", g.initializer)
+        };
+        assert_eq!(t.dims, [2, 3, 4]);
+        assert_eq!(t.data_type, ONNX_FLOAT);
+        assert_eq!(t.float_data, [1.5, 2.5]);
+        assert_eq!(t.name, "w");
+        assert_eq!(t.raw_data.as_deref(), Some(&[1u8, 2, 3, 4][..]));
+        assert_eq!(t.double_data, [0.25, 0.5]);
+        assert_eq!(t.external_data.len(), 1);
+        assert_eq!(t.external_data[0].key, "location");
+        assert_eq!(t.external_data[0].value, "w.bin");
+        assert_eq!(t.data_location, 1);
+        assert!(t.to_f32().unwrap_err().contains("external data"));
     }
 
     #[test]
     fn corrupt_inputs_are_errors() {
         // Over-long varint, bad wire type, length past the end, no graph.
+        let parse = |b: &'static [u8]| parse_model(Bytes::from_static(b));
         assert!(
-            parse_model(&[0x08, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f])
-                .is_err()
+            parse(&[0x08, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f]).is_err()
         );
-        assert!(parse_model(&[0x0b]).is_err()); // field 1, wire type 3 (group)
-        assert!(parse_model(&[0x3a, 0x05, 0x00]).is_err());
-        assert!(parse_model(&[0x08, 0x08]).unwrap_err().contains("no graph"));
-        assert!(parse_model(&[]).is_err());
+        assert!(parse(&[0x0b]).is_err()); // field 1, wire type 3 (group)
+        assert!(parse(&[0x3a, 0x05, 0x00]).is_err());
+        assert!(parse(&[0x08, 0x08]).unwrap_err().contains("no graph"));
+        assert!(parse(&[]).is_err());
+        // A length prefix of 2^62 is refused before anything is allocated for it.
+        let err = parse(&[0x3a, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x40]).unwrap_err();
+        assert!(err.contains("truncated"), "{err}");
+        // A node name that is not UTF-8.
+        assert!(parse(&[0x3a, 0x05, 0x0a, 0x03, 0x0a, 0x01, 0xff]).is_err());
     }
 
     #[test]
-    fn unknown_data_type_and_missing_tensors_are_reported() {
-        let (mut bytes, _) = tiny_model();
-        let graph = parse_model(&bytes).unwrap();
-        let mut t = graph.initializers[0].clone();
-        t.data_type = 3; // INT8
+    fn unknown_data_type_is_reported() {
+        let t = TensorProto {
+            name: "w".into(),
+            dims: vec![2],
+            data_type: 3, // INT8
+            raw_data: Some(Bytes::from_static(&[1, 2])),
+            ..TensorProto::default()
+        };
         assert!(t.to_f32().unwrap_err().contains("data_type 3"));
-        // Drop the graph's last field (the LayerNormalization node) and one initializer name:
-        // rename the word embeddings so they no longer map.
-        let needle = b"model.0.auto_model.embeddings.word_embeddings.weight";
-        let pos = bytes
-            .windows(needle.len())
-            .position(|w| w == needle)
-            .unwrap();
-        bytes[pos + 19] = b'X'; // "...auto_model.Xmbeddings..."
-        let (tensors, _) = convert_graph(&parse_model(&bytes).unwrap()).unwrap();
-        let err = check_bert_tensors(&tensors).unwrap_err();
-        assert!(err.contains("embeddings.word_embeddings.weight"), "{err}");
     }
 
     #[test]
     fn huge_dims_are_errors_not_overflows() {
         // 2^62 elements: the byte count overflowed (a panic in debug builds) before it was checked.
         for data_type in [ONNX_FLOAT, ONNX_FLOAT16, ONNX_DOUBLE] {
-            let t = Initializer {
+            let t = TensorProto {
                 name: "w".into(),
                 dims: vec![1 << 62],
                 data_type,
-                raw_data: Some(&[]),
-                ..Initializer::default()
+                raw_data: Some(Bytes::new()),
+                ..TensorProto::default()
             };
             assert!(t.to_f32().unwrap_err().contains("holds 0 values"));
         }

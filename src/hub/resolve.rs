@@ -7,9 +7,9 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::catalog::Catalog;
-use crate::fetch::{CachedModel, Fetcher, Provenance};
-use crate::verify::{hugging_face_blob, Expected};
+use crate::hub::catalog::Catalog;
+use crate::hub::fetch::{CachedModel, Fetcher, Provenance};
+use crate::hub::verify::{hugging_face_blob, Expected};
 use crate::{Error, Result};
 
 /// The weights file whose sha256 an [`Expected`] of a model folder is about.
@@ -58,8 +58,8 @@ impl ResolvedModel {
     /// A local folder, taken as is (its weights are checked against its provenance file, or against
     /// the blob name when it is a Hugging Face cache snapshot).
     pub fn local(dir: &Path) -> Self {
-        let provenance = crate::fetch::Provenance::read(dir);
-        let home = crate::fetch::home_dir().ok();
+        let provenance = crate::hub::fetch::Provenance::read(dir);
+        let home = crate::hub::fetch::home_dir().ok();
         let expected_weights = match &provenance {
             Some(p) => Some(p.expected_weights(dir, home.as_deref())),
             None => hugging_face_blob(&dir.join(WEIGHTS), None),
@@ -155,7 +155,7 @@ pub(crate) fn resolve_by_name(
 
 /// A catalog model materialised in the cache folder `dir`.
 fn catalog_model(
-    m: &crate::catalog::CatalogModel,
+    m: &crate::hub::catalog::CatalogModel,
     dir: PathBuf,
     fetcher: &Fetcher,
     from: ResolvedFrom,

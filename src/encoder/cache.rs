@@ -19,8 +19,8 @@ use sha2::{Digest, Sha256};
 
 use crate::encoder::{Encoder, ModelIdentity};
 use crate::error::CandleContext;
+use crate::hub::verify::{remove_stale_temporaries, STALE_AFTER};
 use crate::io::{write_safetensors, SafetensorsFile};
-use crate::verify::{remove_stale_temporaries, STALE_AFTER};
 use crate::{Error, Result};
 
 const HASHES: &str = "text_sha256";
@@ -73,8 +73,9 @@ pub fn shard_digest(embeddings: &Tensor, text_sha256: &[String]) -> Result<Strin
         .dims2()
         .context(|| "digest of an embedding shard".into())?;
     if rows != text_sha256.len() {
-        return Err(Error::invalid(
+        return Err(Error::shape(
             "embedding shard",
+            &[rows, cols],
             format!("{rows} rows but {} text hashes", text_sha256.len()),
         ));
     }
@@ -160,7 +161,7 @@ fn read_key_file(dir: &Path) -> Option<ModelIdentity> {
 }
 
 impl EmbeddingCache {
-    /// The cache for vectors made by `identity`, under `home` (see [`crate::fetch::home_dir`]).
+    /// The cache for vectors made by `identity`, under `home` (see [`crate::hub::fetch::home_dir`]).
     pub fn new(home: &Path, identity: &ModelIdentity) -> Self {
         Self {
             dir: home.join("embeddings").join(key_of(identity)),
@@ -169,9 +170,9 @@ impl EmbeddingCache {
     }
 
     /// The cache for vectors made by `identity` under `$RELSTITCH_HOME` (see
-    /// [`crate::fetch::home_dir`]): where `relstitch fit` and the stitching pipelines keep theirs.
+    /// [`crate::hub::fetch::home_dir`]): where `relstitch fit` and the stitching pipelines keep theirs.
     pub fn for_identity(identity: &ModelIdentity) -> Result<Self> {
-        Ok(Self::new(&crate::fetch::home_dir()?, identity))
+        Ok(Self::new(&crate::hub::fetch::home_dir()?, identity))
     }
 
     /// The cache folder.
@@ -433,13 +434,13 @@ fn weights_of(home: &Path, model: &str) -> Result<Vec<String>> {
     if path.is_dir() {
         dirs.push(path.to_path_buf());
     }
-    if let Some(m) = crate::catalog::Catalog::builtin()?.get(model) {
+    if let Some(m) = crate::hub::catalog::Catalog::builtin()?.get(model) {
         shas.extend(m.weights_sha256.clone());
         dirs.push(home.join("models").join(&m.name));
     }
-    let verdicts = crate::verify::VerdictCache::new(home);
+    let verdicts = crate::hub::verify::VerdictCache::new(home);
     for dir in dirs {
-        if let Some(p) = crate::fetch::Provenance::read(&dir) {
+        if let Some(p) = crate::hub::fetch::Provenance::read(&dir) {
             shas.push(p.weights_sha256);
         }
         if let Some(w) = crate::encoder::weights_file(&dir) {

@@ -17,7 +17,7 @@
 //! ```
 //! # fn main() -> anyhow::Result<()> {
 //! use candle_core::{Device, Tensor};
-//! use relstitch::metrics::compare_spaces;
+//! use relstitch::space::similarity::compare_spaces;
 //! let a = Tensor::randn(0f32, 1., (50, 8), &Device::Cpu)?;
 //! let c = compare_spaces(&a, &a, 5)?;
 //! assert!((c.linear_cka - 1.0).abs() < 1e-9 && c.mrr == Some(1.0));
@@ -29,11 +29,11 @@ use std::fmt;
 use candle_core::{DType, Tensor};
 use serde::{Deserialize, Serialize};
 
-use crate::display::{cell, Table, TableRow};
 use crate::error::CandleContext;
-use crate::projection::{
-    as_f32_matrix, checked_sq_norms, f64_device, row_sq_norms, to_f64_rows, PreTransform,
-    Projection, RelativeProjector,
+use crate::report::display::{cell, Table, TableRow};
+use crate::space::projection::{PreTransform, Projection, RelativeProjector};
+use crate::space::tensor::{
+    as_f32_matrix, checked_sq_norms, f64_device, row_sq_norms, to_f64_rows,
 };
 use crate::{Error, Result};
 
@@ -98,13 +98,13 @@ impl SpaceComparison {
                 .chain(self.columns().into_iter().skip(1))
                 .map(|(k, v)| vec![k, v])
                 .collect();
-        crate::display::html_table(&headers, &rows)
+        crate::report::display::html_table(&headers, &rows)
     }
 
     /// Renders as an HTML table in Jupyter notebooks running the evcxr kernel.
     #[cfg(feature = "evcxr")]
     pub fn evcxr_display(&self) {
-        crate::display::emit_html(&self.to_html());
+        crate::report::display::emit_html(&self.to_html());
     }
 }
 
@@ -134,7 +134,7 @@ pub type ComparisonTable = Table<SpaceComparison>;
 /// ```
 /// # fn main() -> anyhow::Result<()> {
 /// use candle_core::{Device, Tensor};
-/// use relstitch::metrics::SimilarityMatrix;
+/// use relstitch::space::similarity::SimilarityMatrix;
 /// let x = Tensor::new(&[[1f32, 0.], [0., 1.], [1., 1.]], &Device::Cpu)?;
 /// let m = SimilarityMatrix::cosine(&x, &["a", "b", "c"])?.with_title("toy");
 /// assert!((m.values()[0][2] - 0.5f64.sqrt()).abs() < 1e-6 && m.values()[0][1].abs() < 1e-6);
@@ -290,7 +290,7 @@ impl SimilarityMatrix {
     /// The matrix as an SVG heatmap, coloured over `range` (values outside are clamped).
     #[cfg(feature = "plot")]
     pub fn to_svg_in(&self, range: (f64, f64)) -> Result<String> {
-        crate::plot::heatmap(
+        crate::report::plot::heatmap(
             &self.title,
             &self.values,
             &self.labels,
@@ -303,7 +303,7 @@ impl SimilarityMatrix {
     /// Several matrices' heatmaps in one row (e.g. the same samples under two encoders), coloured
     /// over one shared range so that equal colours mean equal similarities.
     #[cfg(feature = "plot")]
-    pub fn side_by_side(matrices: &[&Self]) -> Result<crate::display::Html> {
+    pub fn side_by_side(matrices: &[&Self]) -> Result<crate::report::display::Html> {
         let range = matrices
             .iter()
             .map(|m| m.off_diagonal_range())
@@ -314,14 +314,14 @@ impl SimilarityMatrix {
             .iter()
             .map(|m| m.to_svg_in(range))
             .collect::<Result<Vec<_>>>()?;
-        Ok(crate::display::Html::side_by_side(&svgs))
+        Ok(crate::report::display::Html::side_by_side(&svgs))
     }
 
     /// Renders as an SVG heatmap in Jupyter notebooks running the evcxr kernel.
     #[cfg(feature = "evcxr")]
     pub fn evcxr_display(&self) {
         match self.to_svg() {
-            Ok(svg) => crate::display::emit_html(&svg),
+            Ok(svg) => crate::report::display::emit_html(&svg),
             Err(e) => println!("cannot draw {:?}: {e}", self.title),
         }
     }
@@ -385,6 +385,10 @@ pub fn compare_spaces(a: &Tensor, b: &Tensor, k: usize) -> Result<SpaceCompariso
 ///
 /// # Shapes
 /// - `a`: `[n, d_a]`, `b`: `[n, d_b]`, `a_anchors`: `[m, d_a]`, `b_anchors`: `[m, d_b]`.
+///
+/// # Errors
+/// [`Error::InvalidArgument`] when the two anchor sets differ in size, plus the errors of
+/// [`RelativeProjector::fit`], [`RelativeProjector::project`] and [`compare_spaces`].
 pub fn compare_relative(
     a: &Tensor,
     b: &Tensor,
@@ -397,9 +401,14 @@ pub fn compare_relative(
     let ma = a_anchors.dims().first().copied().unwrap_or(0);
     let mb = b_anchors.dims().first().copied().unwrap_or(0);
     if ma != mb {
-        return Err(Error::invalid(
-            "parallel anchors",
-            format!("{ma} anchors for the first space and {mb} for the second"),
+        return Err(Error::shape(
+            "the second space's anchors",
+            b_anchors.dims(),
+            format!(
+                "{ma} anchors for the first space but {mb} for the second; relative \
+                 representations are only comparable over the same anchor samples, in the same \
+                 order, embedded in each space"
+            ),
         ));
     }
     let ra = RelativeProjector::fit(a_anchors, projection, pre)?.project(a)?;
@@ -676,8 +685,9 @@ fn check_k(k: usize, n: usize) -> Result<()> {
 fn same_width(a: &Tensor, b: &Tensor, what: &str) -> Result<()> {
     let (da, db) = (a.dim(1).ok(), b.dim(1).ok());
     if da != db {
-        return Err(Error::invalid(
-            "spaces",
+        return Err(Error::shape(
+            "the second space",
+            b.dims(),
             format!(
                 "{what} needs equal widths ({da:?} vs {db:?}); compare relative representations \
                  over shared anchors instead"

@@ -20,11 +20,11 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 
-use crate::anchors::{AnchorSet, AnchorStrategy};
-use crate::decoder::{Head, HeadConfig, TrainOptions, TrainReport};
 use crate::encoder::ModelIdentity;
-use crate::projection::{PreTransform, Projection};
-use crate::translation::LatentTranslator;
+use crate::space::anchors::{AnchorSet, AnchorStrategy};
+use crate::space::projection::{PreTransform, Projection};
+use crate::space::translation::LatentTranslator;
+use crate::task::decoder::{Head, HeadConfig, TrainOptions, TrainReport};
 use crate::{Error, Result};
 
 /// The `format` field of every checkpoint's config.json.
@@ -621,9 +621,9 @@ fn read_weights(path: &Path) -> Result<(HashMap<String, Tensor>, HashMap<String,
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::decoder::{train_head, HeadKind};
     use crate::encoder::Pooling;
     use crate::models::Precision;
+    use crate::task::decoder::{train_head, HeadKind};
 
     /// A small trained relative checkpoint: 6 anchors, 3 classes, no encoder needed.
     fn tiny() -> anyhow::Result<Checkpoint> {

@@ -1,0 +1,119 @@
+//! `relstitch stitch` (and the `stitch-two-checkpoints` binary, the same code): the encoder of one
+//! checkpoint with the decoder of another, zero-shot.
+
+use std::path::PathBuf;
+
+use clap::Args;
+use relstitch::data::{read_table, Fields};
+use relstitch::device::DeviceChoice;
+use relstitch::encoder::{EncoderOptions, Precision};
+use relstitch::space::translation::TranslationMethod;
+use relstitch::task::checkpoint::{Checkpoint, Space};
+use relstitch::task::stitch::{Pipeline, StitchOptions, StitchReport};
+
+/// The one-line summary.
+pub const ABOUT: &str = "Stitch two relstitch checkpoints: run the decoder (head) of B on the \
+encoder of A, without retraining";
+
+/// The long help.
+pub const LONG_ABOUT: &str = "\
+Stitch two relstitch checkpoints: run the decoder (head) of B on the encoder of A, without
+retraining.
+
+If B reads relative vectors, B's anchors are embedded with A's encoder and A's relative vectors
+go straight into B's head (zero-shot, the paper's method). If B reads absolute latents, a latent
+translation (--translation) is fitted on B's anchors embedded by both encoders.
+
+With --eval, prints accuracy, macro F1 and weighted F1 of A alone, B alone and the stitch on the
+same test set (--json: one object {\"encoder_checkpoint\", \"decoder_checkpoint\", \"stitched\"}).
+With --out, writes the stitched model as a checkpoint that `relstitch predict` runs.
+
+Example: relstitch stitch --encoder-from ckpt-mpnet --decoder-from ckpt-minilm --eval test.jsonl
+(`stitch-two-checkpoints` takes the same flags.)";
+
+/// Arguments of `relstitch stitch` and `stitch-two-checkpoints` (see [`LONG_ABOUT`]).
+#[derive(Args, Debug)]
+pub struct StitchArgs {
+    /// Checkpoint whose encoder is used (A).
+    #[arg(long)]
+    pub encoder_from: PathBuf,
+    /// Checkpoint whose decoder (head) is used (B).
+    #[arg(long)]
+    pub decoder_from: PathBuf,
+    /// Labelled test data (.jsonl with `text` and `label`, or .csv/.tsv) to evaluate on.
+    #[arg(long)]
+    pub eval: Option<PathBuf>,
+    /// Write the stitched checkpoint here.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Print the evaluation as JSON (with --eval).
+    #[arg(long, requires = "eval")]
+    pub json: bool,
+    /// Latent translation, when the decoder (B) reads absolute latents. [default: procrustes]
+    #[arg(long, value_enum)]
+    pub translation: Option<TranslationMethod>,
+    /// Where to run: auto, cpu, cuda[:N], metal[:N].
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+    /// CPU threads, at least 1 and at most a few times the number of cores (default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Arithmetic of the encoders' linear layers: f32, bf16 or int8 (CPU only). [default: what
+    /// each checkpoint recorded]
+    #[arg(long, value_enum)]
+    pub precision: Option<Precision>,
+}
+
+pub fn run(args: StitchArgs) -> anyhow::Result<()> {
+    if let Some(n) = args.threads {
+        relstitch::device::set_num_threads(n)?;
+    }
+    let options = StitchOptions {
+        encoder: EncoderOptions {
+            precision: args.precision,
+            ..EncoderOptions::default().with_device(args.device.parse::<DeviceChoice>()?)
+        },
+        translation: args.translation.unwrap_or(TranslationMethod::Procrustes),
+        cache: true,
+    };
+    if let Some(out) = &args.out {
+        // Refused before any embedding: an input, or a folder that may not be replaced.
+        relstitch::io::refuse_overwriting_inputs(out, &[&args.encoder_from, &args.decoder_from])?;
+        Checkpoint::check_destination(out)?;
+    }
+    let a = Checkpoint::load(&args.encoder_from)?;
+    let b = Checkpoint::load(&args.decoder_from)?;
+    if args.translation.is_some() && !matches!(b.config.space, Space::Absolute) {
+        anyhow::bail!(
+            "--translation only applies when the decoder checkpoint reads absolute latents; {} \
+             reads {} vectors, which are stitched zero-shot without a translation",
+            args.decoder_from.display(),
+            b.config.space.name()
+        );
+    }
+    let stitched = Pipeline::stitch(&a, &b, &options)?;
+    if let Some(out) = &args.out {
+        stitched.checkpoint().save(out)?;
+        eprintln!("stitched checkpoint written to {}", out.display());
+    }
+    if let Some(test) = &args.eval {
+        let test = read_table(test, &Fields::default())?;
+        let report = StitchReport::evaluate(&a, &b, &stitched, &test, &options)?;
+        if args.json {
+            println!("{}", serde_json::to_string(&report)?);
+        } else {
+            println!(
+                "encoder: {} ({})   decoder: {} ({}, {})",
+                a.config.encoder.name,
+                args.encoder_from.display(),
+                b.config.encoder.name,
+                args.decoder_from.display(),
+                b.config.space.name()
+            );
+            println!("{report}");
+        }
+    } else if args.out.is_none() {
+        eprintln!("nothing to do: pass --eval TEST.jsonl and/or --out DIR");
+    }
+    Ok(())
+}
