@@ -14,7 +14,9 @@ use std::time::Instant;
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{Device, Module, Tensor};
 use relstitch::models::kernels::activation::{self, Activation};
-use relstitch::models::kernels::{bf16::Bf16Linear, for_row_chunks, gemm, int8, norm, Linear};
+use relstitch::models::kernels::{
+    attention, bf16::Bf16Linear, for_row_chunks, gemm, int8, norm, Linear,
+};
 use relstitch::models::Precision;
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -22,17 +24,29 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-/// Nanoseconds this process's threads have spent on a CPU (from /proc/self/task/*/schedstat), so
+#[repr(C)]
+struct Timespec {
+    tv_sec: i64,
+    tv_nsec: i64,
+}
+
+extern "C" {
+    fn clock_gettime(clock: i32, tp: *mut Timespec) -> i32;
+}
+
+/// Nanoseconds of CPU time this process's threads have used (`CLOCK_PROCESS_CPUTIME_ID`), so
 /// that a kernel's cost can be read without the time other processes took the cores away.
 fn cpu_ns() -> u64 {
-    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
-        return 0;
+    const CLOCK_PROCESS_CPUTIME_ID: i32 = 2;
+    let mut t = Timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
     };
-    tasks
-        .filter_map(|t| t.ok())
-        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
-        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
-        .sum()
+    // SAFETY: clock_gettime writes one timespec (two i64 on x86-64 Linux) into `t`.
+    if unsafe { clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &mut t) } != 0 {
+        return 0;
+    }
+    t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
 }
 
 /// Median wall seconds and median CPU seconds of `runs` calls (after one warm-up call).
@@ -120,6 +134,39 @@ fn main() -> anyhow::Result<()> {
             g(cq_s),
             g(cf_s)
         );
+    }
+    // Attention of one text, all heads, one after the other (12 heads).
+    println!("attention, 12 heads of one text: GFLOP/s (4·len²·d per head) by wall / CPU time");
+    for d in [32usize, 64] {
+        for len in [12usize, 47, 128, 256, 384] {
+            let h = 12 * d;
+            let qkv = data(len * 3 * h, 9, 1.0);
+            let mut out = vec![0f32; len * d];
+            let mut scratch = Vec::new();
+            let reps = (2_000_000 / (len * len * d)).max(1);
+            let t = time(5, || {
+                for _ in 0..reps {
+                    for head in 0..12 {
+                        let base = head * d;
+                        let view = attention::Head {
+                            q: &qkv[base..],
+                            k: &qkv[base + h..],
+                            v: &qkv[base + 2 * h..],
+                            stride: 3 * h,
+                            len,
+                            d,
+                        };
+                        attention::attention_head(view, 0.125, &[], 0, &mut scratch, &mut out);
+                    }
+                }
+            });
+            let flop = (reps * 12 * 4 * len * len * d) as f64;
+            println!(
+                "  d {d:>3} len {len:>4}: {:>6.1} / {:>6.1}",
+                flop / t.0 / 1e9,
+                flop / t.1 / 1e9
+            );
+        }
     }
     // Element-wise kernels.
     let (rows, h, inter) = (4096usize, 384usize, 1536usize);

@@ -61,7 +61,7 @@ use candle_nn::VarBuilder;
 
 use super::kernels::activation::Activation;
 use super::kernels::tiles::OutPtr;
-use super::kernels::{self, norm, Linear};
+use super::kernels::{self, attention, norm, Linear};
 use super::Precision;
 
 /// Which architecture of the family: decides weight names, position ids, token types and the
@@ -511,72 +511,42 @@ impl PackedEncoder {
             bail!("attention: qkv and ctx disagree");
         }
         let out = OutPtr(ctx.as_mut_ptr());
-        let task = |(text, head): (usize, usize), scores: &mut Vec<f32>| {
+        let task = |(text, head): (usize, usize), scratch: &mut (Vec<f32>, Vec<f32>)| {
             let (start, len) = spans[text];
             if len == 0 {
                 return;
             }
-            scores.clear();
-            scores.resize(len * len, 0.0);
             let row = 3 * h;
-            // SAFETY: q (len × d) starts at row `start`, column `head · d` of qkv, row stride
-            // 3h; kᵀ (d × len) reads the key columns h + head · d.., column stride 3h; both stay
-            // inside qkv ([tokens, 3h], start + len ≤ tokens). `scores` is len × len.
-            unsafe {
-                gemm::gemm(
-                    len,
-                    len,
-                    d,
-                    scores.as_mut_ptr(),
-                    1,
-                    len as isize,
-                    false,
-                    qkv.as_ptr().add(start * row + head * d),
-                    1,
-                    row as isize,
-                    qkv.as_ptr().add(start * row + h + head * d),
-                    row as isize,
-                    1,
-                    0.0,
-                    scale,
-                    false,
-                    false,
-                    false,
-                    gemm::Parallelism::None,
-                );
-            }
+            let base = start * row + head * d;
+            let view = attention::Head {
+                q: &qkv[base..],
+                k: &qkv[base + h..],
+                v: &qkv[base + 2 * h..],
+                stride: row,
+                len,
+                d,
+            };
+            let (work, result) = scratch;
+            result.clear();
+            result.resize(len * d, 0.0);
             match &self.relative_bias {
                 Some(b) => {
                     let band = &b[head * span_len..(head + 1) * span_len];
-                    norm::softmax_rows(scores, len, band, offset);
+                    attention::attention_head(view, scale, band, offset, work, result);
                 }
-                None => norm::softmax_rows(scores, len, &[], 0),
+                None => attention::attention_head(view, scale, &[], 0, work, result),
             }
-            // SAFETY: p (len × len) is `scores`; v (len × d) is at row `start`, column
-            // 2h + head · d of qkv; the output is rows start..start+len, columns
-            // head · d..(head + 1) · d of ctx ([tokens, h]): no other task writes that block.
-            unsafe {
-                gemm::gemm(
-                    len,
-                    d,
-                    len,
-                    out.get().add(start * h + head * d),
-                    1,
-                    h as isize,
-                    false,
-                    scores.as_ptr(),
-                    1,
-                    len as isize,
-                    qkv.as_ptr().add(start * row + 2 * h + head * d),
-                    1,
-                    row as isize,
-                    0.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
-                    gemm::Parallelism::None,
-                );
+            for (i, r) in result.chunks_exact(d).enumerate() {
+                // SAFETY: row start + i < tokens and columns head · d..(head + 1) · d < h of ctx
+                // ([tokens, h], its length checked against qkv above); no other task writes
+                // this text's rows in this head's columns.
+                unsafe {
+                    std::ptr::copy_nonoverlapping(
+                        r.as_ptr(),
+                        out.get().add((start + i) * h + head * d),
+                        d,
+                    )
+                };
             }
         };
         let tasks = spans.len() * heads;
@@ -584,11 +554,13 @@ impl PackedEncoder {
             use rayon::prelude::*;
             (0..tasks)
                 .into_par_iter()
-                .for_each_init(Vec::new, |scores, t| task((t / heads, t % heads), scores));
+                .for_each_init(Default::default, |scratch, t| {
+                    task((t / heads, t % heads), scratch)
+                });
         } else {
-            let mut scores = Vec::new();
+            let mut scratch = Default::default();
             for t in 0..tasks {
-                task((t / heads, t % heads), &mut scores);
+                task((t / heads, t % heads), &mut scratch);
             }
         }
         Ok(())

@@ -182,7 +182,11 @@ pub fn run(args: BenchArgs, profile: Option<crate::profile::OpProfile>) -> anyho
     // The f32 vectors, the reference of every fidelity figure.
     let reference = first.embeddings.clone();
 
-    let mut peers: Vec<(PeerEngine, relstitch::encoder::bench::PeerResult, Option<Fidelity>)> = Vec::new();
+    let mut peers: Vec<(
+        PeerEngine,
+        relstitch::encoder::bench::PeerResult,
+        Option<Fidelity>,
+    )> = Vec::new();
     if !args.no_peer {
         // The built-in peer goes to a temporary file unless --peer-script names another.
         let tmp = tempfile::Builder::new()

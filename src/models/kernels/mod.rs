@@ -7,6 +7,7 @@
 //! across batches.
 
 pub mod activation;
+pub mod attention;
 pub mod bf16;
 pub mod gemm;
 pub mod int8;
