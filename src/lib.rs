@@ -100,7 +100,7 @@ pub use candle_core::Tensor;
 pub use data::{Builtin, Dataset};
 pub use device::DeviceChoice;
 pub use encoder::cache::EmbeddingCache;
-pub use encoder::{Encoder, EncoderOptions, ModelIdentity, Pooling};
+pub use encoder::{Encoder, EncoderOptions, ModelIdentity, Pooling, Precision};
 pub use error::{Error, Result};
 pub use hub::fetch::Fetcher;
 pub use migrate::{MigrationEval, MigrationMap, MigrationMethod, MigrationOptions};

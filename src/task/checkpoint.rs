@@ -444,6 +444,20 @@ fn semantic_record(config: &CheckpointConfig) -> Result<Vec<(&'static str, Strin
         v.map_err(|e| Error::invalid("checkpoint config", format!("cannot serialise {what}: {e}")))
     };
     let e = &config.encoder;
+    let mut encoder = serde_json::json!({
+        "weights_sha256": e.weights_sha256,
+        "architecture": e.architecture,
+        "pooling": to("pooling", serde_json::to_value(e.pooling))?,
+        "normalize": e.normalize,
+        "max_length": e.max_length,
+        "prefix": e.prefix,
+        "dim": e.dim,
+    });
+    // Recorded only when not f32, so that checkpoints saved before precisions existed (f32,
+    // no such key) still match their record.
+    if !e.precision.is_f32() {
+        encoder["precision"] = serde_json::json!(e.precision.as_str());
+    }
     Ok(vec![
         (
             "labels",
@@ -463,18 +477,7 @@ fn semantic_record(config: &CheckpointConfig) -> Result<Vec<(&'static str, Strin
                 serde_json::json!({"count": config.anchors.count, "sha256": config.anchors.sha256}),
             ),
         ),
-        (
-            "encoder",
-            json(serde_json::json!({
-                "weights_sha256": e.weights_sha256,
-                "architecture": e.architecture,
-                "pooling": to("pooling", serde_json::to_value(e.pooling))?,
-                "normalize": e.normalize,
-                "max_length": e.max_length,
-                "prefix": e.prefix,
-                "dim": e.dim,
-            })),
-        ),
+        ("encoder", json(encoder)),
     ])
 }
 
@@ -568,6 +571,7 @@ fn read_weights(path: &Path) -> Result<(HashMap<String, Tensor>, HashMap<String,
 mod tests {
     use super::*;
     use crate::encoder::Pooling;
+    use crate::models::Precision;
     use crate::task::decoder::{train_head, HeadKind};
 
     /// A small trained relative checkpoint: 6 anchors, 3 classes, no encoder needed.
@@ -593,6 +597,7 @@ mod tests {
             max_length: 128,
             prefix: None,
             dim: 8,
+            precision: Precision::Int8,
         };
         let config = CheckpointConfig {
             format: FORMAT.into(),
@@ -873,6 +878,20 @@ mod tests {
             edit(&|j| j["encoder"]["pooling"] = serde_json::json!("cls"))?,
             "encoder",
         )?;
+        // The checkpoint was fitted on int8 vectors: claiming f32 (or dropping the field, which
+        // reads as f32) is caught.
+        integrity(
+            edit(&|j| j["encoder"]["precision"] = serde_json::json!("f32"))?,
+            "encoder",
+        )?;
+        integrity(
+            edit(&|j| {
+                if let Some(e) = j["encoder"].as_object_mut() {
+                    e.remove("precision");
+                }
+            })?,
+            "encoder",
+        )?;
         // Harmless edits still load.
         assert!(edit(&|j| j["encoder"]["path"] = serde_json::json!("/elsewhere"))?.is_ok());
         // A changed weight, with the file otherwise intact.
@@ -907,6 +926,7 @@ mod tests {
         crate::io::write_safetensors(&st, &views, &meta)?;
         let loaded = Checkpoint::load(&dir)?;
         assert_eq!(loaded.config, ckpt.config);
+        assert_eq!(loaded.config.encoder.precision, Precision::Int8);
         let cfg = dir.join("config.json");
         let text = std::fs::read_to_string(&cfg)?
             .replace("\"a\"", "\"x\"")

@@ -11,6 +11,7 @@ mod fit;
 mod logging;
 mod migrate;
 mod predict;
+mod profile;
 mod relative;
 mod stitch;
 mod translate;
@@ -58,12 +59,19 @@ enum Command {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    logging::init(cli.verbose);
+    let profile = match &cli.command {
+        Command::Bench(a) if a.profile => Some(profile::OpProfile::default()),
+        _ => None,
+    };
+    match &profile {
+        Some(p) => profile::init_logging(cli.verbose, p.clone()),
+        None => logging::init(cli.verbose),
+    }
     match cli.command {
         Command::Fetch(a) => fetch::run(a),
         Command::Embed(a) => embed::run(a),
         Command::Merge(a) => embed::run_merge(a),
-        Command::Bench(a) => bench::run(a),
+        Command::Bench(a) => bench::run(a, profile),
         Command::Fit(a) => fit::run(a),
         Command::Predict(a) => predict::run_predict(a),
         Command::Eval(a) => predict::run_eval(a),
