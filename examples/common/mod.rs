@@ -198,7 +198,7 @@ pub fn write_figure(name: &str, svg: &str) -> anyhow::Result<String> {
 }
 
 /// The order of the sections in `docs/RESULTS.md`.
-const SECTIONS: [&str; 5] = [
+const SECTIONS: [&str; 6] = [
     "stitch_text",
     "stitch_robust",
     "stitch_images",
