@@ -32,6 +32,10 @@ How
     python scripts/bench/peer_throughput.py --engine onnxruntime \\
         --model-dir ~/.cache/relstitch/models/all-MiniLM-L6-v2 --texts texts.jsonl \\
         --batch-sizes 16,32,64,128 --threads 2 --repeats 3 [--warmup 1] [--save out.safetensors]
+
+    With --serve, the script loads the model and then times single runs on request, one line of
+    JSON per answer (see serve()): `relstitch bench` uses this to interleave its own runs with
+    the peers', so that a change in the machine's load affects every side alike.
 """
 
 from __future__ import annotations
@@ -62,6 +66,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--save", default=None, help="write the best run's embeddings here")
     ap.add_argument("--onnx-cache", default=str(Path.home() / ".cache" / "relstitch" / "bench-onnx"))
     ap.add_argument("--per-channel", action="store_true", help="int8: per-channel weight scales")
+    ap.add_argument("--serve", action="store_true",
+                    help="load, then time runs on request (see serve()) instead of timing them all")
     args = ap.parse_args(argv)
 
     # Thread pools read these at import time, so set them before importing torch.
@@ -131,6 +137,9 @@ def main(argv: list[str] | None = None) -> int:
                 out[idx] = pooled
             return out
 
+    if args.serve:
+        return serve(encode, impl, versions, len(texts), args.threads, torch, np)
+
     runs = []
     best_out = None
     with torch.inference_mode():
@@ -160,6 +169,36 @@ def main(argv: list[str] | None = None) -> int:
         "runs": runs,
         "best": {k: best[k] for k in ("batch_size", "median_s", "texts_per_s")},
     }))
+    return 0
+
+
+def serve(encode, impl, versions, n, threads, torch, np) -> int:
+    """Line protocol on stdin/stdout, so that the caller can interleave this peer's runs with its
+    own (the same machine load for every side):
+
+        -> {"ready": true, "impl": ..., "versions": {...}, "texts": n, "threads": T}
+        <- run B            -> {"seconds": s}        one timed encode at batch size B
+        <- save B PATH      -> {"saved": PATH}       encode at batch size B, write the embeddings
+        <- (end of input)   exit
+    """
+    print(json.dumps({"ready": True, "impl": impl, "versions": versions, "texts": n,
+                      "threads": threads}), flush=True)
+    with torch.inference_mode():
+        for line in sys.stdin:
+            parts = line.split()
+            if not parts:
+                continue
+            if parts[0] == "run":
+                t0 = time.perf_counter()
+                encode(int(parts[1]))
+                print(json.dumps({"seconds": time.perf_counter() - t0}), flush=True)
+            elif parts[0] == "save":
+                from safetensors.numpy import save_file
+                emb = encode(int(parts[1]))
+                save_file({"embeddings": np.ascontiguousarray(emb, dtype=np.float32)}, parts[2])
+                print(json.dumps({"saved": parts[2]}), flush=True)
+            else:
+                print(json.dumps({"error": f"unknown command {parts[0]!r}"}), flush=True)
     return 0
 
 

@@ -1,18 +1,20 @@
 //! Throughput benchmark: relstitch against its peers (sentence-transformers on PyTorch, ONNX
 //! Runtime in fp32 and dynamic int8) in the same run, plus the fidelity of reduced precisions.
 //!
-//! The peers run as child processes (`scripts/bench/peer_throughput.py`) so that no two share a
-//! thread pool; each peer is timed at every batch size it is given and reports its best. Every
-//! side reports the *median* of its timed runs (after a warm-up): on a shared machine the median
-//! is steadier than the best or the mean.
+//! The peers run as child processes (`scripts/bench/peer_throughput.py --serve`) so that no two
+//! share a thread pool; each is tried at every batch size it is given and keeps its best. Then
+//! all sides run in interleaved rounds ([`compare`]) and each reports the *median* of its runs: on
+//! a shared machine, whose load changes from minute to minute, interleaving puts every side under
+//! the same load, and the median is steadier than the best or the mean.
 //!
 //! Besides texts/s, the report gives tokens/s and the effective GFLOP/s (the model's linear layers
 //! and attention, counted by [`crate::models::packed::Config::flops`], divided by the wall time),
 //! and that rate as a share of this machine's f32 matrix-product peak measured in the same run
 //! ([`matmul_peak`]).
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::Path;
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::Instant;
 
 use candle_core::Tensor;
@@ -239,134 +241,345 @@ impl PeerEngine {
     }
 }
 
-/// How to run one peer.
+/// How to start the peers.
 #[derive(Debug, Clone)]
-pub struct PeerRun<'a> {
-    /// Python interpreter with the peer's packages.
+pub struct PeerSetup<'a> {
+    /// Python interpreter with the peers' packages.
     pub python: &'a str,
-    /// The peer script.
+    /// The peer script (`scripts/bench/peer_throughput.py`).
     pub script: &'a Path,
-    /// The engine.
-    pub engine: PeerEngine,
     /// The sentence-transformers model folder.
     pub model_dir: &'a Path,
     /// The texts (.jsonl).
     pub texts_file: &'a Path,
     /// The JSON field holding each text.
     pub field: &'a str,
-    /// Batch sizes to try.
-    pub batch_sizes: &'a [usize],
     /// Threads.
     pub threads: usize,
-    /// Timed runs per batch size.
-    pub repeats: usize,
-    /// Where the peer writes the embeddings of its best batch size.
-    pub save: Option<PathBuf>,
 }
 
-/// What a peer reported.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub struct PeerResult {
-    /// Its best batch size, as a [`Throughput`].
-    pub best: Throughput,
-    /// Every batch size tried: (batch size, median seconds).
-    pub by_batch_size: Vec<(usize, f64)>,
+/// A peer engine loaded in its own process, timing one run at a time on request (the script's
+/// `--serve` mode), so that its runs can be interleaved with everyone else's.
+pub struct PeerProcess {
+    engine: PeerEngine,
+    child: Child,
+    stdin: Option<ChildStdin>,
+    stdout: BufReader<ChildStdout>,
+    /// What the peer says it is (library and version).
+    pub implementation: String,
     /// Library versions the peer reported.
     pub versions: serde_json::Value,
 }
 
-#[derive(serde::Deserialize)]
-struct PeerLine {
-    #[serde(rename = "impl")]
-    implementation: String,
-    #[serde(default)]
-    versions: serde_json::Value,
-    runs: Vec<PeerBatchRun>,
-}
-
-#[derive(serde::Deserialize)]
-struct PeerBatchRun {
-    batch_size: usize,
-    seconds: Vec<f64>,
-}
-
-/// Runs one peer and parses its JSON line; `workload` is the texts' tokens and FLOPs (counted
-/// with relstitch's tokenizer, which is the model's own).
-pub fn run_peer(peer: &PeerRun<'_>, workload: &Workload) -> Result<PeerResult> {
-    let sizes: Vec<String> = peer.batch_sizes.iter().map(usize::to_string).collect();
-    let mut cmd = Command::new(peer.python);
-    cmd.arg(peer.script)
-        .args(["--engine", peer.engine.as_str()])
-        .arg("--model-dir")
-        .arg(peer.model_dir)
-        .arg("--texts")
-        .arg(peer.texts_file)
-        .args(["--field", peer.field])
-        .args(["--batch-sizes", &sizes.join(",")])
-        .args(["--threads", &peer.threads.to_string()])
-        .args(["--repeats", &peer.repeats.to_string()]);
-    if let Some(save) = &peer.save {
-        cmd.arg("--save").arg(save);
+impl PeerProcess {
+    /// Starts `engine` and waits until it has loaded the model (and, for ONNX Runtime, exported
+    /// and quantised it).
+    pub fn spawn(engine: PeerEngine, setup: &PeerSetup<'_>) -> Result<Self> {
+        let what = format!("{} peer", engine.as_str());
+        let mut child = Command::new(setup.python)
+            .arg(setup.script)
+            .args(["--engine", engine.as_str(), "--serve"])
+            .arg("--model-dir")
+            .arg(setup.model_dir)
+            .arg("--texts")
+            .arg(setup.texts_file)
+            .args(["--field", setup.field])
+            .args(["--threads", &setup.threads.to_string()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| Error::Fetch {
+                what: what.clone(),
+                reason: format!(
+                    "cannot run `{} {}` ({e}); pass --python with an interpreter that has \
+                     sentence-transformers, torch, onnxruntime and onnx",
+                    setup.python,
+                    setup.script.display()
+                ),
+            })?;
+        let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
+            return Err(Error::Fetch {
+                what,
+                reason: "its standard input and output could not be opened".into(),
+            });
+        };
+        let mut peer = Self {
+            engine,
+            child,
+            stdin: Some(stdin),
+            stdout: BufReader::new(stdout),
+            implementation: String::new(),
+            versions: serde_json::Value::Null,
+        };
+        let ready = peer.answer()?;
+        peer.implementation = ready
+            .get("impl")
+            .and_then(|v| v.as_str())
+            .unwrap_or(engine.as_str())
+            .to_string();
+        peer.versions = ready
+            .get("versions")
+            .cloned()
+            .unwrap_or(serde_json::Value::Null);
+        Ok(peer)
     }
-    let what = format!("{} peer", peer.engine.as_str());
-    let out = cmd.output().map_err(|e| Error::Fetch {
-        what: what.clone(),
-        reason: format!(
-            "cannot run `{} {}` ({e}); pass --python with an interpreter that has \
-             sentence-transformers, torch and onnxruntime",
-            peer.python,
-            peer.script.display()
-        ),
-    })?;
-    if !out.status.success() {
-        return Err(Error::Fetch {
-            what,
-            reason: format!(
-                "`{} {}` failed ({}): {}",
-                peer.python,
-                peer.script.display(),
-                out.status,
-                String::from_utf8_lossy(&out.stderr)
+
+    /// The engine.
+    pub fn engine(&self) -> PeerEngine {
+        self.engine
+    }
+
+    /// One timed run over all the texts at `batch_size`, in seconds.
+    pub fn run(&mut self, batch_size: usize) -> Result<f64> {
+        self.send(&format!("run {batch_size}"))?;
+        let v = self.answer()?;
+        v.get("seconds")
+            .and_then(|s| s.as_f64())
+            .ok_or_else(|| self.error(format!("answered {v} to a run")))
+    }
+
+    /// Embeds the texts at `batch_size` and writes them to `path` (safetensors, `embeddings`).
+    pub fn save(&mut self, batch_size: usize, path: &Path) -> Result<()> {
+        self.send(&format!("save {batch_size} {}", path.display()))?;
+        let v = self.answer()?;
+        match v.get("saved") {
+            Some(_) => Ok(()),
+            None => Err(self.error(format!("answered {v} to a save"))),
+        }
+    }
+
+    fn error(&self, reason: String) -> Error {
+        Error::Fetch {
+            what: format!("{} peer", self.engine.as_str()),
+            reason,
+        }
+    }
+
+    fn send(&mut self, line: &str) -> Result<()> {
+        let sent = match self.stdin.as_mut() {
+            Some(stdin) => writeln!(stdin, "{line}").and_then(|_| stdin.flush()),
+            None => Err(std::io::Error::other("closed")),
+        };
+        sent.map_err(|e| self.error(format!("cannot send `{line}` ({e})")))
+    }
+
+    /// The next JSON line the peer prints (other lines are skipped); its stderr's last line when
+    /// it exits instead.
+    fn answer(&mut self) -> Result<serde_json::Value> {
+        let mut line = String::new();
+        loop {
+            line.clear();
+            let n = self
+                .stdout
+                .read_line(&mut line)
+                .map_err(|e| self.error(format!("cannot read its answer ({e})")))?;
+            if n == 0 {
+                let mut err = String::new();
+                if let Some(stderr) = self.child.stderr.as_mut() {
+                    let _ = stderr.read_to_string(&mut err);
+                }
+                let last = err
                     .lines()
-                    .last()
-                    .unwrap_or("")
+                    .rev()
+                    .find(|l| !l.trim().is_empty())
+                    .unwrap_or("");
+                return Err(self.error(format!("it exited: {last}")));
+            }
+            if line.trim_start().starts_with('{') {
+                return serde_json::from_str(line.trim())
+                    .map_err(|e| self.error(format!("its answer is not JSON ({e}): {line}")));
+            }
+        }
+    }
+}
+
+impl Drop for PeerProcess {
+    fn drop(&mut self) {
+        // Closing its input ends the peer's loop.
+        self.stdin.take();
+        let _ = self.child.wait();
+    }
+}
+
+/// One side of the comparison: relstitch at one precision, or a peer.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Side {
+    /// Its throughput (medians over the rounds).
+    pub throughput: Throughput,
+    /// Mean and worst cosine of its vectors to relstitch's f32 vectors (`None` for those).
+    pub fidelity: Option<Fidelity>,
+    /// Peers: the median seconds of the batch sizes tried while choosing the best.
+    pub by_batch_size: Vec<(usize, f64)>,
+    /// Peers: the library versions reported.
+    pub versions: serde_json::Value,
+}
+
+/// Everything `relstitch bench` measured.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct BenchReport {
+    /// The model's name.
+    pub model: String,
+    /// What one pass over the texts asks of the model.
+    pub workload: Workload,
+    /// Threads every side used.
+    pub threads: usize,
+    /// Interleaved timed rounds (each side runs once per round).
+    pub rounds: usize,
+    /// The f32 matrix-product rate of this machine ([`matmul_peak`]), GFLOP/s.
+    pub matmul_peak_gflop_per_s: f64,
+    /// relstitch's sides (its f32 first), then the peers'.
+    pub sides: Vec<Side>,
+}
+
+impl BenchReport {
+    /// texts/s of sentence-transformers, when it ran.
+    pub fn sentence_transformers(&self) -> Option<f64> {
+        self.sides
+            .iter()
+            .find(|s| {
+                s.throughput
+                    .implementation
+                    .starts_with("sentence-transformers")
+            })
+            .map(|s| s.throughput.texts_per_s)
+    }
+}
+
+/// How [`compare`] runs.
+#[derive(Debug, Clone)]
+pub struct CompareOptions<'a> {
+    /// The peers and how to start them (none: relstitch only).
+    pub peers: Vec<PeerEngine>,
+    /// How to start the peers.
+    pub setup: Option<PeerSetup<'a>>,
+    /// Batch sizes each peer is tried at; the fastest is kept.
+    pub peer_batch_sizes: Vec<usize>,
+    /// Interleaved timed rounds.
+    pub rounds: usize,
+    /// relstitch's batch size (as reported).
+    pub batch_size: usize,
+    /// Threads (as reported; set the pool before).
+    pub threads: usize,
+}
+
+/// Times relstitch's `encoders` (the first must be f32: the reference of fidelity) and the peers
+/// on `texts`, interleaved.
+///
+/// 1. The machine's f32 matrix-product peak ([`matmul_peak`]).
+/// 2. One warm-up run of each encoder (its vectors kept for fidelity).
+/// 3. Each peer is started, warmed up, and timed twice at every batch size of
+///    `peer_batch_sizes`, alternating between them; the one with the lowest time is kept, and the
+///    peer's vectors at that batch size are saved for fidelity.
+/// 4. `rounds` rounds in which every side runs once, in an order rotated from round to round, so
+///    that a change in the machine's load reaches every side alike. Each side reports the median.
+pub fn compare(
+    encoders: &[&Encoder],
+    texts: &[String],
+    options: &CompareOptions<'_>,
+) -> Result<BenchReport> {
+    let Some(first) = encoders.first() else {
+        return Err(Error::invalid("encoders", "nothing to benchmark"));
+    };
+    let work = workload(first, texts)?;
+    let peak = matmul_peak(5)?;
+    let mut outputs = Vec::with_capacity(encoders.len());
+    for e in encoders {
+        outputs.push(e.embed(texts)?);
+    }
+    let reference = outputs[0].clone();
+    let tmp = tempfile::Builder::new()
+        .prefix("relstitch-bench-")
+        .tempdir()
+        .map_err(|e| Error::io(std::env::temp_dir(), e))?;
+    let mut peers = Vec::new();
+    let mut peer_info = Vec::new();
+    if let Some(setup) = &options.setup {
+        for &engine in &options.peers {
+            let mut p = PeerProcess::spawn(engine, setup)?;
+            let sizes = &options.peer_batch_sizes;
+            let first_size = sizes.first().copied().unwrap_or(32);
+            p.run(first_size)?;
+            let mut tried: Vec<(usize, Vec<f64>)> = sizes.iter().map(|&b| (b, vec![])).collect();
+            for _ in 0..2 {
+                for (b, times) in tried.iter_mut() {
+                    times.push(p.run(*b)?);
+                }
+            }
+            let by_batch: Vec<(usize, f64)> = tried.iter().map(|(b, t)| (*b, median(t))).collect();
+            let best = by_batch
+                .iter()
+                .min_by(|a, b| a.1.total_cmp(&b.1))
+                .map_or(first_size, |x| x.0);
+            let save = tmp.path().join(format!("{}.safetensors", engine.as_str()));
+            p.save(best, &save)?;
+            let theirs = crate::io::SafetensorsFile::read(&save, &candle_core::Device::Cpu)?
+                .matrix("embeddings")?;
+            peer_info.push((best, by_batch, fidelity(&reference, &theirs)?));
+            peers.push(p);
+        }
+    }
+    // Timed rounds: relstitch's sides first, then the peers', rotated each round.
+    let sides = encoders.len() + peers.len();
+    let mut seconds: Vec<Vec<f64>> = vec![Vec::new(); sides];
+    for round in 0..options.rounds.max(1) {
+        for step in 0..sides {
+            let side = (step + round) % sides;
+            if side < encoders.len() {
+                let start = Instant::now();
+                encoders[side].embed(texts)?;
+                seconds[side].push(start.elapsed().as_secs_f64());
+            } else {
+                let i = side - encoders.len();
+                let batch = peer_info[i].0;
+                seconds[side].push(peers[i].run(batch)?);
+            }
+        }
+    }
+    let version = env!("CARGO_PKG_VERSION");
+    let mut out = Vec::with_capacity(sides);
+    for (i, e) in encoders.iter().enumerate() {
+        let precision = e.identity().precision;
+        out.push(Side {
+            throughput: Throughput::new(
+                format!("relstitch {version} ({})", e.backend_name()),
+                precision.as_str(),
+                &work,
+                options.batch_size,
+                options.threads,
+                seconds[i].clone(),
             ),
+            fidelity: if i == 0 {
+                None
+            } else {
+                Some(fidelity(&reference, &outputs[i])?)
+            },
+            by_batch_size: Vec::new(),
+            versions: serde_json::Value::Null,
         });
     }
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let line = stdout
-        .lines()
-        .rev()
-        .find(|l| l.trim_start().starts_with('{'))
-        .unwrap_or("");
-    let parsed: PeerLine = serde_json::from_str(line).map_err(|e| Error::Fetch {
-        what: what.clone(),
-        reason: format!("its output is not the expected JSON line ({e}): {line}"),
-    })?;
-    let by_batch_size: Vec<(usize, f64)> = parsed
-        .runs
-        .iter()
-        .map(|r| (r.batch_size, median(&r.seconds)))
-        .collect();
-    let best = parsed
-        .runs
-        .iter()
-        .min_by(|a, b| median(&a.seconds).total_cmp(&median(&b.seconds)))
-        .ok_or_else(|| Error::Fetch {
-            what: what.clone(),
-            reason: "it reported no runs".into(),
-        })?;
-    Ok(PeerResult {
-        best: Throughput::new(
-            parsed.implementation,
-            peer.engine.precision(),
-            workload,
-            best.batch_size,
-            peer.threads,
-            best.seconds.clone(),
-        ),
-        by_batch_size,
-        versions: parsed.versions,
+    for (i, (p, (best, by_batch, fid))) in peers.iter().zip(peer_info).enumerate() {
+        out.push(Side {
+            throughput: Throughput::new(
+                p.implementation.clone(),
+                p.engine().precision(),
+                &work,
+                best,
+                options.threads,
+                seconds[encoders.len() + i].clone(),
+            ),
+            fidelity: Some(fid),
+            by_batch_size: by_batch,
+            versions: p.versions.clone(),
+        });
+    }
+    Ok(BenchReport {
+        model: first.identity().name.clone(),
+        workload: work,
+        threads: options.threads,
+        rounds: options.rounds.max(1),
+        matmul_peak_gflop_per_s: peak,
+        sides: out,
     })
 }
 

@@ -4,8 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
 use relstitch::encoder::bench::{
-    fidelity, matmul_peak, run_peer, time_encoder, workload, Fidelity, PeerEngine, PeerRun,
-    Throughput,
+    compare, median, time_encoder, BenchReport, CompareOptions, PeerEngine, PeerSetup,
 };
 use relstitch::encoder::{CpuBackend, CpuParallelism, Encoder, Precision};
 
@@ -16,11 +15,11 @@ const PEER_SCRIPT: &str = include_str!("../../../scripts/bench/peer_throughput.p
 
 /// Throughput of relstitch against sentence-transformers (PyTorch) and ONNX Runtime, in one run.
 ///
-/// relstitch embeds the texts at each --precision (f32 always, as the reference of fidelity) with
-/// its defaults (or --batch-size); then each peer embeds them at every batch size of
-/// --peer-batch-sizes and keeps its best; then relstitch runs again, so that a change in the
-/// machine's load during the run affects both sides. Every figure is the median of the timed runs
-/// after a warm-up. Reported: texts/s, tokens/s, effective GFLOP/s (linear layers and attention,
+/// relstitch runs at each --precision (f32 always, as the reference of fidelity) with its
+/// defaults (or --batch-size). Each peer is loaded in its own process and tried at every batch size
+/// of --peer-batch-sizes; it keeps its fastest. Then every side runs once per round for --repeats
+/// rounds, interleaved, so that a change in the machine's load affects all sides alike; each figure
+/// is the median of a side's rounds. Reported: texts/s, tokens/s, effective GFLOP/s (linear layers and attention,
 /// no padding) and its share of this machine's f32 matrix-product peak (measured first), each
 /// side's ratio to sentence-transformers, and the mean / min cosine of each side's vectors to
 /// relstitch's f32 ones.
@@ -39,7 +38,8 @@ pub struct BenchArgs {
     /// The JSON field holding the text.
     #[arg(long, default_value = "text")]
     pub field: String,
-    /// Timed runs per side and block (the median is kept, after one warm-up).
+    /// Timed rounds: every side runs once per round, interleaved (the median is kept, after a
+    /// warm-up).
     #[arg(long, default_value_t = 3)]
     pub repeats: usize,
     /// Python interpreter for the peers.
@@ -101,13 +101,6 @@ pub enum ParallelismArg {
     Batches,
 }
 
-struct Ours {
-    precision: Precision,
-    encoder: Encoder,
-    seconds: Vec<f64>,
-    embeddings: relstitch::Tensor,
-}
-
 pub fn run(args: BenchArgs, profile: Option<crate::profile::OpProfile>) -> anyhow::Result<()> {
     let threads = args.run.threads.unwrap_or_else(|| {
         std::thread::available_parallelism()
@@ -137,23 +130,27 @@ pub fn run(args: BenchArgs, profile: Option<crate::profile::OpProfile>) -> anyho
         .apply(run.options(false)?)
         .with_cpu_backend(backend);
     let texts = relstitch::io::read_texts(&args.texts, &args.field)?;
+    let encoders = precisions
+        .iter()
+        .map(|&p| Encoder::load(&args.model, &base.clone().with_precision(p)))
+        .collect::<relstitch::Result<Vec<_>>>()?;
 
     if let Some(profile) = profile {
-        for &precision in &precisions {
-            let encoder = Encoder::load(&args.model, &base.clone().with_precision(precision))?;
+        for encoder in &encoders {
             encoder.embed(&texts)?;
             profile.reset();
-            let (seconds, _) = time_encoder(&encoder, &texts, args.repeats, false)?;
+            let (seconds, _) = time_encoder(encoder, &texts, args.repeats, false)?;
             println!(
-                "model {}  {precision} ({})  texts {}  batch {}  threads {}  (profiled: {} runs, \
+                "model {}  {} ({})  texts {}  batch {}  threads {}  (profiled: {} runs, \
                  median {:.3} s)",
                 encoder.identity().name,
+                encoder.identity().precision,
                 encoder.backend_name(),
                 texts.len(),
                 run.batch_size(),
                 threads,
                 seconds.len(),
-                relstitch::encoder::bench::median(&seconds)
+                median(&seconds)
             );
             crate::profile::print(&profile.report());
             println!();
@@ -161,129 +158,66 @@ pub fn run(args: BenchArgs, profile: Option<crate::profile::OpProfile>) -> anyho
         return Ok(());
     }
 
-    let peak = matmul_peak(5)?;
-    let mut ours: Vec<Ours> = Vec::new();
-    for &precision in &precisions {
-        let encoder = Encoder::load(&args.model, &base.clone().with_precision(precision))?;
-        let (seconds, embeddings) = time_encoder(&encoder, &texts, args.repeats, true)?;
-        ours.push(Ours {
-            precision,
-            encoder,
-            seconds,
-            embeddings,
-        });
-    }
-    let Some(first) = ours.first() else {
-        anyhow::bail!("no precision to run");
+    // The built-in peer goes to a temporary file unless --peer-script names another.
+    let tmp = tempfile::Builder::new()
+        .prefix("relstitch-peer-")
+        .tempdir()?;
+    let builtin = tmp.path().join("peer_throughput.py");
+    std::fs::write(&builtin, PEER_SCRIPT)?;
+    let script = args.peer_script.clone().unwrap_or(builtin);
+    let model_dir = encoders
+        .first()
+        .map(|e| e.identity().path.clone())
+        .unwrap_or_default();
+    let setup = PeerSetup {
+        python: &args.python,
+        script: &script,
+        model_dir: &model_dir,
+        texts_file: &args.texts,
+        field: &args.field,
+        threads,
     };
-    let work = workload(&first.encoder, &texts)?;
-    let model_dir = first.encoder.identity().path.clone();
-    let model_name = first.encoder.identity().name.clone();
-    // The f32 vectors, the reference of every fidelity figure.
-    let reference = first.embeddings.clone();
-
-    let mut peers: Vec<(
-        PeerEngine,
-        relstitch::encoder::bench::PeerResult,
-        Option<Fidelity>,
-    )> = Vec::new();
-    if !args.no_peer {
-        // The built-in peer goes to a temporary file unless --peer-script names another.
-        let tmp = tempfile::Builder::new()
-            .prefix("relstitch-bench-")
-            .tempdir()?;
-        let builtin = tmp.path().join("peer_throughput.py");
-        std::fs::write(&builtin, PEER_SCRIPT)?;
-        let script = args.peer_script.clone().unwrap_or(builtin);
-        for &engine in &args.peers {
-            let save = tmp.path().join(format!("{}.safetensors", engine.as_str()));
-            let result = run_peer(
-                &PeerRun {
-                    python: &args.python,
-                    script: &script,
-                    engine,
-                    model_dir: &model_dir,
-                    texts_file: &args.texts,
-                    field: &args.field,
-                    batch_sizes: &args.peer_batch_sizes,
-                    threads,
-                    repeats: args.repeats,
-                    save: Some(save.clone()),
-                },
-                &work,
-            )?;
-            let fid = match relstitch::io::SafetensorsFile::read(&save, &candle_core::Device::Cpu) {
-                Ok(f) => Some(fidelity(&reference, &f.matrix("embeddings")?)?),
-                Err(_) => None,
-            };
-            peers.push((engine, result, fid));
-        }
-        // The second block: the machine's load now, as the peers saw it.
-        for o in &mut ours {
-            let (more, _) = time_encoder(&o.encoder, &texts, args.repeats, false)?;
-            o.seconds.extend(more);
-        }
-    }
-
-    let version = env!("CARGO_PKG_VERSION");
-    let mut rows: Vec<(Throughput, Option<Fidelity>)> = Vec::new();
-    for o in &ours {
-        let fid = if o.precision == Precision::F32 {
-            None
-        } else {
-            Some(fidelity(&reference, &o.embeddings)?)
-        };
-        rows.push((
-            Throughput::new(
-                format!("relstitch {version} ({})", o.encoder.backend_name()),
-                o.precision.as_str(),
-                &work,
-                run.batch_size(),
-                threads,
-                o.seconds.clone(),
-            ),
-            fid,
-        ));
-    }
-    for (_, p, fid) in &peers {
-        rows.push((p.best.clone(), *fid));
-    }
-    let st = peers
-        .iter()
-        .find(|(e, _, _)| *e == PeerEngine::SentenceTransformers)
-        .map(|(_, p, _)| p.best.texts_per_s);
-
+    let refs: Vec<&Encoder> = encoders.iter().collect();
+    let report = compare(
+        &refs,
+        &texts,
+        &CompareOptions {
+            peers: if args.no_peer {
+                Vec::new()
+            } else {
+                args.peers.clone()
+            },
+            setup: (!args.no_peer).then_some(setup),
+            peer_batch_sizes: args.peer_batch_sizes.clone(),
+            rounds: args.repeats,
+            batch_size: run.batch_size(),
+            threads,
+        },
+    )?;
     if args.json {
-        let v = serde_json::json!({
-            "model": model_name,
-            "texts_file": args.texts,
-            "workload": work,
-            "threads": threads,
-            "matmul_peak_gflop_per_s": peak,
-            "rows": rows.iter().map(|(t, f)| serde_json::json!({
-                "throughput": t,
-                "share_of_peak": t.gflop_per_s / peak,
-                "ratio_to_sentence_transformers": st.map(|s| t.texts_per_s / s),
-                "fidelity_to_relstitch_f32": f,
-            })).collect::<Vec<_>>(),
-            "peers": peers.iter().map(|(e, p, _)| serde_json::json!({
-                "engine": e.as_str(),
-                "by_batch_size": p.by_batch_size,
-                "versions": p.versions,
-            })).collect::<Vec<_>>(),
-        });
-        println!("{v}");
+        println!("{}", serde_json::to_string(&report)?);
         return Ok(());
     }
+    print_report(&report);
+    Ok(())
+}
+
+/// The report as a table.
+fn print_report(report: &BenchReport) {
+    let work = &report.workload;
+    let peak = report.matmul_peak_gflop_per_s;
     println!(
-        "model {model_name}  texts {} ({} tokens, {:.1}/text)  threads {threads}  \
+        "model {}  texts {} ({} tokens, {:.1}/text)  threads {}  rounds {}  \
          f32 matmul peak {peak:.0} GFLOP/s",
+        report.model,
         work.texts,
         work.tokens,
         work.tokens as f64 / work.texts.max(1) as f64,
+        report.threads,
+        report.rounds,
     );
     println!(
-        "{:<52} {:>5} {:>6} {:>9} {:>10} {:>8} {:>6} {:>7} {:>17}",
+        "{:<50} {:>5} {:>5} {:>9} {:>9} {:>8} {:>6} {:>7} {:>17}",
         "implementation",
         "prec",
         "batch",
@@ -294,35 +228,36 @@ pub fn run(args: BenchArgs, profile: Option<crate::profile::OpProfile>) -> anyho
         "vs ST",
         "cos to f32 mean/min"
     );
-    for (t, f) in &rows {
+    let st = report.sentence_transformers();
+    for side in &report.sides {
+        let t = &side.throughput;
         let ratio = st.map_or("-".to_string(), |s| format!("{:.2}x", t.texts_per_s / s));
-        let fid = f.map_or("-".to_string(), |f| {
+        let fid = side.fidelity.map_or("-".to_string(), |f| {
             format!("{:.5}/{:.4}", f.mean_cosine, f.min_cosine)
         });
         println!(
-            "{:<52} {:>5} {:>6} {:>9.1} {:>10.0} {:>8.1} {:>5.0}% {:>7} {:>17}",
+            "{:<50} {:>5} {:>5} {:>9.1} {:>9.0} {:>8.1} {:>5.0}% {:>7} {:>17}",
             t.implementation,
             t.precision,
             t.batch_size,
             t.texts_per_s,
             t.tokens_per_s,
             t.gflop_per_s,
-            100.0 * t.gflop_per_s / peak,
+            100.0 * t.gflop_per_s / peak.max(1e-12),
             ratio,
             fid
         );
     }
-    for (e, p, _) in &peers {
-        let tried: Vec<String> = p
+    for side in report.sides.iter().filter(|s| !s.by_batch_size.is_empty()) {
+        let tried: Vec<String> = side
             .by_batch_size
             .iter()
-            .map(|(b, s)| format!("{b}: {:.1}/s", work.texts as f64 / s.max(1e-12)))
+            .map(|(b, s)| format!("{b}: {:.1}", work.texts as f64 / s.max(1e-12)))
             .collect();
         println!(
-            "  {} by batch size (texts/s): {}",
-            e.as_str(),
+            "  {} texts/s by batch size while choosing: {}",
+            side.throughput.implementation,
             tried.join(", ")
         );
     }
-    Ok(())
 }
