@@ -284,6 +284,9 @@ impl ArchConfig {
 impl Architecture {
     /// Builds relstitch's packed CPU encoder for `cfg` at `precision`, or `None` when the
     /// packed encoder does not implement the architecture (see [`ArchConfig::packed`]).
+    ///
+    /// # Errors
+    /// A [`candle_core::Error`] when a tensor is missing from `vb` or has the wrong shape.
     pub fn load_packed(
         cfg: &ArchConfig,
         vb: VarBuilder,

@@ -90,6 +90,9 @@ pub struct Workload {
 }
 
 /// The texts' token counts and FLOPs under `encoder` (its tokenizer, truncation and architecture).
+///
+/// # Errors
+/// The errors of [`Encoder::tokenize`](crate::Encoder::tokenize).
 pub fn workload(encoder: &Encoder, texts: &[String]) -> Result<Workload> {
     let ids = encoder.tokenize(texts)?;
     let tokens = ids.iter().map(Vec::len).sum();
@@ -114,6 +117,9 @@ pub fn median(v: &[f64]) -> f64 {
 
 /// Times `encoder.embed(texts)`: one warm-up run (skipped with `warm_up: false`), then `repeats`
 /// timed runs. Returns the wall times and the embeddings of the last run.
+///
+/// # Errors
+/// [`Error::InvalidArgument`] for no texts; the errors of [`Encoder::embed`](crate::Encoder::embed).
 pub fn time_encoder(
     encoder: &Encoder,
     texts: &[String],
@@ -141,6 +147,9 @@ pub fn time_encoder(
 /// This machine's f32 matrix-product rate in GFLOP/s: the best of `repeats` products of
 /// encoder-sized shapes (`[4096, 384] · [384, 1536]` and `[2048, 768] · [768, 3072]`) through the
 /// same `gemm` the f32 encoder uses, on the rayon pool.
+///
+/// # Errors
+/// [`Error::Candle`] when a matrix product fails.
 pub fn matmul_peak(repeats: usize) -> Result<f64> {
     let mut best = 0f64;
     for (m, k, n) in [(4096usize, 384usize, 1536usize), (2048, 768, 3072)] {
@@ -174,6 +183,9 @@ pub struct Fidelity {
 ///
 /// # Shapes
 /// - `reference`, `other`: `[n, d]`, same shape
+///
+/// # Errors
+/// [`Error::InvalidArgument`] when the shapes differ; [`Error::Candle`] when the tensors cannot be read.
 pub fn fidelity(reference: &Tensor, other: &Tensor) -> Result<Fidelity> {
     let a = reference
         .to_dtype(candle_core::DType::F32)
@@ -274,6 +286,9 @@ pub struct PeerProcess {
 impl PeerProcess {
     /// Starts `engine` and waits until it has loaded the model (and, for ONNX Runtime, exported
     /// and quantised it).
+    ///
+    /// # Errors
+    /// [`Error::Fetch`] when the peer's interpreter cannot start or fails to load the model (its stderr is quoted).
     pub fn spawn(engine: PeerEngine, setup: &PeerSetup<'_>) -> Result<Self> {
         let what = format!("{} peer", engine.as_str());
         let mut child = Command::new(setup.python)
@@ -331,6 +346,9 @@ impl PeerProcess {
     }
 
     /// One timed run over all the texts at `batch_size`, in seconds.
+    ///
+    /// # Errors
+    /// [`Error::Fetch`] when the peer process fails or answers something unreadable.
     pub fn run(&mut self, batch_size: usize) -> Result<f64> {
         self.send(&format!("run {batch_size}"))?;
         let v = self.answer()?;
@@ -340,6 +358,9 @@ impl PeerProcess {
     }
 
     /// Embeds the texts at `batch_size` and writes them to `path` (safetensors, `embeddings`).
+    ///
+    /// # Errors
+    /// [`Error::Fetch`] when the peer process fails or answers something unreadable.
     pub fn save(&mut self, batch_size: usize, path: &Path) -> Result<()> {
         self.send(&format!("save {batch_size} {}", path.display()))?;
         let v = self.answer()?;
@@ -473,6 +494,9 @@ pub struct CompareOptions<'a> {
 ///    peer's vectors at that batch size are saved for fidelity.
 /// 4. `rounds` rounds in which every side runs once, in an order rotated from round to round, so
 ///    that a change in the machine's load reaches every side alike. Each side reports the median.
+///
+/// # Errors
+/// [`Error::InvalidArgument`] for no encoders, texts or rounds; [`Error::Io`] for the texts file or the peers' scratch files; the errors of the peers and of the encoders.
 pub fn compare(
     encoders: &[&Encoder],
     texts: &[String],

@@ -86,12 +86,6 @@ pub enum CpuBackend {
     Candle,
 }
 
-impl Default for CpuParallelism {
-    fn default() -> Self {
-        Self::InsideOps
-    }
-}
-
 impl Default for CpuBackend {
     fn default() -> Self {
         Self::Packed(CpuParallelism::default())
@@ -99,10 +93,11 @@ impl Default for CpuBackend {
 }
 
 /// How the packed CPU encoder spreads a text list over the rayon threads.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum CpuParallelism {
     /// One batch at a time; every op (matrix products, attention, norms) is split across the
     /// threads.
+    #[default]
     InsideOps,
     /// One batch per thread, each batch's ops on its own thread (the token budget is lowered so
     /// that every thread gets a batch).

@@ -74,7 +74,7 @@ impl Pooling {
     /// - `rows`: `[len, dim]` f32, row-major; `out`: `[dim]`
     pub fn pool_rows(self, rows: &[f32], dim: usize, out: &mut [f32]) {
         out.fill(0.0);
-        let len = if dim == 0 { 0 } else { rows.len() / dim };
+        let len = rows.len().checked_div(dim).unwrap_or(0);
         if len == 0 {
             return;
         }

@@ -261,6 +261,9 @@ impl PackedEncoder {
     /// Loads the weights under `vb` (the names of each architecture's Hugging Face checkpoints,
     /// bare or under `bert.`, `roberta.`, `distilbert.` or `mpnet.`), quantising the linear
     /// layers to `precision`.
+    ///
+    /// # Errors
+    /// A [`candle_core::Error`] when a weight is missing or has the wrong shape, or the configuration is not supported.
     pub fn load(vb: VarBuilder, config: &Config, precision: Precision) -> Result<Self> {
         let cfg = config;
         let (h, heads) = (cfg.hidden_size, cfg.num_heads);

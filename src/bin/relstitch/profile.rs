@@ -58,7 +58,7 @@ impl OpProfile {
             .lock()
             .map(|t| t.iter().map(|(k, s)| (k.clone(), *s)).collect())
             .unwrap_or_default();
-        v.sort_by(|a, b| b.1.time.cmp(&a.1.time));
+        v.sort_by_key(|e| std::cmp::Reverse(e.1.time));
         v
     }
 }

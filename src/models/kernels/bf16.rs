@@ -96,11 +96,17 @@ impl Bf16Linear {
     ///
     /// # Shapes
     /// - `weight`: `[n · k]`; `bias`: `[n]`
+    ///
+    /// # Errors
+    /// A [`candle_core::Error`] when the sizes do not match `n · k`.
     pub fn new(weight: &[f32], bias: Option<&[f32]>, n: usize, k: usize) -> Result<Self> {
         Self::with_kernel(weight, bias, n, k, Kernel::best())
     }
 
     /// As [`Bf16Linear::new`] with `kernel` (it must be in [`Kernel::available`]).
+    ///
+    /// # Errors
+    /// A [`candle_core::Error`] when the sizes do not match `n · k` or `kernel` is not available on this CPU.
     pub fn with_kernel(
         weight: &[f32],
         bias: Option<&[f32]>,
@@ -168,6 +174,9 @@ impl Bf16Linear {
     ///
     /// # Shapes
     /// - `x`: `[m, k]`; `out`: `[m, n]`
+    ///
+    /// # Errors
+    /// A [`candle_core::Error`] when the slices do not match the shapes.
     pub fn forward(
         &self,
         x: &[f32],

@@ -9,6 +9,9 @@ use gemm::Parallelism;
 ///
 /// # Shapes
 /// - `x`: `[m, k]`; `weight`: `[n, k]` (PyTorch's `[out, in]`); `bias`: `[n]`; `out`: `[m, n]`
+///
+/// # Errors
+/// A [`candle_core::Error`] when the slices do not match the shapes.
 #[allow(clippy::too_many_arguments)]
 pub fn linear(
     x: &[f32],

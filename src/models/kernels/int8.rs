@@ -145,6 +145,9 @@ impl Int8Linear {
     ///
     /// # Shapes
     /// - `weight`: `[n · k]`; `bias`: `[n]`
+    ///
+    /// # Errors
+    /// A [`candle_core::Error`] when the sizes do not match `n · k` or are zero.
     pub fn new(weight: &[f32], bias: Option<&[f32]>, n: usize, k: usize) -> Result<Self> {
         if weight.len() != n * k || n == 0 || k == 0 {
             bail!(
@@ -191,6 +194,9 @@ impl Int8Linear {
     }
 
     /// Uses `kernel` instead of the best one (it must be in [`Kernel::available`]).
+    ///
+    /// # Errors
+    /// A [`candle_core::Error`] when `kernel` is not available on this CPU.
     pub fn with_kernel(mut self, kernel: Kernel) -> Result<Self> {
         if !Kernel::available().contains(&kernel) {
             bail!("int8 linear: this CPU cannot run the {kernel:?} kernel");
@@ -213,6 +219,9 @@ impl Int8Linear {
     ///
     /// # Shapes
     /// - `x`: `[m, k]`; `out`: `[m, n]`
+    ///
+    /// # Errors
+    /// A [`candle_core::Error`] when the slices do not match the shapes.
     pub fn forward(
         &self,
         x: &[f32],

@@ -88,6 +88,9 @@ pub enum Linear {
 
 impl Linear {
     /// A layer from PyTorch-layout weights (`[n, k]`, row-major) at `precision`.
+    ///
+    /// # Errors
+    /// A [`candle_core::Error`] when the sizes do not match or the precision's kernel cannot be built.
     pub fn new(
         weight: Vec<f32>,
         bias: Option<Vec<f32>>,
@@ -134,6 +137,9 @@ impl Linear {
     ///
     /// # Shapes
     /// - `x`: `[m, in_features]`; `out`: `[m, out_features]`
+    ///
+    /// # Errors
+    /// A [`candle_core::Error`] when the slices do not match the shapes.
     pub fn forward(
         &self,
         x: &[f32],
