@@ -66,6 +66,10 @@ pub struct BenchArgs {
     /// implementation before the packed encoder, f32 only).
     #[arg(long, value_enum, default_value = "packed")]
     pub backend: BackendArg,
+    /// Also time candle's padded f32 encoder (relstitch's CPU implementation before the packed
+    /// one) in the same rounds, as a before/after comparison.
+    #[arg(long)]
+    pub with_candle: bool,
     /// How the packed encoder uses the threads: split every op (ops) or one batch per thread
     /// (batches).
     #[arg(long, value_enum, default_value = "ops")]
@@ -130,10 +134,17 @@ pub fn run(args: BenchArgs, profile: Option<crate::profile::OpProfile>) -> anyho
         .apply(run.options(false)?)
         .with_cpu_backend(backend);
     let texts = relstitch::io::read_texts(&args.texts, &args.field)?;
-    let encoders = precisions
+    let mut encoders = precisions
         .iter()
         .map(|&p| Encoder::load(&args.model, &base.clone().with_precision(p)))
         .collect::<relstitch::Result<Vec<_>>>()?;
+    if args.with_candle {
+        let candle = base
+            .clone()
+            .with_precision(Precision::F32)
+            .with_cpu_backend(CpuBackend::Candle);
+        encoders.push(Encoder::load(&args.model, &candle)?);
+    }
 
     if let Some(profile) = profile {
         for encoder in &encoders {
