@@ -188,6 +188,7 @@ pub fn run(args: BenchArgs, profile: Option<crate::profile::OpProfile>) -> anyho
         field: &args.field,
         threads,
     };
+    let load_before = load_average();
     let refs: Vec<&Encoder> = encoders.iter().collect();
     let report = compare(
         &refs,
@@ -205,12 +206,22 @@ pub fn run(args: BenchArgs, profile: Option<crate::profile::OpProfile>) -> anyho
             threads,
         },
     )?;
+    let load_after = load_average();
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
         return Ok(());
     }
     print_report(&report);
+    if let (Some(a), Some(b)) = (load_before, load_after) {
+        println!("  load average (1 min) before / after: {a} / {b}");
+    }
     Ok(())
+}
+
+/// The 1-minute load average (Linux), to tell a busy machine from a quiet one in the report.
+fn load_average() -> Option<String> {
+    let text = std::fs::read_to_string("/proc/loadavg").ok()?;
+    text.split_whitespace().next().map(str::to_string)
 }
 
 /// The report as a table.
