@@ -9,6 +9,7 @@
 //! multiply-adds where the CPU has them.
 
 use super::norm;
+#[cfg(target_arch = "x86_64")]
 use super::simd;
 
 /// The rows of one text's queries, keys and values inside the packed QKV matrix.

@@ -38,8 +38,10 @@ const BLOCK: usize = 16;
 const GROUP_BLOCKS: usize = 3;
 /// Rows per register tile of the AVX-512 kernel (4 rows × 3 blocks: 12 i32 and 12 f32
 /// accumulators stay in registers).
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 const MR_512: usize = 4;
 /// Rows per register tile of the AVX2 kernel.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 const MR_256: usize = 4;
 
 super::simd::multiversion! {
