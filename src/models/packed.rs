@@ -19,7 +19,9 @@
 //!   bias added to every layer's attention scores.
 //!
 //! The linear layers run at a [`Precision`]: f32 (`gemm`), bf16 or int8 (relstitch's
-//! [`kernels`](super::kernels)). Everything else is f32.
+//! [`kernels`](super::kernels)). At bf16 and int8, attention's two products (`q · kᵀ`, `p · v`)
+//! also take bfloat16 operands where the CPU has AVX-512 BF16; sums, softmax, LayerNorm, GELU and
+//! pooling stay f32.
 //!
 //! - Devlin et al., 2019, "BERT" ([arXiv:1810.04805](https://arxiv.org/abs/1810.04805));
 //!   Conneau et al., 2020, "XLM-R" ([arXiv:1911.02116](https://arxiv.org/abs/1911.02116));
@@ -514,7 +516,9 @@ impl PackedEncoder {
             bail!("attention: qkv and ctx disagree");
         }
         let out = OutPtr(ctx.as_mut_ptr());
-        let task = |(text, head): (usize, usize), scratch: &mut (Vec<f32>, Vec<f32>)| {
+        let reduced = self.precision != Precision::F32;
+        type Scratch = (Vec<f32>, Vec<f32>, Vec<u16>);
+        let task = |(text, head): (usize, usize), scratch: &mut Scratch| {
             let (start, len) = spans[text];
             if len == 0 {
                 return;
@@ -529,15 +533,17 @@ impl PackedEncoder {
                 len,
                 d,
             };
-            let (work, result) = scratch;
+            let (work, result, half) = scratch;
             result.clear();
             result.resize(len * d, 0.0);
-            match &self.relative_bias {
-                Some(b) => {
-                    let band = &b[head * span_len..(head + 1) * span_len];
-                    attention::attention_head(view, scale, band, offset, work, result);
-                }
-                None => attention::attention_head(view, scale, &[], 0, work, result),
+            let (band, first): (&[f32], usize) = match &self.relative_bias {
+                Some(b) => (&b[head * span_len..(head + 1) * span_len], offset),
+                None => (&[], 0),
+            };
+            if reduced {
+                attention::attention_head_bf16(view, scale, band, first, work, half, result);
+            } else {
+                attention::attention_head(view, scale, band, first, work, result);
             }
             for (i, r) in result.chunks_exact(d).enumerate() {
                 // SAFETY: row start + i < tokens and columns head · d..(head + 1) · d < h of ctx
@@ -557,11 +563,11 @@ impl PackedEncoder {
             use rayon::prelude::*;
             (0..tasks)
                 .into_par_iter()
-                .for_each_init(Default::default, |scratch, t| {
+                .for_each_init(Scratch::default, |scratch, t| {
                     task((t / heads, t % heads), scratch)
                 });
         } else {
-            let mut scratch = Default::default();
+            let mut scratch = Scratch::default();
             for t in 0..tasks {
                 task((t / heads, t % heads), &mut scratch);
             }

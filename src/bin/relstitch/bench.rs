@@ -66,6 +66,10 @@ pub struct BenchArgs {
     /// implementation before the packed encoder, f32 only).
     #[arg(long, value_enum, default_value = "packed")]
     pub backend: BackendArg,
+    /// Also time candle's padded f32 encoder (relstitch's CPU implementation before the packed
+    /// one) in the same rounds, as a before/after comparison.
+    #[arg(long)]
+    pub with_candle: bool,
     /// How the packed encoder uses the threads: split every op (ops) or one batch per thread
     /// (batches).
     #[arg(long, value_enum, default_value = "ops")]
@@ -130,10 +134,17 @@ pub fn run(args: BenchArgs, profile: Option<crate::profile::OpProfile>) -> anyho
         .apply(run.options(false)?)
         .with_cpu_backend(backend);
     let texts = relstitch::io::read_texts(&args.texts, &args.field)?;
-    let encoders = precisions
+    let mut encoders = precisions
         .iter()
         .map(|&p| Encoder::load(&args.model, &base.clone().with_precision(p)))
         .collect::<relstitch::Result<Vec<_>>>()?;
+    if args.with_candle {
+        let candle = base
+            .clone()
+            .with_precision(Precision::F32)
+            .with_cpu_backend(CpuBackend::Candle);
+        encoders.push(Encoder::load(&args.model, &candle)?);
+    }
 
     if let Some(profile) = profile {
         for encoder in &encoders {
@@ -177,6 +188,7 @@ pub fn run(args: BenchArgs, profile: Option<crate::profile::OpProfile>) -> anyho
         field: &args.field,
         threads,
     };
+    let load_before = load_average();
     let refs: Vec<&Encoder> = encoders.iter().collect();
     let report = compare(
         &refs,
@@ -194,12 +206,22 @@ pub fn run(args: BenchArgs, profile: Option<crate::profile::OpProfile>) -> anyho
             threads,
         },
     )?;
+    let load_after = load_average();
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
         return Ok(());
     }
     print_report(&report);
+    if let (Some(a), Some(b)) = (load_before, load_after) {
+        println!("  load average (1 min) before / after: {a} / {b}");
+    }
     Ok(())
+}
+
+/// The 1-minute load average (Linux), to tell a busy machine from a quiet one in the report.
+fn load_average() -> Option<String> {
+    let text = std::fs::read_to_string("/proc/loadavg").ok()?;
+    text.split_whitespace().next().map(str::to_string)
 }
 
 /// The report as a table.

@@ -20,6 +20,7 @@ const BLOCK: usize = 16;
 /// Blocks per channel group of a tile (64 channels).
 const GROUP_BLOCKS: usize = 4;
 /// Rows per register tile.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 const MR: usize = 6;
 
 /// `x` rounded to the nearest bfloat16 (ties to even), as its 16 bits. Finite inputs only (the

@@ -38,8 +38,10 @@ const BLOCK: usize = 16;
 const GROUP_BLOCKS: usize = 3;
 /// Rows per register tile of the AVX-512 kernel (4 rows × 3 blocks: 12 i32 and 12 f32
 /// accumulators stay in registers).
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 const MR_512: usize = 4;
 /// Rows per register tile of the AVX2 kernel.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 const MR_256: usize = 4;
 
 super::simd::multiversion! {
@@ -274,8 +276,17 @@ impl Int8Linear {
         let shift = self.kernel == Kernel::Vnni;
         let mut data = vec![if shift { 128u8 } else { 0 }; m * kp];
         let mut scale = vec![0f32; m * groups];
+        let avx512 = simd::features().avx512;
         let one = |(row, (dst, s)): (usize, (&mut [u8], &mut [f32]))| {
-            quantize_row(&x[row * k..(row + 1) * k], &mut dst[..k], s, shift);
+            let (src, dst) = (&x[row * k..(row + 1) * k], &mut dst[..k]);
+            #[cfg(target_arch = "x86_64")]
+            if avx512 {
+                // SAFETY: the CPU has AVX-512 F, BW and VL (checked above).
+                unsafe { x86::quantize_row(src, dst, s, shift) };
+                return;
+            }
+            let _ = avx512;
+            quantize_row(src, dst, s, shift);
         };
         if parallel && m >= 64 && rayon::current_num_threads() > 1 {
             use rayon::prelude::*;
@@ -384,6 +395,65 @@ mod x86 {
     use std::arch::x86_64::*;
 
     use super::{Int8Linear, QuantRows, BLOCK, GROUP};
+
+    /// AVX-512 version of [`super::quantize_row`] (the same values: round to nearest, ties to
+    /// even, then clamp), a group of 64 in four registers.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512 F, BW and VL.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+    pub(super) unsafe fn quantize_row(
+        src: &[f32],
+        dst: &mut [u8],
+        scales: &mut [f32],
+        shift: bool,
+    ) {
+        let n = src.len().min(dst.len());
+        let offset = _mm512_set1_epi32(if shift { 128 } else { 0 });
+        let (lo, hi) = (_mm512_set1_epi32(-127), _mm512_set1_epi32(127));
+        for (g, scale) in scales.iter_mut().enumerate() {
+            let start = g * GROUP;
+            if start >= n {
+                *scale = 0.0;
+                continue;
+            }
+            let count = (n - start).min(GROUP);
+            let mut v = [_mm512_setzero_ps(); GROUP / 16];
+            let mut masks = [0u16; GROUP / 16];
+            let mut m = _mm512_setzero_ps();
+            for (c, (v, mask)) in v.iter_mut().zip(masks.iter_mut()).enumerate() {
+                let live = count.saturating_sub(16 * c).min(16);
+                *mask = if live == 16 {
+                    0xFFFF
+                } else {
+                    (1u16 << live) - 1
+                };
+                // SAFETY: masked lanes are not read (and cannot fault); live lanes are inside
+                // `src` (start + 16c + live ≤ n).
+                *v = unsafe {
+                    _mm512_maskz_loadu_ps(*mask, src.as_ptr().wrapping_add(start + 16 * c))
+                };
+                m = _mm512_max_ps(m, _mm512_abs_ps(*v));
+            }
+            let amax = _mm512_reduce_max_ps(m);
+            let inv = _mm512_set1_ps(if amax > 0.0 { 127.0 / amax } else { 0.0 });
+            *scale = amax / 127.0;
+            for (c, (v, mask)) in v.iter().zip(&masks).enumerate() {
+                let q = _mm512_cvt_roundps_epi32::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
+                    _mm512_mul_ps(*v, inv),
+                );
+                let q = _mm512_add_epi32(_mm512_min_epi32(_mm512_max_epi32(q, lo), hi), offset);
+                // SAFETY: as for the loads, on `dst` (at least n bytes).
+                unsafe {
+                    _mm_mask_storeu_epi8(
+                        dst.as_mut_ptr().wrapping_add(start + 16 * c) as *mut i8,
+                        *mask,
+                        _mm512_cvtepi32_epi8(q),
+                    )
+                };
+            }
+        }
+    }
 
     /// # Safety
     /// The CPU has AVX-512 VNNI; `out` is `[m, n]` with rows `r..r + mr` inside and unshared.

@@ -91,19 +91,63 @@ pub fn add_layer_norm(
 /// - `x`, `bias`: `[keys]`
 #[inline(always)]
 pub fn softmax(x: &mut [f32], bias: Option<&[f32]>) {
-    if let Some(b) = bias {
-        for (x, b) in x.iter_mut().zip(b) {
-            *x += b;
-        }
-    }
-    let m = max(x);
-    for v in x.iter_mut() {
-        *v = exp(*v - m);
-    }
-    let inv = 1.0 / sum(x);
+    let inv = softmax_exp(x, bias);
     for v in x.iter_mut() {
         *v *= inv;
     }
+}
+
+/// The unnormalised half of [`softmax`], in two passes over the row: `x ← exp(x + bias - max)`;
+/// returns `1 / Σ x`, by which the caller scales whatever it computes from `x` (attention scales
+/// its output rows, which saves a pass over the scores).
+///
+/// # Shapes
+/// - `x`, `bias`: `[keys]`
+#[inline(always)]
+pub fn softmax_exp(x: &mut [f32], bias: Option<&[f32]>) -> f32 {
+    let mut lanes = [f32::NEG_INFINITY; LANES];
+    match bias {
+        Some(b) => {
+            let mut xs = x.chunks_exact_mut(LANES);
+            let mut bs = b.chunks_exact(LANES);
+            for (xc, bc) in (&mut xs).zip(&mut bs) {
+                for ((m, x), b) in lanes.iter_mut().zip(xc.iter_mut()).zip(bc) {
+                    *x += b;
+                    *m = m.max(*x);
+                }
+            }
+            for (x, b) in xs.into_remainder().iter_mut().zip(bs.remainder()) {
+                *x += b;
+                lanes[0] = lanes[0].max(*x);
+            }
+        }
+        None => {
+            let mut xs = x.chunks_exact(LANES);
+            for xc in &mut xs {
+                for (m, x) in lanes.iter_mut().zip(xc) {
+                    *m = m.max(*x);
+                }
+            }
+            for x in xs.remainder() {
+                lanes[0] = lanes[0].max(*x);
+            }
+        }
+    }
+    let m = lanes.iter().fold(f32::NEG_INFINITY, |a, v| a.max(*v));
+    let mut acc = [0f32; LANES];
+    let mut xs = x.chunks_exact_mut(LANES);
+    for xc in &mut xs {
+        for (a, v) in acc.iter_mut().zip(xc.iter_mut()) {
+            *v = exp(*v - m);
+            *a += *v;
+        }
+    }
+    let mut tail = 0f32;
+    for v in xs.into_remainder() {
+        *v = exp(*v - m);
+        tail += *v;
+    }
+    1.0 / (acc.iter().sum::<f32>() + tail)
 }
 
 super::simd::multiversion! {
