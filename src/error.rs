@@ -149,6 +149,21 @@ pub enum Error {
         /// Why it is invalid and what to do.
         reason: String,
     },
+    /// Vectors made by another model, or with other settings, than the one expected (a migration
+    /// map applied to the wrong embeddings).
+    #[error("{path}: its `{field}` is {found}, but {expected} is expected; {fix}")]
+    ModelMismatch {
+        /// The file whose vectors do not fit.
+        path: PathBuf,
+        /// The first field that differs (`weights_sha256`, `pooling`, `prefix`, `width`, …).
+        field: String,
+        /// What the file records.
+        found: String,
+        /// What is expected, and from where.
+        expected: Box<str>,
+        /// What to do.
+        fix: Box<str>,
+    },
     /// A tensor's shape does not fit what it is used for: wrong rank, row count or width.
     #[error("{what} has shape {got:?}: {reason}")]
     Shape {

@@ -8,6 +8,9 @@ use candle_core::{DType, Device, Tensor};
 
 use crate::{Error, Result};
 
+pub mod rows;
+pub use rows::{RowReader, RowWriter};
+
 /// The prefix of every temporary file or folder relstitch creates beside an output. Each one is
 /// locked (an advisory `flock`) by the process writing it for as long as it lives, so a later run
 /// can tell one left behind by a crash (unlocked: removed) from one still being written (locked:
@@ -350,6 +353,142 @@ pub(crate) fn replace_dir(staging: &TempDir, new: &Path, dest: &Path) -> Result<
     }
     sync_dir(&parent_dir(dest));
     Ok(())
+}
+
+/// A kind of folder relstitch owns (a checkpoint, a migration map): how to recognise one, so that a
+/// save replaces a folder only when it is provably one of them.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct OwnedFolder<'a> {
+    /// What it is, in messages ("checkpoint", "migration map").
+    pub what: &'a str,
+    /// The command-line flag that names the folder, in messages ("--out").
+    pub flag: &'a str,
+    /// The JSON file inside that carries the format marker (`config.json`, `map.json`).
+    pub marker_file: &'a str,
+    /// The value of that file's `"format"` field.
+    pub format: &'a str,
+    /// The files such a folder may hold besides the marker file.
+    pub files: &'a [&'a str],
+    /// Reads, from the parsed marker file, the names of further files it declares (a
+    /// checkpoint's anchors file).
+    pub declared: fn(&serde_json::Value) -> Vec<String>,
+}
+
+impl OwnedFolder<'_> {
+    /// Fails unless `dir` may be replaced by a save of this kind: absent, an empty folder, or a
+    /// folder whose marker file carries the format marker and which holds nothing but the files of
+    /// this kind, all regular files.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] naming why `dir` may not be replaced.
+    pub(crate) fn check_replaceable(&self, dir: &Path) -> Result<()> {
+        let refuse = |why: String| {
+            Error::invalid(
+                format!("{} output", self.what),
+                format!(
+                    "{} {why}; relstitch replaces only an empty folder or one of its own {}s: choose another {}",
+                    dir.display(),
+                    self.what,
+                    self.flag
+                ),
+            )
+        };
+        let meta = match std::fs::symlink_metadata(dir) {
+            Ok(m) => m,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(Error::io(dir, e)),
+        };
+        if !meta.file_type().is_dir() {
+            return Err(refuse(format!(
+                "exists and is {}",
+                describe_file_type(&meta.file_type())
+            )));
+        }
+        let names: Vec<String> = std::fs::read_dir(dir)
+            .map_err(|e| Error::io(dir, e))?
+            .map(|e| {
+                e.map(|e| e.file_name().to_string_lossy().into_owned())
+                    .map_err(|e| Error::io(dir, e))
+            })
+            .collect::<Result<_>>()?;
+        if names.is_empty() {
+            return Ok(());
+        }
+        let marker = std::fs::read(dir.join(self.marker_file))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok());
+        let format = marker
+            .as_ref()
+            .and_then(|v| v.get("format"))
+            .and_then(serde_json::Value::as_str);
+        if format != Some(self.format) {
+            return Err(refuse(format!(
+                "exists and is not a relstitch {} (its {} has no `\"format\": \"{}\"`)",
+                self.what, self.marker_file, self.format
+            )));
+        }
+        let declared = marker.as_ref().map(self.declared).unwrap_or_default();
+        let mut foreign: Vec<&String> = names
+            .iter()
+            .filter(|n| {
+                n.as_str() != self.marker_file
+                    && !self.files.contains(&n.as_str())
+                    && !declared.contains(n)
+            })
+            .collect();
+        foreign.sort();
+        if !foreign.is_empty() {
+            let list: Vec<&str> = foreign.iter().take(5).map(|s| s.as_str()).collect();
+            return Err(refuse(format!(
+                "is a relstitch {} but also holds files that are not part of one ({}{})",
+                self.what,
+                list.join(", "),
+                if foreign.len() > 5 { ", ..." } else { "" }
+            )));
+        }
+        for n in &names {
+            let p = dir.join(n);
+            match std::fs::symlink_metadata(&p) {
+                Ok(m) if m.file_type().is_file() => {}
+                Ok(m) => {
+                    return Err(refuse(format!(
+                        "holds {} that is {}",
+                        p.display(),
+                        describe_file_type(&m.file_type())
+                    )))
+                }
+                Err(e) => return Err(Error::io(&p, e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Saves a folder of this kind at `dir` atomically: `write` fills a fresh folder inside a
+    /// locked staging folder beside `dir`, which then takes `dir`'s place ([`replace_dir`]). A
+    /// crash at any point leaves `dir` as it was or complete. `dir` must not be one of `inputs`
+    /// and must pass [`check_replaceable`](Self::check_replaceable), checked before any writing
+    /// and again right before the swap. The failpoint `staged` is reached once the files are
+    /// written (crash tests).
+    pub(crate) fn save(
+        &self,
+        dir: &Path,
+        inputs: &[&Path],
+        staged: &str,
+        write: impl FnOnce(&Path) -> Result<()>,
+    ) -> Result<()> {
+        refuse_overwriting_inputs(dir, inputs)?;
+        self.check_replaceable(dir)?;
+        let parent = parent_dir(dir);
+        std::fs::create_dir_all(&parent).map_err(|e| Error::io(&parent, e))?;
+        let staging = TempDir::new_in(&parent)?;
+        let new = staging.path().join("new");
+        std::fs::create_dir(&new).map_err(|e| Error::io(&new, e))?;
+        write(&new)?;
+        failpoint(staged);
+        // Checked again right before the swap: the folder may have changed while we wrote.
+        self.check_replaceable(dir)?;
+        replace_dir(&staging, &new, dir)
+    }
 }
 
 /// Makes a rename inside `dir` durable (best effort; not every platform can sync a folder).

@@ -23,6 +23,7 @@
 //! | space A → space B | [`space::translation`] | [`LatentTranslator`] |
 //! | how alike two spaces are | [`space::similarity`] | [`compare_spaces`](space::similarity::compare_spaces) |
 //! | heads, checkpoints, stitching | [`task`] | [`fit`], [`Checkpoint`], [`Pipeline`], [`StitchReport`] |
+//! | move an index to a new model | [`migrate`] | [`MigrationMap`], [`MigrationMethod`], [`MigrationEval`] |
 //! | datasets | [`data`] | [`Dataset`], [`Builtin`] |
 //! | tables and figures | [`report`] | [`report::display::Table`], `report::plot` |
 //! | files, devices, errors | [`io`], [`device`], [`error`] | [`Error`], [`Result`] |
@@ -85,6 +86,9 @@ pub mod space;
 // Heads on top of spaces: decoders, checkpoints, fit and stitch, scores.
 pub mod task;
 
+// Moving an index to a new model: anchors, translations and relative spaces put to work.
+pub mod migrate;
+
 // Datasets, and what a user looks at.
 pub mod data;
 pub mod report;
@@ -96,9 +100,10 @@ pub use candle_core::Tensor;
 pub use data::{Builtin, Dataset};
 pub use device::DeviceChoice;
 pub use encoder::cache::EmbeddingCache;
-pub use encoder::{Encoder, EncoderOptions, ModelIdentity, Pooling};
+pub use encoder::{Encoder, EncoderOptions, ModelIdentity, Pooling, Precision};
 pub use error::{Error, Result};
 pub use hub::fetch::Fetcher;
+pub use migrate::{MigrationEval, MigrationMap, MigrationMethod, MigrationOptions};
 pub use space::anchors::{AnchorSet, AnchorStrategy};
 pub use space::projection::{PreTransform, Projection, RelativeProjector};
 pub use space::translation::{LatentTranslator, TranslationMethod};

@@ -973,6 +973,7 @@ fn checkpoint_seed(space: Space, kind: HeadKind, n_labels: usize) -> anyhow::Res
         max_length: 12,
         prefix: None,
         dim,
+        precision: relstitch::encoder::Precision::F32,
     };
     let head = HeadConfig {
         kind,

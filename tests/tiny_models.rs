@@ -3,7 +3,7 @@
 //! and masking, never quality (the real-model tests in `parity.rs` do that).
 
 use candle_core::{DType, Device, Tensor};
-use relstitch::encoder::{Encoder, EncoderOptions, Pooling};
+use relstitch::encoder::{CpuBackend, CpuParallelism, Encoder, EncoderOptions, Pooling, Precision};
 use relstitch::Error;
 use serde_json::json;
 
@@ -54,6 +54,108 @@ fn every_architecture_loads_and_embeds_in_input_order() -> anyhow::Result<()> {
             let ids = enc.tokenize(&[TEXTS[2]])?;
             assert_eq!(ids[0].len(), 12, "{arch}");
         }
+    }
+    Ok(())
+}
+
+/// Row-wise cosine similarities of two `[n, d]` matrices.
+fn cosines(a: &Tensor, b: &Tensor) -> anyhow::Result<Vec<f32>> {
+    let (a, b) = (a.to_vec2::<f32>()?, b.to_vec2::<f32>()?);
+    Ok(a.iter()
+        .zip(&b)
+        .map(|(x, y)| {
+            let dot: f32 = x.iter().zip(y).map(|(p, q)| p * q).sum();
+            let n = |v: &[f32]| v.iter().map(|p| p * p).sum::<f32>().sqrt();
+            dot / (n(x) * n(y)).max(1e-30)
+        })
+        .collect())
+}
+
+#[test]
+fn the_packed_encoder_matches_candle_on_every_architecture() -> anyhow::Result<()> {
+    // More texts than one packed batch holds (batch size 1 × 12 tokens), of every length.
+    let texts: Vec<String> = (0..23)
+        .map(|i| {
+            let words = [
+                "the", "cat", "sat", "on", "mat", "a", "dog", "ran", "far", "away",
+            ];
+            (0..i % 13)
+                .map(|j| words[(i + j) % words.len()])
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect();
+    for arch in ["bert", "xlm-roberta", "distilbert", "mpnet"] {
+        for pooling in [Pooling::Mean, Pooling::Cls, Pooling::Max] {
+            let tmp = tempfile::tempdir()?;
+            tiny_folder(tmp.path(), arch, pooling, 2)?;
+            let options = EncoderOptions::default()
+                .with_device(relstitch::device::DeviceChoice::Cpu)
+                .with_batch_size(1);
+            let candle = Encoder::from_dir(
+                tmp.path(),
+                &options.clone().with_cpu_backend(CpuBackend::Candle),
+            )?;
+            assert_eq!(candle.backend_name(), "candle");
+            let reference = candle.embed(&texts)?;
+            for parallelism in [CpuParallelism::InsideOps, CpuParallelism::AcrossBatches] {
+                let packed = Encoder::from_dir(
+                    tmp.path(),
+                    &options
+                        .clone()
+                        .with_cpu_backend(CpuBackend::Packed(parallelism)),
+                )?;
+                assert_eq!(packed.backend_name(), "packed");
+                let ours = packed.embed(&texts)?;
+                let cos = cosines(&reference, &ours)?;
+                let worst = cos.iter().cloned().fold(f32::INFINITY, f32::min);
+                // candle's DistilBERT applies the tanh approximation of GELU where Hugging Face
+                // (and the packed encoder) use the exact erf form: a small, expected difference.
+                let bound = if arch == "distilbert" { 0.999 } else { 0.99999 };
+                assert!(
+                    worst >= bound,
+                    "{arch} {pooling:?} {parallelism:?}: cosine {worst} to candle's"
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn reduced_precisions_run_on_every_architecture_and_are_recorded() -> anyhow::Result<()> {
+    for arch in ["bert", "xlm-roberta", "distilbert", "mpnet"] {
+        let tmp = tempfile::tempdir()?;
+        tiny_folder(tmp.path(), arch, Pooling::Mean, 2)?;
+        let options = EncoderOptions::default().with_device(relstitch::device::DeviceChoice::Cpu);
+        let f32_enc = Encoder::from_dir(tmp.path(), &options)?;
+        assert_eq!(f32_enc.identity().precision, Precision::F32);
+        let reference = f32_enc.embed(TEXTS)?;
+        for precision in [Precision::Bf16, Precision::Int8] {
+            let enc = Encoder::from_dir(tmp.path(), &options.clone().with_precision(precision))?;
+            assert_eq!(enc.identity().precision, precision);
+            assert_eq!(
+                enc.identity()
+                    .to_metadata()
+                    .get("precision")
+                    .map(String::as_str),
+                Some(precision.as_str())
+            );
+            let e = enc.embed(TEXTS)?;
+            let worst = cosines(&reference, &e)?
+                .into_iter()
+                .fold(f32::INFINITY, f32::min);
+            assert!(worst > 0.98, "{arch} {precision}: cosine {worst} to f32");
+        }
+        // Reduced precision needs the packed encoder.
+        let candle_int8 = options
+            .clone()
+            .with_precision(Precision::Int8)
+            .with_cpu_backend(CpuBackend::Candle);
+        assert!(matches!(
+            Encoder::from_dir(tmp.path(), &candle_int8),
+            Err(Error::InvalidArgument { .. })
+        ));
     }
     Ok(())
 }

@@ -198,12 +198,13 @@ pub fn write_figure(name: &str, svg: &str) -> anyhow::Result<String> {
 }
 
 /// The order of the sections in `docs/RESULTS.md`.
-const SECTIONS: [&str; 5] = [
+const SECTIONS: [&str; 6] = [
     "stitch_text",
     "stitch_robust",
     "stitch_images",
     "stitch_languages",
     "latent_similarity",
+    "migrate",
 ];
 
 /// Writes this example's section to `docs/results/NAME.md`, then rebuilds `docs/RESULTS.md` from

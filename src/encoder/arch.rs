@@ -6,7 +6,9 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use candle_transformers::models::{bert, distilbert, xlm_roberta};
 
-use crate::models::mpnet;
+use crate::models::kernels::activation::Activation;
+use crate::models::packed::{self, Family, PackedEncoder};
+use crate::models::{mpnet, Precision};
 use crate::{Error, Result};
 
 /// A loaded transformer body (no pooling).
@@ -19,6 +21,9 @@ pub enum Architecture {
     DistilBert(distilbert::DistilBertModel),
     /// MPNet (relstitch's own implementation).
     MPNet(mpnet::MPNetModel),
+    /// Any of the above on the CPU, padding-free, at any [`Precision`] (relstitch's own
+    /// implementation, [`crate::models::packed`]).
+    Packed(PackedEncoder),
 }
 
 /// What relstitch needs from config.json before choosing the architecture.
@@ -30,6 +35,24 @@ struct ModelType {
     /// DistilBERT's head count (private in candle's config), checked before loading.
     #[serde(default)]
     n_heads: Option<serde_json::Value>,
+}
+
+/// The DistilBERT fields that candle's config keeps private.
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+pub struct DistilBertShape {
+    /// Transformer layers.
+    pub n_layers: usize,
+    /// Attention heads.
+    pub n_heads: usize,
+    /// Width of the feed-forward block.
+    pub hidden_dim: usize,
+    /// Feed-forward activation (`gelu` or `relu`).
+    #[serde(default = "default_distilbert_activation")]
+    pub activation: String,
+}
+
+fn default_distilbert_activation() -> String {
+    "gelu".into()
 }
 
 /// The parsed config.json of a supported architecture.
@@ -45,6 +68,8 @@ pub enum ArchConfig {
         config: distilbert::Config,
         /// `max_position_embeddings` (private in candle's struct).
         max_position_embeddings: usize,
+        /// The other fields candle keeps private.
+        shape: DistilBertShape,
     },
     /// `model_type: mpnet`.
     MPNet(mpnet::Config),
@@ -75,6 +100,7 @@ impl ArchConfig {
             "distilbert" => Self::DistilBert {
                 config: serde_json::from_str(&text).map_err(json_err)?,
                 max_position_embeddings: head.max_position_embeddings.unwrap_or(512),
+                shape: serde_json::from_str(&text).map_err(json_err)?,
             },
             "mpnet" => Self::MPNet(serde_json::from_str(&text).map_err(json_err)?),
             _ => {
@@ -130,6 +156,112 @@ impl ArchConfig {
         }
     }
 
+    /// The configuration of the packed CPU encoder for this architecture, or `None` when it
+    /// uses something the packed encoder does not implement (an activation other than GELU or
+    /// ReLU).
+    pub fn packed(&self) -> Option<packed::Config> {
+        let from_nn = |a: candle_nn::Activation| match a {
+            candle_nn::Activation::Gelu => Some(Activation::GeluErf),
+            candle_nn::Activation::NewGelu | candle_nn::Activation::GeluPytorchTanh => {
+                Some(Activation::GeluTanh)
+            }
+            candle_nn::Activation::Relu => Some(Activation::Relu),
+            _ => None,
+        };
+        Some(match self {
+            Self::Bert(c) => packed::Config {
+                family: Family::Bert,
+                vocab_size: c.vocab_size,
+                hidden_size: c.hidden_size,
+                num_layers: c.num_hidden_layers,
+                num_heads: c.num_attention_heads,
+                intermediate_size: c.intermediate_size,
+                max_position_embeddings: c.max_position_embeddings,
+                type_vocab_size: c.type_vocab_size,
+                layer_norm_eps: c.layer_norm_eps,
+                activation: match c.hidden_act {
+                    bert::HiddenAct::Gelu => Activation::GeluErf,
+                    bert::HiddenAct::GeluApproximate => Activation::GeluTanh,
+                    bert::HiddenAct::Relu => Activation::Relu,
+                },
+                pad_token_id: c.pad_token_id as u32,
+            },
+            Self::XlmRoberta(c) => packed::Config {
+                family: Family::XlmRoberta,
+                vocab_size: c.vocab_size,
+                hidden_size: c.hidden_size,
+                num_layers: c.num_hidden_layers,
+                num_heads: c.num_attention_heads,
+                intermediate_size: c.intermediate_size,
+                max_position_embeddings: c.max_position_embeddings,
+                type_vocab_size: c.type_vocab_size,
+                layer_norm_eps: c.layer_norm_eps,
+                activation: from_nn(c.hidden_act)?,
+                pad_token_id: c.pad_token_id,
+            },
+            Self::DistilBert {
+                config,
+                max_position_embeddings,
+                shape,
+            } => packed::Config {
+                family: Family::DistilBert,
+                vocab_size: config.vocab_size,
+                hidden_size: config.dim,
+                num_layers: shape.n_layers,
+                num_heads: shape.n_heads,
+                intermediate_size: shape.hidden_dim,
+                max_position_embeddings: *max_position_embeddings,
+                type_vocab_size: 0,
+                // Hugging Face's DistilBERT hard-codes this epsilon.
+                layer_norm_eps: 1e-12,
+                activation: match shape.activation.as_str() {
+                    "gelu" => Activation::GeluErf,
+                    "relu" => Activation::Relu,
+                    _ => return None,
+                },
+                pad_token_id: config.pad_token_id as u32,
+            },
+            Self::MPNet(c) => packed::Config {
+                family: Family::MPNet,
+                vocab_size: c.vocab_size,
+                hidden_size: c.hidden_size,
+                num_layers: c.num_hidden_layers,
+                num_heads: c.num_attention_heads,
+                intermediate_size: c.intermediate_size,
+                max_position_embeddings: c.max_position_embeddings,
+                type_vocab_size: 0,
+                layer_norm_eps: c.layer_norm_eps,
+                activation: from_nn(c.hidden_act)?,
+                pad_token_id: c.pad_token_id,
+            },
+        })
+    }
+
+    /// FLOPs of one forward pass over a text of `len` tokens: the linear layers and attention
+    /// (see [`packed::Config::flops`]), whatever the implementation.
+    pub fn flops(&self, len: usize) -> f64 {
+        let (layers, intermediate) = match self {
+            Self::Bert(c) => (c.num_hidden_layers, c.intermediate_size),
+            Self::XlmRoberta(c) => (c.num_hidden_layers, c.intermediate_size),
+            Self::DistilBert { shape, .. } => (shape.n_layers, shape.hidden_dim),
+            Self::MPNet(c) => (c.num_hidden_layers, c.intermediate_size),
+        };
+        packed::Config {
+            family: Family::Bert,
+            vocab_size: 0,
+            hidden_size: self.hidden_size(),
+            num_layers: layers,
+            num_heads: 1,
+            intermediate_size: intermediate,
+            max_position_embeddings: 0,
+            type_vocab_size: 0,
+            layer_norm_eps: 0.0,
+            activation: Activation::GeluErf,
+            pad_token_id: 0,
+        }
+        .flops(len)
+    }
+
     /// The longest input (special tokens included) the position embeddings allow. RoBERTa-style
     /// models start positions at `padding_idx + 1`, so two positions are not usable.
     pub fn max_tokens(&self) -> usize {
@@ -150,7 +282,24 @@ impl ArchConfig {
 }
 
 impl Architecture {
-    /// Builds the architecture from its weights.
+    /// Builds relstitch's packed CPU encoder for `cfg` at `precision`, or `None` when the
+    /// packed encoder does not implement the architecture (see [`ArchConfig::packed`]).
+    ///
+    /// # Errors
+    /// A [`candle_core::Error`] when a tensor is missing from `vb` or has the wrong shape.
+    pub fn load_packed(
+        cfg: &ArchConfig,
+        vb: VarBuilder,
+        precision: Precision,
+    ) -> candle_core::Result<Option<Self>> {
+        match cfg.packed() {
+            Some(p) => Ok(Some(Self::Packed(PackedEncoder::load(vb, &p, precision)?))),
+            None => Ok(None),
+        }
+    }
+
+    /// Builds the architecture from its weights, on candle's tensors (any device, f32 or the
+    /// dtype of `vb`).
     ///
     /// # Errors
     /// A [`candle_core::Error`] when a tensor is missing from `vb` or has the wrong shape (the
@@ -201,6 +350,28 @@ impl Architecture {
                 m.forward(input_ids, &inverted)
             }
             Self::MPNet(m) => m.forward(input_ids, mask),
+            Self::Packed(m) => {
+                // Unpack the padded batch, run packed, and pad the result again.
+                let (b, t) = mask.dims2()?;
+                let ids = input_ids.to_vec2::<u32>()?;
+                let lens: Vec<usize> = mask
+                    .to_dtype(DType::U32)?
+                    .sum(1)?
+                    .to_vec1::<u32>()?
+                    .into_iter()
+                    .map(|l| l as usize)
+                    .collect();
+                let rows: Vec<&[u32]> = ids.iter().zip(&lens).map(|(r, &l)| &r[..l]).collect();
+                let packed = m.forward(&rows, true)?;
+                let h = m.config().hidden_size;
+                let mut out = vec![0f32; b * t * h];
+                let mut src = 0;
+                for (r, &l) in lens.iter().enumerate() {
+                    out[r * t * h..(r * t + l) * h].copy_from_slice(&packed[src..src + l * h]);
+                    src += l * h;
+                }
+                Tensor::from_vec(out, (b, t, h), input_ids.device())
+            }
         }
     }
 }

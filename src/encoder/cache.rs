@@ -1,7 +1,7 @@
 //! A per-encoder, per-text embedding cache, so repeated fits and evaluations do not re-embed.
 //!
 //! Keyed by everything that changes the vectors (weights sha256, pooling, normalisation, max length,
-//! prefix) and by each text's sha256. Stored as safetensors shards under
+//! prefix, precision) and by each text's sha256. Stored as safetensors shards under
 //! `$RELSTITCH_HOME/embeddings/<key>/`, each holding tensor `embeddings` and, in its metadata, the
 //! texts' hashes, the weights sha256 it was computed with and a digest of both ([`shard_digest`]);
 //! new texts are embedded and appended as a new shard, written atomically. `key.json` in each key
@@ -43,7 +43,7 @@ fn text_hash(text: &str) -> String {
 
 /// The key folder name of an encoder configuration.
 fn key_of(identity: &ModelIdentity) -> String {
-    let key = format!(
+    let mut key = format!(
         "{}|{}|{}|{}|{}",
         identity.weights_sha256,
         identity.pooling.as_str(),
@@ -51,6 +51,11 @@ fn key_of(identity: &ModelIdentity) -> String {
         identity.max_length,
         identity.prefix.as_deref().unwrap_or("")
     );
+    // f32 keys stay what they were before precisions existed, so their caches stay valid.
+    if !identity.precision.is_f32() {
+        key.push('|');
+        key.push_str(identity.precision.as_str());
+    }
     hex::encode(Sha256::digest(key.as_bytes()))[..32].to_string()
 }
 
@@ -480,4 +485,41 @@ pub fn clear(home: &Path, model: Option<&str>) -> Result<Cleared> {
         }
     }
     Ok(cleared)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+    use crate::encoder::{Pooling, Precision};
+
+    #[test]
+    fn the_key_separates_precisions_and_keeps_f32_keys() {
+        let mut id = ModelIdentity {
+            name: "m".into(),
+            hub_id: None,
+            revision: None,
+            path: PathBuf::from("/m"),
+            weights_sha256: "ab".repeat(32),
+            architecture: "bert".into(),
+            pooling: Pooling::Mean,
+            normalize: true,
+            max_length: 256,
+            prefix: None,
+            dim: 384,
+            precision: Precision::F32,
+        };
+        // The key of an f32 encoder is the one relstitch computed before precisions existed.
+        let old = format!("{}|mean|true|256|", "ab".repeat(32));
+        assert_eq!(
+            key_of(&id),
+            hex::encode(Sha256::digest(old.as_bytes()))[..32]
+        );
+        let f32_key = key_of(&id);
+        id.precision = Precision::Int8;
+        let int8_key = key_of(&id);
+        id.precision = Precision::Bf16;
+        let bf16_key = key_of(&id);
+        assert!(f32_key != int8_key && int8_key != bf16_key && f32_key != bf16_key);
+    }
 }

@@ -34,6 +34,7 @@ impl ModelIdentity {
             ("normalize".to_string(), self.normalize.to_string()),
             ("max_length".to_string(), self.max_length.to_string()),
             ("dim".to_string(), self.dim.to_string()),
+            ("precision".to_string(), self.precision.as_str().to_string()),
             (
                 "relstitch_version".to_string(),
                 env!("CARGO_PKG_VERSION").to_string(),

@@ -23,6 +23,7 @@ use candle_core::{Device, Tensor};
 use tokenizers::{Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
 
 pub use crate::model_folder::{l2_normalize, Pooling, SentenceTransformersConfig};
+pub use crate::models::Precision;
 pub use arch::{ArchConfig, Architecture};
 
 use crate::device::DeviceChoice;
@@ -48,6 +49,11 @@ pub struct EncoderOptions {
     pub prefix: Option<String>,
     /// Shows a progress bar on stderr while embedding.
     pub progress: bool,
+    /// The arithmetic of the linear layers. `None`: f32 for [`Encoder::load`], the recorded one
+    /// for [`Encoder::from_identity`]. bf16 and int8 need the packed CPU encoder.
+    pub precision: Option<Precision>,
+    /// Which implementation runs the transformer on the CPU.
+    pub cpu_backend: CpuBackend,
 }
 
 impl Default for EncoderOptions {
@@ -60,8 +66,42 @@ impl Default for EncoderOptions {
             max_length: None,
             prefix: None,
             progress: false,
+            precision: None,
+            cpu_backend: CpuBackend::default(),
         }
     }
+}
+
+/// Which implementation runs the transformer when the device is the CPU (other devices always
+/// run candle's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CpuBackend {
+    /// relstitch's padding-free encoder ([`crate::models::packed`]): batches packed up to a token
+    /// budget, fused kernels, any [`Precision`]. Used for every architecture it implements
+    /// (BERT, XLM-RoBERTa, DistilBERT, MPNet with GELU or ReLU); others fall back to candle.
+    Packed(CpuParallelism),
+    /// candle-transformers' models (and relstitch's MPNet on candle) on padded batches, one
+    /// batch per worker thread; f32 only. The path relstitch took before the packed encoder.
+    Candle,
+}
+
+impl Default for CpuBackend {
+    fn default() -> Self {
+        Self::Packed(CpuParallelism::default())
+    }
+}
+
+/// How the packed CPU encoder spreads a text list over the rayon threads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CpuParallelism {
+    /// One batch at a time; every op (matrix products, attention, norms) is split across the
+    /// threads.
+    #[default]
+    InsideOps,
+    /// One batch per thread, each batch's ops on its own thread (the token budget is lowered so
+    /// that every thread gets a batch).
+    AcrossBatches,
 }
 
 impl EncoderOptions {
@@ -107,6 +147,18 @@ impl EncoderOptions {
         self.progress = progress;
         self
     }
+    /// Runs the linear layers at `precision` (bf16 and int8: CPU only).
+    #[must_use]
+    pub fn with_precision(mut self, precision: Precision) -> Self {
+        self.precision = Some(precision);
+        self
+    }
+    /// Runs the transformer on the CPU with `backend`.
+    #[must_use]
+    pub fn with_cpu_backend(mut self, backend: CpuBackend) -> Self {
+        self.cpu_backend = backend;
+        self
+    }
 }
 
 /// Everything that identifies the vectors an encoder produces; written into every output.
@@ -134,6 +186,10 @@ pub struct ModelIdentity {
     pub prefix: Option<String>,
     /// The width of the vectors.
     pub dim: usize,
+    /// The arithmetic of the linear layers (identities recorded before relstitch 0.2 have no
+    /// such field: they were f32).
+    #[serde(default)]
+    pub precision: Precision,
 }
 
 /// The weights file of a model folder, as [`arch::weights`] picks it: `model.safetensors`, else
@@ -304,6 +360,8 @@ pub struct Encoder {
     batch_size: usize,
     progress: bool,
     device: Device,
+    parallelism: CpuParallelism,
+    config: ArchConfig,
 }
 
 impl std::fmt::Debug for Encoder {
@@ -356,6 +414,7 @@ impl Encoder {
         o.normalize = Some(identity.normalize);
         o.max_length = Some(identity.max_length);
         o.prefix = identity.prefix.clone();
+        o.precision = options.precision.or(Some(identity.precision));
         let catalog = crate::hub::catalog::Catalog::builtin()?;
         let fetcher = crate::hub::fetch::Fetcher::new()?;
         let resolved = if catalog.get(&identity.name).is_some() {
@@ -405,13 +464,35 @@ impl Encoder {
         // The weights are hashed (or their verdict read) before a single number is taken from them.
         let weights_sha256 = verified_weights_sha256(resolved)?;
         let (vb, weights_path) = arch::weights(dir, &device)?;
-        let model = Architecture::load(&config, vb).map_err(|e| Error::ModelFolder {
+        let precision = options.precision.unwrap_or_default();
+        let bad_weights = |e: candle_core::Error| {
+            Error::ModelFolder {
             path: weights_path.clone(),
             reason: format!(
                 "the weights do not fit config.json's {} architecture ({e}); the folder is corrupt or mixes two models",
                 config.model_type()
             ),
-        })?;
+        }
+        };
+        let packed = match options.cpu_backend {
+            CpuBackend::Packed(_) if device.is_cpu() => {
+                Architecture::load_packed(&config, vb.clone(), precision).map_err(bad_weights)?
+            }
+            _ => None,
+        };
+        let model = match packed {
+            Some(model) => model,
+            None if precision != Precision::F32 => {
+                return Err(Error::invalid(
+                    "precision",
+                    format!(
+                        "{precision} runs on relstitch's packed CPU encoder only (device cpu, \
+                         a BERT-family model with GELU or ReLU); use f32 here"
+                    ),
+                ))
+            }
+            None => Architecture::load(&config, vb).map_err(bad_weights)?,
+        };
         let tok_path = dir.join("tokenizer.json");
         let mut tokenizer = read_tokenizer(&tok_path)?;
         let max_length = options
@@ -449,6 +530,7 @@ impl Encoder {
             max_length,
             prefix: options.prefix.clone(),
             dim: config.hidden_size(),
+            precision,
         };
         tracing::info!(model = %identity.name, dir = %dir.display(), arch = %identity.architecture, "encoder loaded");
         Ok(Self {
@@ -459,6 +541,11 @@ impl Encoder {
             batch_size: options.batch_size,
             progress: options.progress,
             device,
+            parallelism: match options.cpu_backend {
+                CpuBackend::Packed(p) => p,
+                CpuBackend::Candle => CpuParallelism::default(),
+            },
+            config,
         })
     }
 
@@ -475,6 +562,20 @@ impl Encoder {
     /// The device it runs on.
     pub fn device(&self) -> &Device {
         &self.device
+    }
+
+    /// Which implementation runs the transformer: `packed` (relstitch's CPU encoder) or `candle`.
+    pub fn backend_name(&self) -> &'static str {
+        match self.model {
+            Architecture::Packed(_) => "packed",
+            _ => "candle",
+        }
+    }
+
+    /// FLOPs of the transformer on one text of `len` tokens (linear layers and attention,
+    /// no padding).
+    pub fn flops(&self, len: usize) -> f64 {
+        self.config.flops(len)
     }
 
     /// Token ids of each text after prefixing, lower-casing and truncation.
@@ -528,9 +629,15 @@ impl Encoder {
                 "nothing to embed: the list is empty",
             ));
         }
-        let ids = self.tokenize(texts)?;
+        let ids = {
+            let _span = tracing::trace_span!("tokenize").entered();
+            self.tokenize(texts)?
+        };
         let mut order: Vec<usize> = (0..ids.len()).collect();
         order.sort_by_key(|&i| std::cmp::Reverse(ids[i].len()));
+        if let Architecture::Packed(model) = &self.model {
+            return self.embed_packed(model, &ids, &order);
+        }
         let bar = crate::progress::bar(texts.len() as u64, "embedding", self.progress);
         let batches: Vec<&[usize]> = order.chunks(self.batch_size).collect();
         let run = |batch: &&[usize]| {
@@ -564,8 +671,89 @@ impl Encoder {
         Ok(out)
     }
 
+    /// The tokens one packed batch may hold: what `batch_size` texts of the maximum length would.
+    pub fn batch_tokens(&self) -> usize {
+        self.batch_size
+            .saturating_mul(self.identity.max_length)
+            .max(1)
+    }
+
+    /// Embeds tokenized texts with the packed encoder: texts (longest first, `order`) are packed
+    /// into batches of at most [`Encoder::batch_tokens`] tokens, each batch runs as one
+    /// padding-free pass, and each text's rows are pooled.
+    fn embed_packed(
+        &self,
+        model: &crate::models::packed::PackedEncoder,
+        ids: &[Vec<u32>],
+        order: &[usize],
+    ) -> Result<Tensor> {
+        let dim = self.identity.dim;
+        let total: usize = ids.iter().map(Vec::len).sum();
+        let threads = rayon::current_num_threads().max(1);
+        let across = self.parallelism == CpuParallelism::AcrossBatches && threads > 1;
+        let mut budget = self.batch_tokens();
+        if across {
+            // Every thread gets a batch.
+            budget = budget.min(total.div_ceil(threads).max(1));
+        }
+        let mut batches: Vec<&[usize]> = Vec::new();
+        let (mut start, mut tokens) = (0, 0);
+        for (j, &i) in order.iter().enumerate() {
+            let len = ids[i].len();
+            if j > start && tokens + len > budget {
+                batches.push(&order[start..j]);
+                (start, tokens) = (j, 0);
+            }
+            tokens += len;
+        }
+        if start < order.len() {
+            batches.push(&order[start..]);
+        }
+        let bar = crate::progress::bar(ids.len() as u64, "embedding", self.progress);
+        let run = |batch: &&[usize]| -> Result<Vec<f32>> {
+            let _span = tracing::trace_span!("batch").entered();
+            let rows: Vec<&[u32]> = batch.iter().map(|&i| ids[i].as_slice()).collect();
+            let hidden = model
+                .forward(&rows, !across)
+                .context(|| format!("running {} on a batch", self.identity.name))?;
+            let _span = tracing::trace_span!("pool").entered();
+            let mut pooled = vec![0f32; rows.len() * dim];
+            let mut at = 0;
+            for (row, out) in rows.iter().zip(pooled.chunks_exact_mut(dim)) {
+                let end = at + row.len() * dim;
+                self.identity.pooling.pool_rows(&hidden[at..end], dim, out);
+                if self.identity.normalize {
+                    crate::model_folder::l2_normalize_row(out);
+                }
+                at = end;
+            }
+            bar.inc(rows.len() as u64);
+            Ok(pooled)
+        };
+        let pooled: Vec<Vec<f32>> = if across {
+            use rayon::prelude::*;
+            batches.par_iter().map(run).collect::<Result<_>>()?
+        } else {
+            batches.iter().map(run).collect::<Result<_>>()?
+        };
+        bar.finish_and_clear();
+        // Batch rows follow `order`; put each back at its input position.
+        let mut out = vec![0f32; ids.len() * dim];
+        for (&i, row) in order
+            .iter()
+            .zip(pooled.iter().flat_map(|p| p.chunks_exact(dim)))
+        {
+            out[i * dim..(i + 1) * dim].copy_from_slice(row);
+        }
+        let out = Tensor::from_vec(out, (ids.len(), dim), &self.device)
+            .context(|| "gathering batches".into())?;
+        crate::io::check_finite(&out, &format!("embeddings of {}", self.identity.name))?;
+        Ok(out)
+    }
+
     /// Runs one padded batch of token ids.
     fn embed_ids(&self, rows: &[&[u32]]) -> candle_core::Result<Tensor> {
+        let _span = tracing::trace_span!("batch").entered();
         let t = rows.iter().map(|r| r.len()).max().unwrap_or(0);
         let b = rows.len();
         let mut ids = vec![0u32; b * t];
@@ -577,6 +765,7 @@ impl Encoder {
         let ids = Tensor::from_vec(ids, (b, t), &self.device)?;
         let mask = Tensor::from_vec(mask, (b, t), &self.device)?;
         let hidden = self.model.forward(&ids, &mask)?;
+        let _span = tracing::trace_span!("pool").entered();
         let pooled = self.identity.pooling.pool(&hidden, &mask)?;
         if self.identity.normalize {
             l2_normalize(&pooled)

@@ -9,5 +9,5 @@
 mod pooling;
 mod st_files;
 
-pub use pooling::{l2_normalize, Pooling};
+pub use pooling::{l2_normalize, l2_normalize_row, Pooling};
 pub use st_files::SentenceTransformersConfig;

@@ -65,6 +65,50 @@ impl Pooling {
     }
 }
 
+impl Pooling {
+    /// Pools the token states of one text, given as its own rows (no padding), into `out`, with
+    /// the same arithmetic as [`Pooling::pool`] on a padded batch. A text without tokens pools
+    /// to zeros.
+    ///
+    /// # Shapes
+    /// - `rows`: `[len, dim]` f32, row-major; `out`: `[dim]`
+    pub fn pool_rows(self, rows: &[f32], dim: usize, out: &mut [f32]) {
+        out.fill(0.0);
+        let len = rows.len().checked_div(dim).unwrap_or(0);
+        if len == 0 {
+            return;
+        }
+        match self {
+            Self::Cls => out.copy_from_slice(&rows[..dim]),
+            Self::Mean | Self::MeanSqrtLen => {
+                for row in rows.chunks_exact(dim) {
+                    for (o, v) in out.iter_mut().zip(row) {
+                        *o += v;
+                    }
+                }
+                let n = (len as f32).max(1e-9);
+                let n = if self == Self::Mean { n } else { n.sqrt() };
+                out.iter_mut().for_each(|o| *o /= n);
+            }
+            Self::Max => {
+                out.copy_from_slice(&rows[..dim]);
+                for row in rows.chunks_exact(dim).skip(1) {
+                    for (o, v) in out.iter_mut().zip(row) {
+                        *o = o.max(*v);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// L2-normalises one row in place (`x / max(‖x‖, 1e-12)`), as [`l2_normalize`] does for each
+/// row of a matrix.
+pub fn l2_normalize_row(x: &mut [f32]) {
+    let norm = x.iter().map(|v| v * v).sum::<f32>().sqrt().max(1e-12);
+    x.iter_mut().for_each(|v| *v /= norm);
+}
+
 /// L2-normalises each row (`x / max(‖x‖, 1e-12)`, like `torch.nn.functional.normalize`).
 ///
 /// # Shapes
@@ -113,6 +157,31 @@ mod tests {
         assert!((s[0][0] - 4. / 2f32.sqrt()).abs() < 1e-6);
         let n = l2_normalize(&Tensor::new(&[[3f32, 4.], [0., 0.]], &Device::Cpu)?)?;
         assert_eq!(n.to_vec2::<f32>()?, [[0.6, 0.8], [0., 0.]]);
+        // The packed form agrees with the padded one, text by text.
+        let hv = h.to_vec3::<f32>()?;
+        for pooling in [
+            Pooling::Mean,
+            Pooling::Cls,
+            Pooling::Max,
+            Pooling::MeanSqrtLen,
+        ] {
+            let padded = pooling.pool(&h, &m)?.to_vec2::<f32>()?;
+            for (r, len) in [2usize, 3].into_iter().enumerate() {
+                let rows: Vec<f32> = hv[r][..len].iter().flatten().copied().collect();
+                let mut out = [0f32; 2];
+                pooling.pool_rows(&rows, 2, &mut out);
+                assert!(
+                    out.iter()
+                        .zip(&padded[r])
+                        .all(|(a, b)| (a - b).abs() < 1e-6),
+                    "{pooling:?} {r}: {out:?} vs {:?}",
+                    padded[r]
+                );
+            }
+        }
+        let mut row = [3f32, 4.];
+        l2_normalize_row(&mut row);
+        assert_eq!(row, [0.6, 0.8]);
         Ok(())
     }
 }

@@ -175,6 +175,7 @@ impl MPNetEmbeddings {
     }
 
     fn forward(&self, input_ids: &Tensor, position_ids: &Tensor) -> Result<Tensor> {
+        let _span = tracing::trace_span!("embeddings").entered();
         let words = self.word_embeddings.forward(input_ids)?;
         let positions = self.position_embeddings.forward(position_ids)?;
         self.layer_norm.forward(&(words + positions)?)
@@ -226,9 +227,12 @@ impl MPNetSelfAttention {
     /// `xs`: `[b, s, hidden]`; `bias`: `[b, heads, s, s]` (relative position bias + mask).
     fn forward(&self, xs: &Tensor, bias: &Tensor) -> Result<Tensor> {
         let (b, s, hidden) = xs.dims3()?;
-        let qkv = self
-            .qkv
-            .forward(xs)?
+        let span = tracing::trace_span!("self-attn").entered();
+        let qkv = {
+            let _span = tracing::trace_span!("linear").entered();
+            self.qkv.forward(xs)?
+        };
+        let qkv = qkv
             .reshape((b, s, 3, self.num_heads, self.head_dim))?
             .permute((2, 0, 3, 1, 4))?
             .contiguous()?; // [3, b, heads, s, head_dim]
@@ -236,11 +240,17 @@ impl MPNetSelfAttention {
         let k = qkv.get(1)?;
         let v = qkv.get(2)?;
         let scores = (q.matmul(&k.t()?)? + bias)?;
-        let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+        let probs = {
+            let _span = tracing::trace_span!("softmax").entered();
+            candle_nn::ops::softmax_last_dim(&scores)?
+        };
         let context = probs
             .matmul(&v)? // [b, heads, s, head_dim]
             .transpose(1, 2)?
             .reshape((b, s, hidden))?;
+        drop(span);
+        let _span = tracing::trace_span!("self-out").entered();
+        let _span = tracing::trace_span!("linear").entered();
         self.o.forward(&context)
     }
 }
@@ -285,12 +295,29 @@ impl MPNetLayer {
 
     fn forward(&self, xs: &Tensor, bias: &Tensor) -> Result<Tensor> {
         let attention = self.attn.forward(xs, bias)?;
-        let attention = self.attention_layer_norm.forward(&(attention + xs)?)?;
-        let intermediate = self
-            .activation
-            .forward(&self.intermediate.forward(&attention)?)?;
-        let output = self.output.forward(&intermediate)?;
-        self.output_layer_norm.forward(&(output + attention)?)
+        let attention = {
+            let _span = tracing::trace_span!("self-out").entered();
+            let sum = (attention + xs)?;
+            let _span = tracing::trace_span!("layer-norm").entered();
+            self.attention_layer_norm.forward(&sum)?
+        };
+        let intermediate = {
+            let _span = tracing::trace_span!("inter").entered();
+            let up = {
+                let _span = tracing::trace_span!("linear").entered();
+                self.intermediate.forward(&attention)?
+            };
+            let _span = tracing::trace_span!("hidden-act").entered();
+            self.activation.forward(&up)?
+        };
+        let _span = tracing::trace_span!("out").entered();
+        let output = {
+            let _span = tracing::trace_span!("linear").entered();
+            self.output.forward(&intermediate)?
+        };
+        let sum = (output + attention)?;
+        let _span = tracing::trace_span!("layer-norm").entered();
+        self.output_layer_norm.forward(&sum)
     }
 }
 
@@ -455,6 +482,7 @@ impl MPNetModel {
         let input_ids = input_ids.to_device(&self.device)?;
         let position_ids = Tensor::from_vec(positions, (batch, seq_len), &self.device)?;
 
+        let bias_span = tracing::trace_span!("mask-and-position-bias").entered();
         // Extended attention mask: (1 - mask) * finfo(dtype).min, shape [b, 1, 1, s].
         let mask = attention_mask
             .to_device(&self.device)?
@@ -476,6 +504,7 @@ impl MPNetModel {
         // HF adds the bias and then the mask to the scores; adding them together first gives the
         // same result on real keys (mask 0) and a large negative value on padded keys.
         let bias = position_bias.broadcast_add(&mask)?.contiguous()?; // [b, heads, s, s]
+        drop(bias_span);
 
         let mut hidden = self.embeddings.forward(&input_ids, &position_ids)?;
         for layer in &self.layers {

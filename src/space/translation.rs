@@ -389,6 +389,15 @@ impl LatentTranslator {
         Ok((num / den).sqrt())
     }
 
+    /// The whole map folded into one affine map on the raw spaces, `y = x · W + b` (scaling, map and
+    /// de-scaling together): what [`apply`](Self::apply) computes.
+    ///
+    /// # Shapes
+    /// - returns `W`: `[d_s, d_t]` and `b`: `[1, d_t]`, f64 on the CPU.
+    pub fn fused(&self) -> (&Tensor, &Tensor) {
+        (&self.fused_w, &self.fused_b)
+    }
+
     /// The method.
     pub fn method(&self) -> TranslationMethod {
         self.method

@@ -241,18 +241,9 @@ impl Checkpoint {
             );
         }
         let inputs: Vec<&Path> = inputs.iter().map(PathBuf::as_path).collect();
-        crate::io::refuse_overwriting_inputs(dir, &inputs)?;
-        check_replaceable(dir)?;
-        let parent = crate::io::parent_dir(dir);
-        std::fs::create_dir_all(&parent).map_err(|e| Error::io(&parent, e))?;
-        let staging = crate::io::TempDir::new_in(&parent)?;
-        let new = staging.path().join("new");
-        std::fs::create_dir(&new).map_err(|e| Error::io(&new, e))?;
-        self.write_files(&new)?;
-        crate::io::failpoint("checkpoint-staged");
-        // Checked again right before the swap: the folder may have changed while we wrote.
-        check_replaceable(dir)?;
-        crate::io::replace_dir(&staging, &new, dir)?;
+        FOLDER.save(dir, &inputs, "checkpoint-staged", |new| {
+            self.write_files(new)
+        })?;
         tracing::info!(dir = %dir.display(), "checkpoint saved");
         Ok(())
     }
@@ -464,91 +455,35 @@ const TENSORS_SHA256: &str = "tensors_sha256";
 /// model.safetensors metadata: the sha256 of translation.safetensors.
 const TRANSLATION_SHA256: &str = "translation_sha256";
 
-/// The files a checkpoint folder may hold (besides its anchors file, named in config.json).
-const CHECKPOINT_FILES: [&str; 3] = ["config.json", WEIGHTS_FILE, TRANSLATION_FILE];
+/// The files a checkpoint folder may hold (besides config.json and its anchors file, named in
+/// config.json).
+const CHECKPOINT_FILES: [&str; 2] = [WEIGHTS_FILE, TRANSLATION_FILE];
+
+/// What a checkpoint folder is, for the folder rules of [`crate::io::OwnedFolder`].
+const FOLDER: crate::io::OwnedFolder<'static> = crate::io::OwnedFolder {
+    what: "checkpoint",
+    flag: "--out",
+    marker_file: "config.json",
+    format: FORMAT,
+    files: &CHECKPOINT_FILES,
+    declared: declared_anchors_file,
+};
+
+/// The anchors file a checkpoint's config.json names (`anchors.jsonl` by default).
+fn declared_anchors_file(config: &serde_json::Value) -> Vec<String> {
+    let file = config
+        .get("anchors")
+        .and_then(|a| a.get("file"))
+        .and_then(serde_json::Value::as_str)
+        .unwrap_or("anchors.jsonl");
+    vec![file.to_string()]
+}
 
 /// Fails unless `dir` may be replaced by a checkpoint save: absent, an empty folder, or a folder
 /// that is provably a relstitch checkpoint (config.json with the format marker) holding nothing
 /// but checkpoint files.
 fn check_replaceable(dir: &Path) -> Result<()> {
-    let refuse = |why: String| {
-        Error::invalid(
-            "checkpoint output",
-            format!(
-                "{} {why}; relstitch replaces only an empty folder or one of its own checkpoints: choose another --out",
-                dir.display()
-            ),
-        )
-    };
-    let meta = match std::fs::symlink_metadata(dir) {
-        Ok(m) => m,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(Error::io(dir, e)),
-    };
-    if !meta.file_type().is_dir() {
-        return Err(refuse(format!(
-            "exists and is {}",
-            crate::io::describe_file_type(&meta.file_type())
-        )));
-    }
-    let names: Vec<String> = std::fs::read_dir(dir)
-        .map_err(|e| Error::io(dir, e))?
-        .map(|e| {
-            e.map(|e| e.file_name().to_string_lossy().into_owned())
-                .map_err(|e| Error::io(dir, e))
-        })
-        .collect::<Result<_>>()?;
-    if names.is_empty() {
-        return Ok(());
-    }
-    let cfg_path = dir.join("config.json");
-    let marker = std::fs::read(&cfg_path)
-        .ok()
-        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok());
-    let format = marker
-        .as_ref()
-        .and_then(|v| v.get("format"))
-        .and_then(serde_json::Value::as_str);
-    if format != Some(FORMAT) {
-        return Err(refuse(
-            "exists and is not a relstitch checkpoint (its config.json has no `\"format\": \"relstitch-checkpoint\"`)"
-                .into(),
-        ));
-    }
-    let anchors_file = marker
-        .as_ref()
-        .and_then(|v| v.get("anchors"))
-        .and_then(|a| a.get("file"))
-        .and_then(serde_json::Value::as_str)
-        .unwrap_or("anchors.jsonl");
-    let mut foreign: Vec<&String> = names
-        .iter()
-        .filter(|n| !CHECKPOINT_FILES.contains(&n.as_str()) && n.as_str() != anchors_file)
-        .collect();
-    foreign.sort();
-    if !foreign.is_empty() {
-        let list: Vec<&str> = foreign.iter().take(5).map(|s| s.as_str()).collect();
-        return Err(refuse(format!(
-            "is a relstitch checkpoint but also holds files that are not part of one ({}{})",
-            list.join(", "),
-            if foreign.len() > 5 { ", ..." } else { "" }
-        )));
-    }
-    for n in &names {
-        let p = dir.join(n);
-        match std::fs::symlink_metadata(&p) {
-            Ok(m) if m.file_type().is_file() => {}
-            Ok(m) => {
-                return Err(refuse(format!(
-                    "holds {} that is {}",
-                    p.display(),
-                    crate::io::describe_file_type(&m.file_type())
-                )))
-            }
-            Err(e) => return Err(Error::io(&p, e)),
-        }
-    }
-    Ok(())
+    FOLDER.check_replaceable(dir)
 }
 
 /// A file named in config.json must be a plain file name inside the checkpoint.
@@ -572,6 +507,20 @@ fn semantic_record(config: &CheckpointConfig) -> Result<Vec<(&'static str, Strin
         v.map_err(|e| Error::invalid("checkpoint config", format!("cannot serialise {what}: {e}")))
     };
     let e = &config.encoder;
+    let mut encoder = serde_json::json!({
+        "weights_sha256": e.weights_sha256,
+        "architecture": e.architecture,
+        "pooling": to("pooling", serde_json::to_value(e.pooling))?,
+        "normalize": e.normalize,
+        "max_length": e.max_length,
+        "prefix": e.prefix,
+        "dim": e.dim,
+    });
+    // Recorded only when not f32, so that checkpoints saved before precisions existed (f32,
+    // no such key) still match their record.
+    if !e.precision.is_f32() {
+        encoder["precision"] = serde_json::json!(e.precision.as_str());
+    }
     let mut record = vec![
         (
             "labels",
@@ -591,18 +540,7 @@ fn semantic_record(config: &CheckpointConfig) -> Result<Vec<(&'static str, Strin
                 serde_json::json!({"count": config.anchors.count, "sha256": config.anchors.sha256}),
             ),
         ),
-        (
-            "encoder",
-            json(serde_json::json!({
-                "weights_sha256": e.weights_sha256,
-                "architecture": e.architecture,
-                "pooling": to("pooling", serde_json::to_value(e.pooling))?,
-                "normalize": e.normalize,
-                "max_length": e.max_length,
-                "prefix": e.prefix,
-                "dim": e.dim,
-            })),
-        ),
+        ("encoder", json(encoder)),
     ];
     // Only where there is one, so that the records of earlier checkpoints are unchanged.
     if let Some(a) = &config.anchor_encoder {
@@ -704,6 +642,7 @@ fn read_weights(path: &Path) -> Result<(HashMap<String, Tensor>, HashMap<String,
 mod tests {
     use super::*;
     use crate::encoder::Pooling;
+    use crate::models::Precision;
     use crate::task::decoder::{train_head, HeadKind};
 
     /// A small trained relative checkpoint: 6 anchors, 3 classes, no encoder needed.
@@ -729,6 +668,7 @@ mod tests {
             max_length: 128,
             prefix: None,
             dim: 8,
+            precision: Precision::Int8,
         };
         let config = CheckpointConfig {
             format: FORMAT.into(),
@@ -1010,6 +950,20 @@ mod tests {
             edit(&|j| j["encoder"]["pooling"] = serde_json::json!("cls"))?,
             "encoder",
         )?;
+        // The checkpoint was fitted on int8 vectors: claiming f32 (or dropping the field, which
+        // reads as f32) is caught.
+        integrity(
+            edit(&|j| j["encoder"]["precision"] = serde_json::json!("f32"))?,
+            "encoder",
+        )?;
+        integrity(
+            edit(&|j| {
+                if let Some(e) = j["encoder"].as_object_mut() {
+                    e.remove("precision");
+                }
+            })?,
+            "encoder",
+        )?;
         // Harmless edits still load.
         assert!(edit(&|j| j["encoder"]["path"] = serde_json::json!("/elsewhere"))?.is_ok());
         // A changed weight, with the file otherwise intact.
@@ -1044,6 +998,7 @@ mod tests {
         crate::io::write_safetensors(&st, &views, &meta)?;
         let loaded = Checkpoint::load(&dir)?;
         assert_eq!(loaded.config, ckpt.config);
+        assert_eq!(loaded.config.encoder.precision, Precision::Int8);
         let cfg = dir.join("config.json");
         let text = std::fs::read_to_string(&cfg)?
             .replace("\"a\"", "\"x\"")

@@ -8,7 +8,7 @@
 
 use clap::Args;
 use relstitch::device::DeviceChoice;
-use relstitch::encoder::{EncoderOptions, Pooling};
+use relstitch::encoder::{EncoderOptions, Pooling, Precision};
 
 /// Texts per forward pass when `--batch-size` is not given.
 pub const DEFAULT_BATCH_SIZE: usize = 32;
@@ -23,15 +23,33 @@ pub struct RunArgs {
     /// CPU threads, at least 1 and at most a few times the number of cores (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
-    /// Texts per forward pass. [default: 32]
+    /// Texts per forward pass. On the CPU, texts are packed without padding up to the tokens of
+    /// this many texts at the model's maximum length (32 × 256 = 8192 tokens for
+    /// all-MiniLM-L6-v2). [default: 32]
     #[arg(long)]
     pub batch_size: Option<usize>,
+    /// Arithmetic of the encoder's linear layers: f32, bf16 or int8 (CPU only; `bench` takes a
+    /// comma-separated list). [default: f32, or what a checkpoint recorded]
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub precision: Vec<Precision>,
 }
 
 impl RunArgs {
     /// Whether any of these flags was given.
     pub fn any_given(&self) -> bool {
-        self.device.is_some() || self.threads.is_some() || self.batch_size.is_some()
+        self.device.is_some()
+            || self.threads.is_some()
+            || self.batch_size.is_some()
+            || !self.precision.is_empty()
+    }
+
+    /// The one precision asked for, if any (only `bench` takes several).
+    pub fn precision(&self) -> anyhow::Result<Option<Precision>> {
+        match self.precision.as_slice() {
+            [] => Ok(None),
+            [p] => Ok(Some(*p)),
+            _ => anyhow::bail!("--precision takes one value here (only `bench` takes a list)"),
+        }
     }
 
     /// The texts per forward pass.
@@ -45,10 +63,12 @@ impl RunArgs {
             relstitch::device::set_num_threads(n)?;
         }
         let device: DeviceChoice = self.device.as_deref().unwrap_or("auto").parse()?;
-        Ok(EncoderOptions::default()
+        let mut options = EncoderOptions::default()
             .with_device(device)
             .with_batch_size(self.batch_size())
-            .with_progress(progress))
+            .with_progress(progress);
+        options.precision = self.precision()?;
+        Ok(options)
     }
 }
 

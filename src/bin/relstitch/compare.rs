@@ -159,8 +159,9 @@ fn load_spaces(args: &CompareArgs) -> anyhow::Result<(Tensor, Tensor, [String; 2
         (Some(a), Some(b), []) => {
             if args.run.any_given() || args.model_options.any_given() {
                 bail!(
-                    "--device, --threads, --batch-size, --pooling, --normalize, --max-length and \
-                     --prefix only apply with --model (with --a/--b nothing is embedded)"
+                    "--device, --threads, --batch-size, --precision, --pooling, --normalize, \
+                     --max-length and --prefix only apply with --model (with --a/--b nothing is \
+                     embedded)"
                 );
             }
             Ok((

@@ -9,7 +9,9 @@ mod embed;
 mod fetch;
 mod fit;
 mod logging;
+mod migrate;
 mod predict;
+mod profile;
 mod relative;
 mod stitch;
 mod translate;
@@ -51,16 +53,25 @@ enum Command {
     /// Labelled text datasets: fetch the built-in ones or split your own into train/test.
     Data(data::DataArgs),
     Cache(cache::CacheArgs),
+    /// Move a vector index to a new embedding model without re-embedding the corpus.
+    Migrate(migrate::MigrateArgs),
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    logging::init(cli.verbose);
+    let profile = match &cli.command {
+        Command::Bench(a) if a.profile => Some(profile::OpProfile::default()),
+        _ => None,
+    };
+    match &profile {
+        Some(p) => profile::init_logging(cli.verbose, p.clone()),
+        None => logging::init(cli.verbose),
+    }
     match cli.command {
         Command::Fetch(a) => fetch::run(a),
         Command::Embed(a) => embed::run(a),
         Command::Merge(a) => embed::run_merge(a),
-        Command::Bench(a) => bench::run(a),
+        Command::Bench(a) => bench::run(a, profile),
         Command::Fit(a) => fit::run(a),
         Command::Predict(a) => predict::run_predict(a),
         Command::Eval(a) => predict::run_eval(a),
@@ -70,5 +81,6 @@ fn main() -> anyhow::Result<()> {
         Command::Stitch(a) => stitch::run(a),
         Command::Data(a) => data::run(a),
         Command::Cache(a) => cache::run(a),
+        Command::Migrate(a) => migrate::run(a),
     }
 }

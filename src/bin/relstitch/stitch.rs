@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use clap::Args;
 use relstitch::data::{read_table, Fields};
 use relstitch::device::DeviceChoice;
-use relstitch::encoder::EncoderOptions;
+use relstitch::encoder::{EncoderOptions, Precision};
 use relstitch::space::translation::TranslationMethod;
 use relstitch::task::checkpoint::{Checkpoint, Space};
 use relstitch::task::stitch::{Pipeline, RelativeStitch, StitchOptions, StitchReport};
@@ -71,6 +71,10 @@ pub struct StitchArgs {
     /// CPU threads, at least 1 and at most a few times the number of cores (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Arithmetic of the encoders' linear layers: f32, bf16 or int8 (CPU only). [default: what
+    /// each checkpoint recorded]
+    #[arg(long, value_enum)]
+    pub precision: Option<Precision>,
 }
 
 pub fn run(args: StitchArgs) -> anyhow::Result<()> {
@@ -78,7 +82,10 @@ pub fn run(args: StitchArgs) -> anyhow::Result<()> {
         relstitch::device::set_num_threads(n)?;
     }
     let options = StitchOptions {
-        encoder: EncoderOptions::default().with_device(args.device.parse::<DeviceChoice>()?),
+        encoder: EncoderOptions {
+            precision: args.precision,
+            ..EncoderOptions::default().with_device(args.device.parse::<DeviceChoice>()?)
+        },
         translation: args.translation.unwrap_or(TranslationMethod::Procrustes),
         relative: if args.translate {
             RelativeStitch::Translated
