@@ -108,5 +108,6 @@ pub use space::anchors::{AnchorSet, AnchorStrategy};
 pub use space::projection::{PreTransform, Projection, RelativeProjector};
 pub use space::translation::{LatentTranslator, TranslationMethod};
 pub use task::checkpoint::Checkpoint;
+pub use task::compatibility::Compatibility;
 pub use task::scores::Scores;
-pub use task::stitch::{fit, FitOptions, Pipeline, StitchOptions, StitchReport};
+pub use task::stitch::{fit, FitOptions, Pipeline, RelativeStitch, StitchOptions, StitchReport};

@@ -947,6 +947,33 @@ fn checkpoint_seed(space: Space, kind: HeadKind, n_labels: usize) -> anyhow::Res
                 )?),
             )
         }
+        Space::TranslatedRelative { .. } => {
+            // From the encoder's 6 dimensions into the anchor encoder's 4.
+            let src = Tensor::randn(0f32, 1., (8, dim), &cpu())?;
+            let tgt = Tensor::randn(0f32, 1., (8, 4), &cpu())?;
+            (
+                anchors.len(),
+                Some(LatentTranslator::fit(
+                    &src,
+                    &tgt,
+                    TranslationMethod::Procrustes,
+                )?),
+            )
+        }
+    };
+    let identity = |name: &str, dim: usize| ModelIdentity {
+        name: name.into(),
+        hub_id: None,
+        revision: None,
+        path: PathBuf::from(format!("/nonexistent/{name}")),
+        weights_sha256: "0".repeat(64),
+        architecture: "bert".into(),
+        pooling: Pooling::Mean,
+        normalize: true,
+        max_length: 12,
+        prefix: None,
+        dim,
+        precision: relstitch::encoder::Precision::F32,
     };
     let head = HeadConfig {
         kind,
@@ -964,22 +991,9 @@ fn checkpoint_seed(space: Space, kind: HeadKind, n_labels: usize) -> anyhow::Res
         .collect();
     let config = CheckpointConfig {
         format: relstitch::task::checkpoint::FORMAT.into(),
-        format_version: relstitch::task::checkpoint::FORMAT_VERSION,
+        format_version: relstitch::task::checkpoint::required_format_version(&space),
         relstitch_version: "0.1.0".into(),
-        encoder: ModelIdentity {
-            name: "tiny".into(),
-            hub_id: None,
-            revision: None,
-            path: PathBuf::from("/nonexistent/tiny"),
-            weights_sha256: "0".repeat(64),
-            architecture: "bert".into(),
-            pooling: Pooling::Mean,
-            normalize: true,
-            max_length: 12,
-            prefix: None,
-            dim,
-            precision: relstitch::encoder::Precision::F32,
-        },
+        encoder: identity("tiny", dim),
         space,
         anchors: AnchorsInfo {
             file: "anchors.jsonl".into(),
@@ -992,6 +1006,8 @@ fn checkpoint_seed(space: Space, kind: HeadKind, n_labels: usize) -> anyhow::Res
         training: None,
         stitched_from: None,
         seed: 1,
+        anchor_encoder: matches!(space, Space::TranslatedRelative { .. })
+            .then(|| identity("tiny-anchors", 4)),
     };
     let ckpt = Checkpoint {
         config,
@@ -1027,6 +1043,22 @@ fn checkpoint_seeds() -> &'static Vec<Folder> {
                 checkpoint_seed(relative, HeadKind::Linear, 2)?,
                 checkpoint_seed(Space::Absolute, HeadKind::Mlp { hidden: 5 }, 3)?,
                 checkpoint_seed(Space::Translated, HeadKind::Linear, 2)?,
+                checkpoint_seed(
+                    Space::Relative {
+                        projection: Projection::Cosine,
+                        pre_transform: PreTransform::WHITENED,
+                    },
+                    HeadKind::Linear,
+                    2,
+                )?,
+                checkpoint_seed(
+                    Space::TranslatedRelative {
+                        projection: Projection::Cosine,
+                        pre_transform: PreTransform::WHITENED,
+                    },
+                    HeadKind::Linear,
+                    3,
+                )?,
             ])
         };
         build().unwrap_or_else(|e| panic!("building the checkpoint seeds: {e:#}"))
@@ -1740,7 +1772,7 @@ fn seeds_are_valid() -> anyhow::Result<()> {
         std::fs::write(&p, s)?;
         SafetensorsFile::read(&p, &Device::Cpu)?;
     }
-    assert_eq!(checkpoint_seeds().len(), 3);
+    assert_eq!(checkpoint_seeds().len(), 5);
     let dir = tempfile::tempdir()?;
     for (i, m) in model_seeds().iter().enumerate() {
         let d = dir.path().join(format!("m{i}"));

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use relstitch::space::projection::{PreTransform, Projection};
 use relstitch::task::checkpoint::{Checkpoint, Space};
-use relstitch::task::stitch::{Pipeline, StitchOptions};
+use relstitch::task::stitch::{Pipeline, RelativeStitch, StitchOptions};
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/old-checkpoints")
@@ -81,18 +81,53 @@ fn old_checkpoints_read_as_plain_cosine_and_predict_as_before() -> anyhow::Resul
     Ok(())
 }
 
-/// Stitching two old checkpoints today gives what the old stitch gave: the decoder's recorded
-/// space decides, not today's default.
+/// Stitching two old checkpoints today gives exactly what the old stitch gave (the decoder's
+/// recorded space decides, not today's default space), and saves as the old format. The stitch
+/// through a latent translation (`--translate`) is a newer one: it is written as format 2, which
+/// names the encoder that embeds the anchors.
 #[test]
 fn stitching_old_checkpoints_reproduces_the_old_stitch() -> anyhow::Result<()> {
     let l3 = Checkpoint::load(&fixtures().join("l3"))?;
     let minilm = Checkpoint::load(&fixtures().join("minilm"))?;
     let stitched = Pipeline::stitch(&l3, &minilm, &StitchOptions::default())?;
     assert_same(&stitched, "l3-to-minilm")?;
-    // And saving it writes the old space again, without the new field.
+    // And saving it writes the old space and format again, without the new fields.
     let dir = tempfile::tempdir()?;
     stitched.checkpoint().save(&dir.path().join("again"))?;
     let config = std::fs::read_to_string(dir.path().join("again/config.json"))?;
-    assert!(!config.contains("whiten"), "{config}");
+    assert!(
+        !config.contains("whiten") && !config.contains("anchor_encoder"),
+        "{config}"
+    );
+    assert!(config.contains("\"format_version\": 1"), "{config}");
+
+    let translate = StitchOptions::default().with_relative(RelativeStitch::Translated);
+    let translated = Pipeline::stitch(&l3, &minilm, &translate)?;
+    assert_eq!(
+        translated.checkpoint().config.space.name(),
+        "translated_relative"
+    );
+    translated
+        .checkpoint()
+        .save(&dir.path().join("translated"))?;
+    let reloaded = Checkpoint::load(&dir.path().join("translated"))?;
+    assert_eq!(reloaded.config.format_version, 2);
+    assert_eq!(
+        reloaded
+            .config
+            .anchor_encoder
+            .as_ref()
+            .map(|e| e.name.as_str()),
+        Some("all-MiniLM-L6-v2")
+    );
+    // The saved stitch predicts what the in-memory one does.
+    let texts = texts()?;
+    let a = translated.probabilities(&texts)?.to_vec2::<f32>()?;
+    let b = Pipeline::from_checkpoint(&reloaded, &translate)?
+        .probabilities(&texts)?
+        .to_vec2::<f32>()?;
+    for (x, y) in a.iter().flatten().zip(b.iter().flatten()) {
+        assert!((x - y).abs() <= 1e-6, "{x} vs {y}");
+    }
     Ok(())
 }

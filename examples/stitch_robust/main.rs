@@ -451,8 +451,16 @@ const ALL: &[(&str, &str)] = &[
     ("white2", "cosine after ZCA whitening on the anchors, shrinkage 2"),
     ("white1_top256", "whitened cosine (shrinkage 1), only the 256 largest kept per text"),
     (
+        "hyb_cos",
+        "plain cosine decoders stitched through a translation: A's latents translated into B's space (Procrustes on the anchors), then B's own projection (`--translate`; needs B's encoder)",
+    ),
+    (
         "hyb_cos_c",
-        "A's latents translated into B's space (Procrustes on the anchors), then B's own centred cosine (needs B's encoder at stitch time)",
+        "the same with centred cosine decoders",
+    ),
+    (
+        "hyb_white",
+        "the same with whitened decoders",
     ),
     (
         "procrustes",
@@ -945,7 +953,7 @@ fn report(
         let corr: Vec<f64> = rs.iter().map(|r| r.corr_test).collect();
         let common: Vec<f64> = rs.iter().map(|r| -r.common_enc).collect();
         md.push_str(&format!(
-            "\nAcross the {} (pair, dataset, seed) stitches with plain cosine, the Spearman correlation \
+            "\nAcross the {} (pair, dataset, seed) stitches with `{m}`, the Spearman correlation \
              of the retained score with the relative-space agreement of the two encoders on the test \
              texts (mean Pearson correlation of a text's two relative vectors, i.e. their cosine \
              after the LayerNorm) is {:.2}; with the encoder's common share (negated) {:.2}.\n\n",

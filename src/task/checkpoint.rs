@@ -6,7 +6,8 @@
 //!                      label names, training metrics, seed, relstitch version
 //!   model.safetensors  the head's weights (norm.*, fc0.*, ...)
 //!   anchors.jsonl      the anchor samples themselves, so any other encoder can embed them
-//!   translation.safetensors  (translated stitches only) the latent map into the head's space
+//!   translation.safetensors  (translated stitches only) the latent map into the space of the
+//!                      encoder the head was trained on
 //! ```
 //!
 //! Saving writes a temporary directory next to the destination and renames it into place, so a
@@ -29,8 +30,21 @@ use crate::{Error, Result};
 
 /// The `format` field of every checkpoint's config.json.
 pub const FORMAT: &str = "relstitch-checkpoint";
-/// The current format version.
-pub const FORMAT_VERSION: u32 = 1;
+/// The newest format version this relstitch reads and writes. Version 2 added whitening to the
+/// relative space and the `translated_relative` space; a checkpoint that uses neither is still
+/// written as version 1, which every earlier relstitch reads ([`required_format_version`]).
+pub const FORMAT_VERSION: u32 = 2;
+
+/// The lowest format version that can hold a checkpoint of `space`: 2 when it whitens or is a
+/// `translated_relative` stitch, 1 otherwise (so that older relstitch versions refuse what they
+/// cannot compute, with "upgrade relstitch", and read everything else).
+pub fn required_format_version(space: &Space) -> u32 {
+    match space {
+        Space::Relative { pre_transform, .. } if pre_transform.whiten.is_none() => 1,
+        Space::Absolute | Space::Translated => 1,
+        Space::Relative { .. } | Space::TranslatedRelative { .. } => 2,
+    }
+}
 
 /// Which latent space the head reads.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -49,6 +63,16 @@ pub enum Space {
     /// The encoder's embeddings mapped by `translation.safetensors` into the space the head was
     /// trained on (a stitched checkpoint).
     Translated,
+    /// A stitched relative decoder: the encoder's embeddings mapped by `translation.safetensors`
+    /// into the space of `anchor_encoder` (the encoder the head was trained with), then projected
+    /// onto the anchors as `anchor_encoder` embeds them, exactly as the head was trained.
+    TranslatedRelative {
+        /// How samples are compared with anchors.
+        projection: Projection,
+        /// Transforms fitted on the anchors before projecting.
+        #[serde(default)]
+        pre_transform: PreTransform,
+    },
 }
 
 impl Space {
@@ -58,6 +82,7 @@ impl Space {
             Self::Relative { .. } => "relative",
             Self::Absolute => "absolute",
             Self::Translated => "translated",
+            Self::TranslatedRelative { .. } => "translated_relative",
         }
     }
 }
@@ -116,6 +141,10 @@ pub struct CheckpointConfig {
     pub stitched_from: Option<StitchedFrom>,
     /// The seed.
     pub seed: u64,
+    /// For a `translated_relative` stitch: the encoder that embeds the anchors (the one the head
+    /// was trained with), found by its identity like `encoder`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub anchor_encoder: Option<ModelIdentity>,
 }
 
 /// The two checkpoints a stitched checkpoint was made from.
@@ -335,10 +364,22 @@ impl Checkpoint {
             )));
         }
         let expected_width = match config.space {
-            Space::Relative { .. } => Some(anchors.len()),
+            Space::Relative { .. } | Space::TranslatedRelative { .. } => Some(anchors.len()),
             Space::Absolute => Some(config.encoder.dim),
             Space::Translated => None, // checked against the translation below
         };
+        let needs_anchor_encoder = matches!(config.space, Space::TranslatedRelative { .. });
+        if needs_anchor_encoder != config.anchor_encoder.is_some() {
+            return Err(bad(
+                dir,
+                "config.json",
+                if needs_anchor_encoder {
+                    "a translated_relative checkpoint must name its `anchor_encoder`"
+                } else {
+                    "`anchor_encoder` belongs only to translated_relative checkpoints"
+                },
+            ));
+        }
         if let Some(w) = expected_width.filter(|w| *w != config.head.input_dim) {
             return Err(bad(
                 dir,
@@ -352,9 +393,31 @@ impl Checkpoint {
         }
         let (weights_file, recorded) = read_weights(&dir.join(WEIGHTS_FILE))?;
         check_recorded(dir, &config, &weights_file, &recorded)?;
-        let translation = if config.space == Space::Translated {
+        let translation = if matches!(
+            config.space,
+            Space::Translated | Space::TranslatedRelative { .. }
+        ) {
             let path = dir.join(TRANSLATION_FILE);
             let translator = LatentTranslator::load(&path)?;
+            // (Checked for translated_relative stitches, which name both encoders; translated
+            // ones are accepted as before.)
+            let target_dim = config.anchor_encoder.as_ref().map(|e| e.dim);
+            if target_dim.is_some_and(|d| {
+                d != translator.target_dim() || translator.source_dim() != config.encoder.dim
+            }) {
+                return Err(bad(
+                    dir,
+                    TRANSLATION_FILE,
+                    format!(
+                        "maps {} to {} dimensions, but the encoder has {}{}",
+                        translator.source_dim(),
+                        translator.target_dim(),
+                        config.encoder.dim,
+                        target_dim
+                            .map_or(String::new(), |d| format!(" and the anchor encoder {d}"))
+                    ),
+                ));
+            }
             if let Some(expected) = recorded.get(TRANSLATION_SHA256) {
                 let actual = crate::io::sha256_file(&path)?;
                 if &actual != expected {
@@ -458,7 +521,7 @@ fn semantic_record(config: &CheckpointConfig) -> Result<Vec<(&'static str, Strin
     if !e.precision.is_f32() {
         encoder["precision"] = serde_json::json!(e.precision.as_str());
     }
-    Ok(vec![
+    let mut record = vec![
         (
             "labels",
             json(to("labels", serde_json::to_value(&config.labels))?),
@@ -478,7 +541,15 @@ fn semantic_record(config: &CheckpointConfig) -> Result<Vec<(&'static str, Strin
             ),
         ),
         ("encoder", json(encoder)),
-    ])
+    ];
+    // Only where there is one, so that the records of earlier checkpoints are unchanged.
+    if let Some(a) = &config.anchor_encoder {
+        record.push((
+            "anchor_encoder",
+            json(serde_json::json!({"weights_sha256": a.weights_sha256, "dim": a.dim})),
+        ));
+    }
+    Ok(record)
 }
 
 /// Compares config.json with what model.safetensors recorded at save, and the weights with their
@@ -619,6 +690,7 @@ mod tests {
             training: None,
             stitched_from: None,
             seed: 0,
+            anchor_encoder: None,
         };
         Ok(Checkpoint {
             config,

@@ -80,6 +80,19 @@ pub struct Compatibility {
     /// What to do instead, when the stitch is predicted to be fair or poor.
     #[serde(default)]
     pub advice: Option<String>,
+    /// Another way to stitch the same checkpoints, estimated the same way, when this one is not
+    /// predicted to be good.
+    #[serde(default)]
+    pub alternative: Option<Alternative>,
+}
+
+/// Another way to stitch, with its estimated agreement.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Alternative {
+    /// What it is and how to ask for it.
+    pub method: String,
+    /// Its estimated agreement (same head, same anchors).
+    pub agreement: f64,
 }
 
 impl Compatibility {
@@ -134,6 +147,7 @@ impl Compatibility {
             anchors: n,
             verdict: Verdict::of(agreement),
             advice: None,
+            alternative: None,
         })
     }
 
@@ -174,46 +188,117 @@ impl Compatibility {
         target: &Tensor,
         method: TranslationMethod,
     ) -> Result<Self> {
-        let k = source.dim(0).context(|| "the source anchors".into())?;
-        const FOLDS: usize = 5;
-        if k < 2 * FOLDS {
-            return Err(Error::invalid(
-                "compatibility",
-                format!("{k} anchors: at least {} are needed", 2 * FOLDS),
-            ));
-        }
-        let dev = source.device();
-        let rows = |idx: &[usize], t: &Tensor| -> Result<Tensor> {
-            let i = Tensor::from_vec(
-                idx.iter().map(|&i| i as u32).collect::<Vec<_>>(),
-                idx.len(),
-                dev,
-            )
-            .and_then(|i| t.index_select(&i, 0))
-            .context(|| "selecting anchors".into())?;
-            Ok(i)
-        };
-        let mut order = Vec::with_capacity(k);
-        let mut parts = Vec::with_capacity(FOLDS);
-        for f in 0..FOLDS {
-            let held: Vec<usize> = (0..k).filter(|i| i % FOLDS == f).collect();
-            let fit_on: Vec<usize> = (0..k).filter(|i| i % FOLDS != f).collect();
-            let t =
-                LatentTranslator::fit(&rows(&fit_on, source)?, &rows(&fit_on, target)?, method)?;
-            parts.push(t.apply(&rows(&held, source)?)?);
-            order.extend(held);
-        }
-        let translated = Tensor::cat(&parts, 0).context(|| "joining the folds".into())?;
-        let own = rows(&order, target)?;
+        let translated = cross_fitted(source, target, method)?;
+        let own = target.clone();
         let mut c = Self::from_views(head, &own, &translated)?;
         c.advice = advice(Space::Absolute, c.verdict);
         Ok(c)
+    }
+
+    /// The compatibility of a translated relative stitch: the new encoder's anchors are
+    /// translated into the decoder's encoder's space (each fifth by a map fitted on the other four
+    /// fifths) and projected with the decoder's own projector, `own`, fitted on `target`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] with fewer than 10 anchors; those of [`LatentTranslator::fit`],
+    /// [`RelativeProjector::project`] and [`Compatibility::from_views`].
+    ///
+    /// # Shapes
+    /// - `source`: `[k, d_s]` (new encoder), `target`: `[k, d_t]` (decoder's encoder).
+    pub fn translated_relative(
+        head: &Head,
+        space: Space,
+        (source, target): (&Tensor, &Tensor),
+        own: &RelativeProjector,
+        method: TranslationMethod,
+    ) -> Result<Self> {
+        let translated = cross_fitted(source, target, method)?;
+        let a = mask_self_similarity(&own.project(target)?)?;
+        let b = mask_self_similarity(&own.project(&translated)?)?;
+        let mut c = Self::from_views(head, &a, &b)?;
+        let stitched = match space {
+            Space::Relative {
+                projection,
+                pre_transform,
+            } => Space::TranslatedRelative {
+                projection,
+                pre_transform,
+            },
+            other => other,
+        };
+        c.advice = advice(stitched, c.verdict);
+        Ok(c)
+    }
+
+    /// Records an alternative stitch; when it is predicted to keep more, the advice names it
+    /// first.
+    #[must_use]
+    pub fn with_alternative(mut self, alternative: Alternative) -> Self {
+        if alternative.agreement > self.agreement {
+            let lead = format!(
+                "{} is predicted to keep {:.1}%",
+                alternative.method,
+                100.0 * alternative.agreement
+            );
+            self.advice = Some(match self.advice.take() {
+                Some(a) => format!("{lead}; {a}"),
+                None => lead,
+            });
+        }
+        self.alternative = Some(alternative);
+        self
     }
 
     /// Whether the stitch is predicted to be poor.
     pub fn is_poor(&self) -> bool {
         self.verdict == Verdict::Poor
     }
+}
+
+/// Every row of `source` translated towards `target` by a map fitted without it: the rows are
+/// split into five folds by index, each translated by a map fitted on the other four; returned in
+/// the original row order.
+///
+/// # Shapes
+/// - `source`: `[k, d_s]`, `target`: `[k, d_t]`; returns `[k, d_t]`.
+fn cross_fitted(source: &Tensor, target: &Tensor, method: TranslationMethod) -> Result<Tensor> {
+    let k = source.dim(0).context(|| "the source anchors".into())?;
+    const FOLDS: usize = 5;
+    if k < 2 * FOLDS {
+        return Err(Error::invalid(
+            "compatibility",
+            format!("{k} anchors: at least {} are needed", 2 * FOLDS),
+        ));
+    }
+    let dev = source.device();
+    let rows = |idx: &[usize], t: &Tensor| -> Result<Tensor> {
+        Tensor::from_vec(
+            idx.iter().map(|&i| i as u32).collect::<Vec<_>>(),
+            idx.len(),
+            dev,
+        )
+        .and_then(|i| t.index_select(&i, 0))
+        .context(|| "selecting anchors".into())
+    };
+    let mut order = Vec::with_capacity(k);
+    let mut parts = Vec::with_capacity(FOLDS);
+    for f in 0..FOLDS {
+        let held: Vec<usize> = (0..k).filter(|i| i % FOLDS == f).collect();
+        let fit_on: Vec<usize> = (0..k).filter(|i| i % FOLDS != f).collect();
+        let t = LatentTranslator::fit(&rows(&fit_on, source)?, &rows(&fit_on, target)?, method)?;
+        parts.push(t.apply(&rows(&held, source)?)?);
+        order.extend(held);
+    }
+    let stacked = Tensor::cat(&parts, 0).context(|| "joining the folds".into())?;
+    // Row p of `stacked` is anchor order[p]: put it back at its place.
+    let mut back = vec![0u32; k];
+    for (p, &i) in order.iter().enumerate() {
+        back[i] = p as u32;
+    }
+    let back = Tensor::from_vec(back, k, dev).context(|| "reordering the folds".into())?;
+    stacked
+        .index_select(&back, 0)
+        .context(|| "reordering the folds".into())
 }
 
 /// Replaces entry `(i, i)` of a square `[k, k]` matrix of relative vectors by the mean of row
@@ -252,14 +337,18 @@ fn advice(space: Space, verdict: Verdict) -> Option<String> {
         Space::Relative { pre_transform, .. } if pre_transform.whiten.is_none() => {
             "the decoder reads unwhitened relative vectors, which anisotropic encoders (e5, sre) \
              distort; refit both checkpoints with `relstitch fit`'s default whitened space \
-             (cosine after ZCA whitening on the anchors), which keeps ≥ 0.9× of the weaker \
-             checkpoint's score on every catalog pair in docs/RESULTS.md"
+             (cosine after ZCA whitening on the anchors)"
                 .into()
         }
         Space::Relative { .. } => {
             "the two encoders order these anchors differently even after whitening; refit with \
-             more anchors (`relstitch fit --anchors N`), or fit an absolute decoder \
-             (`--space absolute`) and stitch through a latent translation"
+             more anchors (`relstitch fit --anchors N`)"
+                .into()
+        }
+        Space::TranslatedRelative { .. } => {
+            "the latent translation fitted on these anchors does not carry the decoder's \
+             decisions; refit with more anchors (`relstitch fit --anchors N`), or try \
+             `--translation affine`"
                 .into()
         }
         Space::Absolute | Space::Translated => {
@@ -368,6 +457,7 @@ mod tests {
             anchors: 10,
             verdict: Verdict::Poor,
             advice: advice(plain, Verdict::Poor),
+            alternative: None,
         };
         let text = c.to_string();
         assert!(text.starts_with("predicted compatibility (10 anchors, no labels)"));

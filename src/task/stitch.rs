@@ -25,10 +25,10 @@ use crate::space::anchors::{AnchorPool, AnchorSet, AnchorStrategy};
 use crate::space::projection::{PreTransform, Projection, RelativeProjector};
 use crate::space::translation::{LatentTranslator, TranslationMethod};
 use crate::task::checkpoint::{
-    AnchorsInfo, Checkpoint, CheckpointConfig, Space, StitchedFrom, TrainingInfo, FORMAT,
-    FORMAT_VERSION,
+    required_format_version, AnchorsInfo, Checkpoint, CheckpointConfig, Space, StitchedFrom,
+    TrainingInfo, FORMAT,
 };
-use crate::task::compatibility::Compatibility;
+use crate::task::compatibility::{Alternative, Compatibility, Verdict};
 use crate::task::decoder::{train_head, Head, HeadKind, TrainOptions};
 use crate::task::scores::{score, Scores};
 use crate::{Error, Result};
@@ -173,7 +173,7 @@ pub fn fit(model: &str, train: &Dataset, options: &FitOptions) -> Result<Checkpo
     )?;
     let config = CheckpointConfig {
         format: FORMAT.into(),
-        format_version: FORMAT_VERSION,
+        format_version: required_format_version(&options.space),
         relstitch_version: env!("CARGO_PKG_VERSION").into(),
         encoder: encoder.identity().clone(),
         space: options.space,
@@ -192,6 +192,7 @@ pub fn fit(model: &str, train: &Dataset, options: &FitOptions) -> Result<Checkpo
         }),
         stitched_from: None,
         seed: options.train.seed,
+        anchor_encoder: None,
     };
     Ok(Checkpoint {
         config,
@@ -208,6 +209,26 @@ enum Features {
     Relative(RelativeProjector),
     Absolute,
     Translated(LatentTranslator),
+    /// Translated into the anchor encoder's space, then projected onto its anchors.
+    TranslatedRelative(LatentTranslator, RelativeProjector),
+}
+
+/// How a relative decoder is stitched to another encoder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RelativeStitch {
+    /// The paper's zero-shot stitch: the new encoder embeds the anchors and projects onto them
+    /// itself; the decoder's encoder is never needed to run the stitch. With `relstitch fit`'s
+    /// default whitened space it is the most faithful stitch measured (docs/RESULTS.md,
+    /// `stitch_robust`).
+    #[default]
+    ZeroShot,
+    /// The new encoder's latents are mapped into the decoder's encoder's space by a latent
+    /// translation ([`StitchOptions::translation`]) fitted on the decoder's anchors embedded by
+    /// both encoders, then projected onto the anchors exactly as the decoder was trained. Needs
+    /// the decoder's encoder at stitch and predict time. Repairs unwhitened decoders (the paper's
+    /// plain cosine, checkpoints written before whitening) that anisotropic encoders break.
+    Translated,
 }
 
 /// How to stitch.
@@ -215,8 +236,10 @@ enum Features {
 pub struct StitchOptions {
     /// How the encoders run.
     pub encoder: EncoderOptions,
-    /// The latent translation used when the decoder reads absolute latents.
+    /// The latent translation, for absolute decoders and [`RelativeStitch::Translated`].
     pub translation: TranslationMethod,
+    /// How relative decoders are stitched.
+    pub relative: RelativeStitch,
     /// Use the embedding cache.
     pub cache: bool,
 }
@@ -226,8 +249,18 @@ impl Default for StitchOptions {
         Self {
             encoder: EncoderOptions::default(),
             translation: TranslationMethod::Procrustes,
+            relative: RelativeStitch::default(),
             cache: true,
         }
+    }
+}
+
+impl StitchOptions {
+    /// Sets how relative decoders are stitched.
+    #[must_use]
+    pub fn with_relative(mut self, relative: RelativeStitch) -> Self {
+        self.relative = relative;
+        self
     }
 }
 
@@ -317,6 +350,32 @@ impl Pipeline {
                     )
                 })?)
             }
+            Space::TranslatedRelative {
+                projection,
+                pre_transform,
+            } => {
+                let missing = |what: &str| {
+                    Error::invalid(
+                        "checkpoint",
+                        format!("a translated_relative checkpoint without {what}"),
+                    )
+                };
+                let t = ckpt
+                    .translation
+                    .clone()
+                    .ok_or_else(|| missing("translation.safetensors"))?;
+                let identity = ckpt
+                    .config
+                    .anchor_encoder
+                    .as_ref()
+                    .ok_or_else(|| missing("its anchor_encoder"))?;
+                let anchor_encoder = load_encoder(identity, &options.encoder)?;
+                let lat = embed(&anchor_encoder, &anchor_texts(ckpt)?, options.cache)?;
+                Features::TranslatedRelative(
+                    t,
+                    RelativeProjector::fit(&lat, projection, pre_transform)?,
+                )
+            }
         };
         let head = ckpt.head(encoder.device())?;
         Ok(Self {
@@ -331,9 +390,13 @@ impl Pipeline {
 
     /// The encoder of `encoder_from` with the decoder of `decoder_from`.
     ///
-    /// A relative decoder is stitched zero-shot: its anchors are embedded by the new encoder and
-    /// projected the same way. An absolute decoder gets a latent translation (Procrustes by
-    /// default) fitted on its anchors embedded by both encoders.
+    /// A relative decoder is stitched as [`StitchOptions::relative`] says: by default the new
+    /// encoder's latents are translated into the decoder's encoder's space (a map fitted on the
+    /// decoder's anchors embedded by both encoders) and projected onto the anchors as the decoder
+    /// was trained ([`RelativeStitch::Translated`]); zero-shot, the anchors are embedded by the
+    /// new encoder and projected the same way ([`RelativeStitch::ZeroShot`], the paper's). An
+    /// absolute decoder gets a latent translation (Procrustes by default) fitted on its anchors
+    /// embedded by both encoders.
     ///
     /// Before any evaluation, the stitch's label-free [`Compatibility`] is estimated on the
     /// decoder's anchors (both encoders embed them; see [`Pipeline::compatibility`]). When the
@@ -366,7 +429,31 @@ impl Pipeline {
         let texts = anchor_texts(decoder_from)?;
         let source = embed(&encoder, &texts, options.cache)?;
         let head = decoder_from.head(encoder.device())?;
+        let mut anchor_encoder = None;
         let (features, space, translation, method, compatibility) = match b.space {
+            Space::Relative { projection, pre_transform } if options.relative == RelativeStitch::Translated => {
+                let b_encoder = load_encoder(&b.encoder, &options.encoder).map_err(|e| {
+                    Error::invalid("stitch", format!("a translated stitch embeds the anchors with the decoder's own encoder, which cannot be loaded here ({e}); stitch zero-shot instead (`--zero-shot`, RelativeStitch::ZeroShot)"))
+                })?;
+                let target = embed(&b_encoder, &texts, options.cache)?;
+                let own = RelativeProjector::fit(&target, projection, pre_transform)?;
+                let t = LatentTranslator::fit(&source, &target, options.translation)?;
+                let compatibility = estimated(Compatibility::translated_relative(
+                    &head,
+                    b.space,
+                    (&source, &target),
+                    &own,
+                    options.translation,
+                ));
+                anchor_encoder = Some(b_encoder.identity().clone());
+                (
+                    Features::TranslatedRelative(t.clone(), own),
+                    Space::TranslatedRelative { projection, pre_transform },
+                    Some(t),
+                    Some(options.translation.name().to_string()),
+                    compatibility,
+                )
+            }
             Space::Relative { projection, pre_transform } => {
                 let p = RelativeProjector::fit(&source, projection, pre_transform).map_err(|e| {
                     Error::invalid("stitch", format!("the decoder's {} projection cannot be fitted on the new encoder's anchors ({e})", projection.name()))
@@ -375,7 +462,16 @@ impl Pipeline {
                     let b_encoder = load_encoder(&b.encoder, &options.encoder)?;
                     let target = embed(&b_encoder, &texts, options.cache)?;
                     let own = RelativeProjector::fit(&target, projection, pre_transform)?;
-                    Compatibility::relative(&head, b.space, (&own, &target), (&p, &source))
+                    let mut c = Compatibility::relative(&head, b.space, (&own, &target), (&p, &source))?;
+                    if c.verdict != Verdict::Good {
+                        // Would a stitch through a latent translation keep more? Same head, same anchors.
+                        let t = Compatibility::translated_relative(&head, b.space, (&source, &target), &own, options.translation)?;
+                        c = c.with_alternative(Alternative {
+                            method: format!("a stitch through a {} latent translation (`--translate`, RelativeStitch::Translated)", options.translation.name()),
+                            agreement: t.agreement,
+                        });
+                    }
+                    Ok(c)
                 })());
                 (Features::Relative(p), b.space, None, None, compatibility)
             }
@@ -386,7 +482,7 @@ impl Pipeline {
                 let compatibility = estimated(Compatibility::translated(&head, &source, &target, options.translation));
                 (Features::Translated(t.clone()), Space::Translated, Some(t), Some(options.translation.name().to_string()), compatibility)
             }
-            Space::Translated => {
+            Space::Translated | Space::TranslatedRelative { .. } => {
                 return Err(Error::invalid(
                     "stitch",
                     "the decoder checkpoint is itself a translated stitch; stitch from the checkpoint it was made from",
@@ -409,6 +505,8 @@ impl Pipeline {
                 translation: method,
             }),
             relstitch_version: env!("CARGO_PKG_VERSION").into(),
+            format_version: b.format_version.max(required_format_version(&space)),
+            anchor_encoder,
             ..b.clone()
         };
         let checkpoint = Checkpoint {
@@ -460,6 +558,7 @@ impl Pipeline {
             Features::Relative(p) => p.project(&x),
             Features::Absolute => Ok(x),
             Features::Translated(t) => t.apply(&x),
+            Features::TranslatedRelative(t, p) => p.project(&t.apply(&x)?),
         }
     }
 

@@ -15,8 +15,9 @@ use crate::relative::{ProjectionArgs, SparseK};
 /// Train a classification head on a frozen encoder's relative (default) or absolute latents.
 ///
 /// Without projection flags the relative space is cosine after ZCA whitening fitted on the
-/// anchors (`--whiten`), which stitches across every catalog encoder pair; any projection flag
-/// (`--projection cosine` alone for the paper's plain cosine) gives exactly the space it names.
+/// anchors (`--whiten`), which keeps stitches with anisotropic encoders (sre, e5) from collapsing
+/// as the paper's plain cosine does; any projection flag (`--projection cosine` alone for the
+/// plain cosine) gives exactly the space it names.
 ///
 /// Embeds the training texts (cached per model and text, so a second fit does not re-embed),
 /// chooses anchors among them, projects onto the anchors, and trains the paper's head (LayerNorm,

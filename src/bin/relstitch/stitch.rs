@@ -1,5 +1,5 @@
 //! `relstitch stitch` (and the `stitch-two-checkpoints` binary, the same code): the encoder of one
-//! checkpoint with the decoder of another, zero-shot.
+//! checkpoint with the decoder of another, without retraining.
 
 use std::path::PathBuf;
 
@@ -9,7 +9,7 @@ use relstitch::device::DeviceChoice;
 use relstitch::encoder::{EncoderOptions, Precision};
 use relstitch::space::translation::TranslationMethod;
 use relstitch::task::checkpoint::{Checkpoint, Space};
-use relstitch::task::stitch::{Pipeline, StitchOptions, StitchReport};
+use relstitch::task::stitch::{Pipeline, RelativeStitch, StitchOptions, StitchReport};
 
 /// The one-line summary.
 pub const ABOUT: &str = "Stitch two relstitch checkpoints: run the decoder (head) of B on the \
@@ -21,8 +21,16 @@ Stitch two relstitch checkpoints: run the decoder (head) of B on the encoder of 
 retraining.
 
 If B reads relative vectors, B's anchors are embedded with A's encoder and A's relative vectors
-go straight into B's head (zero-shot, the paper's method). If B reads absolute latents, a latent
-translation (--translation) is fitted on B's anchors embedded by both encoders.
+go straight into B's head (zero-shot, the paper's method). With --translate, A's embeddings are
+instead translated into B's encoder's space by a latent map (--translation, default Procrustes)
+fitted on B's anchors embedded by both encoders, then projected onto the anchors exactly as B was
+trained (this repairs decoders fitted without whitening, the default since issue 16). If B reads
+absolute latents, a latent translation (--translation) is fitted on B's anchors embedded by both
+encoders.
+
+Before anything is evaluated, a label-free compatibility estimate made from B's anchors alone is
+printed (the share of its anchors B's head labels the same from both encoders), with a warning
+and advice when the stitch is predicted to be poor.
 
 With --eval, prints accuracy, macro F1 and weighted F1 of A alone, B alone and the stitch on the
 same test set (--json: one object {\"encoder_checkpoint\", \"decoder_checkpoint\", \"stitched\"}).
@@ -49,9 +57,14 @@ pub struct StitchArgs {
     /// Print the evaluation as JSON (with --eval).
     #[arg(long, requires = "eval")]
     pub json: bool,
-    /// Latent translation, when the decoder (B) reads absolute latents. [default: procrustes]
+    /// Latent translation from A's space into B's encoder's space, for absolute decoders and
+    /// --translate. [default: procrustes]
     #[arg(long, value_enum)]
     pub translation: Option<TranslationMethod>,
+    /// Stitch a relative decoder through a latent translation into B's encoder's space, then B's
+    /// own projection, instead of zero-shot (needs B's encoder, also to run the saved stitch).
+    #[arg(long)]
+    pub translate: bool,
     /// Where to run: auto, cpu, cuda[:N], metal[:N].
     #[arg(long, default_value = "auto")]
     pub device: String,
@@ -74,6 +87,11 @@ pub fn run(args: StitchArgs) -> anyhow::Result<()> {
             ..EncoderOptions::default().with_device(args.device.parse::<DeviceChoice>()?)
         },
         translation: args.translation.unwrap_or(TranslationMethod::Procrustes),
+        relative: if args.translate {
+            RelativeStitch::Translated
+        } else {
+            RelativeStitch::ZeroShot
+        },
         cache: true,
     };
     if let Some(out) = &args.out {
@@ -83,12 +101,26 @@ pub fn run(args: StitchArgs) -> anyhow::Result<()> {
     }
     let a = Checkpoint::load(&args.encoder_from)?;
     let b = Checkpoint::load(&args.decoder_from)?;
-    if args.translation.is_some() && !matches!(b.config.space, Space::Absolute) {
+    let relative = matches!(b.config.space, Space::Relative { .. });
+    if args.translate && !relative {
         anyhow::bail!(
-            "--translation only applies when the decoder checkpoint reads absolute latents; {} \
-             reads {} vectors, which are stitched zero-shot without a translation",
+            "--translate only applies when the decoder checkpoint reads relative vectors; {} \
+             reads {} vectors{}",
             args.decoder_from.display(),
-            b.config.space.name()
+            b.config.space.name(),
+            if matches!(b.config.space, Space::Absolute) {
+                ", which are always stitched through a translation (--translation)"
+            } else {
+                ""
+            }
+        );
+    }
+    if args.translation.is_some() && relative && !args.translate {
+        anyhow::bail!(
+            "--translation only applies to decoders that read absolute latents or with \
+             --translate; {} reads relative vectors, which are stitched zero-shot without a \
+             translation",
+            args.decoder_from.display()
         );
     }
     let stitched = Pipeline::stitch(&a, &b, &options)?;
