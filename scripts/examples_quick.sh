@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs the quick mode of each paper-reproduction example and checks that its last line of output
 # is one JSON object with the keys the example promises. Usage: scripts/examples_quick.sh [NAME...]
-# (default: all four). Models and data are fetched on first use; embeddings are cached.
+# (default: all five). Models and data are fetched on first use; embeddings are cached.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -10,9 +10,10 @@ declare -A KEYS=(
   [stitch_images]="abs_not_stitched_acc abs_stitched_acc rel_not_stitched_acc rel_stitched_acc abs_stitched_mse rel_stitched_mse"
   [stitch_languages]="es_not_stitched_wf1 en_to_es_rel_stitched_wf1 en_to_es_translated_wf1 chance_wf1"
   [latent_similarity]="pairs"
+  [migrate]="reembedded_recall_at_k best_method_1024 best_retained_1024 rows"
 )
 names=("$@")
-[ ${#names[@]} -eq 0 ] && names=(stitch_text stitch_images stitch_languages latent_similarity)
+[ ${#names[@]} -eq 0 ] && names=(stitch_text stitch_images stitch_languages latent_similarity migrate)
 
 for name in "${names[@]}"; do
   echo "== example $name --quick"
@@ -39,6 +40,8 @@ if "pairs" in obj:
     for p in obj["pairs"]:
         if need - set(p):
             sys.exit(f"pair misses {need - set(p)}")
+if "best_retained_1024" in obj and obj["best_retained_1024"] < 0.90:
+    sys.exit(f"migrate: best retained recall@10 at 1,024 anchors is {obj['best_retained_1024']:.3f} < 0.90 (issue 13's target)")
 PY
   echo "   ok in $(( $(date +%s) - start )) s"
 done
