@@ -15,6 +15,10 @@ pub enum Pooling {
     Max,
     /// Sum of the non-padding token states divided by the square root of their number.
     MeanSqrtLen,
+    /// The state of the last non-padding token (decoder-style embedders such as
+    /// Qwen3-Embedding, whose tokenizer appends an end-of-text token). Works for padding on
+    /// either side: the last position whose mask is 1 is taken.
+    LastToken,
 }
 
 impl Pooling {
@@ -25,6 +29,7 @@ impl Pooling {
             Self::Cls => "cls",
             Self::Max => "max",
             Self::MeanSqrtLen => "mean_sqrt_len",
+            Self::LastToken => "last_token",
         }
     }
 
@@ -39,7 +44,7 @@ impl Pooling {
     /// A [`candle_core::Error`] (this is tensor code, not the public [`crate::Error`]) when
     /// `hidden` is not rank 3, `mask` is not rank 2, or their batch and sequence sizes differ.
     pub fn pool(self, hidden: &Tensor, mask: &Tensor) -> Result<Tensor> {
-        let (b, t, _d) = hidden.dims3()?;
+        let (b, t, d) = hidden.dims3()?;
         let (mb, mt) = mask.dims2()?;
         if (mb, mt) != (b, t) {
             candle_core::bail!("pooling: mask is [{mb}, {mt}] but hidden states are [{b}, {t}, _]");
@@ -60,6 +65,24 @@ impl Pooling {
                 // Padding positions are set to -1e9 before the maximum, like sentence-transformers.
                 let neg = ((m.ones_like()? - &m)? * -1e9)?;
                 hidden.broadcast_mul(&m)?.broadcast_add(&neg)?.max(1)
+            }
+            Self::LastToken => {
+                // sentence-transformers: the last position whose mask is 1, whichever side the
+                // padding is on; a row without any token pools to zeros.
+                let rows = mask.to_dtype(DType::F32)?.to_vec2::<f32>()?;
+                let mut index = Vec::with_capacity(b);
+                let mut keep = Vec::with_capacity(b);
+                for (r, row) in rows.iter().enumerate() {
+                    let last = row.iter().rposition(|&v| v != 0.0);
+                    index.push((r * t + last.unwrap_or(0)) as u32);
+                    keep.push(if last.is_some() { 1f32 } else { 0. });
+                }
+                let index = Tensor::new(index, hidden.device())?;
+                let keep = Tensor::new(keep, hidden.device())?.unsqueeze(1)?;
+                hidden
+                    .reshape((b * t, d))?
+                    .index_select(&index, 0)?
+                    .broadcast_mul(&keep)
             }
         }
     }
@@ -90,6 +113,7 @@ impl Pooling {
                 let n = if self == Self::Mean { n } else { n.sqrt() };
                 out.iter_mut().for_each(|o| *o /= n);
             }
+            Self::LastToken => out.copy_from_slice(&rows[(len - 1) * dim..len * dim]),
             Self::Max => {
                 out.copy_from_slice(&rows[..dim]);
                 for row in rows.chunks_exact(dim).skip(1) {
@@ -153,6 +177,16 @@ mod tests {
             Pooling::Max.pool(&h, &m)?.to_vec2::<f32>()?,
             [[3., 4.], [9., 10.]]
         );
+        assert_eq!(
+            Pooling::LastToken.pool(&h, &m)?.to_vec2::<f32>()?,
+            [[3., 4.], [9., 10.]]
+        );
+        // Left padding: the last token is still the last position whose mask is 1.
+        let left = Tensor::new(&[[0u32, 1, 1], [0, 0, 0]], &Device::Cpu)?;
+        assert_eq!(
+            Pooling::LastToken.pool(&h, &left)?.to_vec2::<f32>()?,
+            [[100., -100.], [0., 0.]]
+        );
         let s = Pooling::MeanSqrtLen.pool(&h, &m)?.to_vec2::<f32>()?;
         assert!((s[0][0] - 4. / 2f32.sqrt()).abs() < 1e-6);
         let n = l2_normalize(&Tensor::new(&[[3f32, 4.], [0., 0.]], &Device::Cpu)?)?;
@@ -164,6 +198,7 @@ mod tests {
             Pooling::Cls,
             Pooling::Max,
             Pooling::MeanSqrtLen,
+            Pooling::LastToken,
         ] {
             let padded = pooling.pool(&h, &m)?.to_vec2::<f32>()?;
             for (r, len) in [2usize, 3].into_iter().enumerate() {

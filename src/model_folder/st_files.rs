@@ -70,8 +70,7 @@ impl SentenceTransformersConfig {
     /// # Errors
     /// [`Error::Io`] or [`Error::Json`] when a file present cannot be read or parsed;
     /// [`Error::ModelFolder`] for a module other than Transformer, Pooling and Normalize, a missing
-    /// Pooling module, or a pooling mode relstitch does not run (none, several, weighted-mean,
-    /// last-token).
+    /// Pooling module, or a pooling mode relstitch does not run (none, several, weighted-mean).
     pub fn read(dir: &Path) -> Result<(Self, bool)> {
         let sbert_path = dir.join("sentence_bert_config.json");
         let (max_seq_length, lower) = if sbert_path.is_file() {
@@ -142,7 +141,7 @@ impl SentenceTransformersConfig {
                 Some(Pooling::MeanSqrtLen),
             ),
             (p.pooling_mode_weightedmean_tokens, None),
-            (p.pooling_mode_lasttoken, None),
+            (p.pooling_mode_lasttoken, Some(Pooling::LastToken)),
         ];
         let on: Vec<_> = modes
             .iter()
@@ -153,7 +152,7 @@ impl SentenceTransformersConfig {
             [Some(m)] => Ok(*m),
             [None] => Err(Error::ModelFolder {
                 path: path.to_path_buf(),
-                reason: "weighted-mean and last-token pooling are not supported; pass --pooling to override".into(),
+                reason: "weighted-mean pooling is not supported; pass --pooling to override".into(),
             }),
             [] => Err(Error::ModelFolder {
                 path: path.to_path_buf(),
@@ -186,6 +185,7 @@ impl SentenceTransformersConfig {
             "pooling_mode_mean_tokens": self.pooling == Pooling::Mean,
             "pooling_mode_max_tokens": self.pooling == Pooling::Max,
             "pooling_mode_mean_sqrt_len_tokens": self.pooling == Pooling::MeanSqrtLen,
+            "pooling_mode_lasttoken": self.pooling == Pooling::LastToken,
         });
         let sbert = json!({"max_seq_length": self.max_seq_length, "do_lower_case": false});
         let write = |rel: &str, v: &serde_json::Value| -> Result<()> {
