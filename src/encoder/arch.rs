@@ -8,7 +8,7 @@ use candle_transformers::models::{bert, distilbert, xlm_roberta};
 
 use crate::models::kernels::activation::Activation;
 use crate::models::packed::{self, Family, PackedEncoder};
-use crate::models::{mpnet, Precision};
+use crate::models::{gte, modernbert, mpnet, nomic_bert, qwen3, Precision};
 use crate::{Error, Result};
 
 /// A loaded transformer body (no pooling).
@@ -21,6 +21,14 @@ pub enum Architecture {
     DistilBert(distilbert::DistilBertModel),
     /// MPNet (relstitch's own implementation).
     MPNet(mpnet::MPNetModel),
+    /// ModernBERT (candle-transformers').
+    ModernBert(modernbert::ModernBertModel),
+    /// GTE v1.5 / multilingual, Alibaba-NLP's `new` (relstitch's own implementation).
+    Gte(gte::GteModel),
+    /// Nomic-BERT (candle-transformers').
+    NomicBert(nomic_bert::NomicBertModel),
+    /// Qwen3 as an embedder (candle-transformers'), causal.
+    Qwen3(qwen3::Qwen3Model),
     /// Any of the above on the CPU, padding-free, at any [`Precision`] (relstitch's own
     /// implementation, [`crate::models::packed`]).
     Packed(PackedEncoder),
@@ -73,6 +81,14 @@ pub enum ArchConfig {
     },
     /// `model_type: mpnet`.
     MPNet(mpnet::Config),
+    /// `model_type: modernbert`.
+    ModernBert(modernbert::Config),
+    /// `model_type: new` (Alibaba-NLP's remote code) or `gte` (transformers' port).
+    Gte(gte::Config),
+    /// `model_type: nomic_bert`.
+    NomicBert(nomic_bert::Config),
+    /// `model_type: qwen3`.
+    Qwen3(qwen3::Config),
 }
 
 impl ArchConfig {
@@ -103,6 +119,10 @@ impl ArchConfig {
                 shape: serde_json::from_str(&text).map_err(json_err)?,
             },
             "mpnet" => Self::MPNet(serde_json::from_str(&text).map_err(json_err)?),
+            "modernbert" => Self::ModernBert(serde_json::from_str(&text).map_err(json_err)?),
+            "new" | "gte" => Self::Gte(serde_json::from_str(&text).map_err(json_err)?),
+            "nomic_bert" => Self::NomicBert(serde_json::from_str(&text).map_err(json_err)?),
+            "qwen3" => Self::Qwen3(serde_json::from_str(&text).map_err(json_err)?),
             _ => {
                 return Err(Error::UnsupportedArchitecture {
                     path: path.to_path_buf(),
@@ -114,6 +134,20 @@ impl ArchConfig {
                 })
             }
         };
+        // What the implementation does not do is refused now, naming the field.
+        let unsupported = match &config {
+            Self::ModernBert(c) => c.to_candle().err(),
+            Self::Gte(c) => c.check().err(),
+            Self::NomicBert(c) => c.to_candle().err(),
+            Self::Qwen3(c) => c.to_candle().err(),
+            _ => None,
+        };
+        if let Some(reason) = unsupported {
+            return Err(Error::ModelFolder {
+                path: path.to_path_buf(),
+                reason: format!("{model_type}: {reason}"),
+            });
+        }
         // candle divides the width by the head count while loading: check both here.
         let (width, heads) = match &config {
             Self::Bert(c) => (c.hidden_size, Some(c.num_attention_heads as u64)),
@@ -122,6 +156,11 @@ impl ArchConfig {
                 (config.dim, head.n_heads.as_ref().and_then(|v| v.as_u64()))
             }
             Self::MPNet(c) => (c.hidden_size, Some(c.num_attention_heads as u64)),
+            Self::ModernBert(c) => (c.hidden_size, Some(c.num_attention_heads as u64)),
+            Self::Gte(c) => (c.hidden_size, Some(c.num_attention_heads as u64)),
+            Self::NomicBert(c) => (c.hidden_size, Some(c.num_attention_heads as u64)),
+            // Checked by `to_candle` (the width need not be heads × head_dim).
+            Self::Qwen3(_) => (0, Some(1)),
         };
         match heads {
             Some(h) if h > 0 && (width as u64).is_multiple_of(h) => Ok(config),
@@ -143,6 +182,10 @@ impl ArchConfig {
             Self::XlmRoberta(_) => "xlm-roberta",
             Self::DistilBert { .. } => "distilbert",
             Self::MPNet(_) => "mpnet",
+            Self::ModernBert(_) => "modernbert",
+            Self::Gte(_) => "new",
+            Self::NomicBert(_) => "nomic_bert",
+            Self::Qwen3(_) => "qwen3",
         }
     }
 
@@ -153,6 +196,10 @@ impl ArchConfig {
             Self::XlmRoberta(c) => c.hidden_size,
             Self::DistilBert { config, .. } => config.dim,
             Self::MPNet(c) => c.hidden_size,
+            Self::ModernBert(c) => c.hidden_size,
+            Self::Gte(c) => c.hidden_size,
+            Self::NomicBert(c) => c.hidden_size,
+            Self::Qwen3(c) => c.hidden_size,
         }
     }
 
@@ -234,17 +281,26 @@ impl ArchConfig {
                 activation: from_nn(c.hidden_act)?,
                 pad_token_id: c.pad_token_id,
             },
+            Self::ModernBert(_) | Self::Gte(_) | Self::NomicBert(_) | Self::Qwen3(_) => {
+                return None
+            }
         })
     }
 
     /// FLOPs of one forward pass over a text of `len` tokens: the linear layers and attention
-    /// (see [`packed::Config::flops`]), whatever the implementation.
+    /// (see [`packed::Config::flops`]), whatever the implementation. Gated feed-forward blocks
+    /// (three matrices) count as a BERT block 1.5 times as wide; grouped-query attention is
+    /// counted as full attention.
     pub fn flops(&self, len: usize) -> f64 {
         let (layers, intermediate) = match self {
             Self::Bert(c) => (c.num_hidden_layers, c.intermediate_size),
             Self::XlmRoberta(c) => (c.num_hidden_layers, c.intermediate_size),
             Self::DistilBert { shape, .. } => (shape.n_layers, shape.hidden_dim),
             Self::MPNet(c) => (c.num_hidden_layers, c.intermediate_size),
+            Self::ModernBert(c) => (c.num_hidden_layers, c.intermediate_size * 3 / 2),
+            Self::Gte(c) => (c.num_hidden_layers, c.intermediate_size * 3 / 2),
+            Self::NomicBert(c) => (c.num_hidden_layers, c.intermediate_size * 3 / 2),
+            Self::Qwen3(c) => (c.num_hidden_layers, c.intermediate_size * 3 / 2),
         };
         packed::Config {
             family: Family::Bert,
@@ -277,6 +333,10 @@ impl ArchConfig {
             Self::MPNet(c) => c
                 .max_position_embeddings
                 .saturating_sub(c.pad_token_id as usize + 1),
+            Self::ModernBert(c) => c.max_position_embeddings,
+            Self::Gte(c) => c.max_position_embeddings,
+            Self::NomicBert(c) => c.max_tokens(),
+            Self::Qwen3(c) => c.max_position_embeddings,
         }
     }
 }
@@ -320,6 +380,12 @@ impl Architecture {
                 Self::DistilBert(distilbert::DistilBertModel::load(vb, config)?)
             }
             ArchConfig::MPNet(c) => Self::MPNet(mpnet::MPNetModel::load(vb, c)?),
+            ArchConfig::ModernBert(c) => {
+                Self::ModernBert(modernbert::ModernBertModel::load(vb, c)?)
+            }
+            ArchConfig::Gte(c) => Self::Gte(gte::GteModel::load(vb, c)?),
+            ArchConfig::NomicBert(c) => Self::NomicBert(nomic_bert::NomicBertModel::load(vb, c)?),
+            ArchConfig::Qwen3(c) => Self::Qwen3(qwen3::Qwen3Model::load(vb, c)?),
         })
     }
 
@@ -350,6 +416,12 @@ impl Architecture {
                 m.forward(input_ids, &inverted)
             }
             Self::MPNet(m) => m.forward(input_ids, mask),
+            Self::ModernBert(m) => m.forward(input_ids, mask),
+            Self::Gte(m) => m.forward(input_ids, mask),
+            Self::NomicBert(m) => m.forward(input_ids, mask),
+            // Causal: the padding (on the right, see `Encoder::embed_ids`) never reaches a
+            // text's tokens.
+            Self::Qwen3(m) => m.forward(input_ids),
             Self::Packed(m) => {
                 // Unpack the padded batch, run packed, and pad the result again.
                 let (b, t) = mask.dims2()?;

@@ -2,14 +2,23 @@
 //! encoder for the BERT family.
 //!
 //! - [`mpnet`]: MPNet on candle tensors (any device).
+//! - [`gte`]: GTE v1.5 / multilingual (Alibaba-NLP's `new` architecture) on candle tensors.
+//! - [`modernbert`], [`nomic_bert`], [`qwen3`]: candle-transformers' implementations, checked
+//!   against Hugging Face transformers, behind configurations that read every published form of
+//!   their config.json (and refuse, when read, what the implementations do not do).
 //! - [`packed`]: BERT, XLM-RoBERTa, DistilBERT and MPNet on the CPU without padding: the linear
 //!   layers run on the tokens of the whole batch, attention runs per text, and the steps around
 //!   the matrix products are fused [`kernels`]. It also runs them in bf16 or int8
 //!   ([`Precision`]).
 
+pub mod gte;
 pub mod kernels;
+pub mod modernbert;
 pub mod mpnet;
+pub mod nomic_bert;
 pub mod packed;
+pub mod qwen3;
+mod rope;
 
 /// The arithmetic of an encoder's linear layers.
 ///
