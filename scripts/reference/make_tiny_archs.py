@@ -17,7 +17,8 @@ What
                                             and `single` [n, d] (each text alone), plus
                                             `batched_query` / `single_query` with the prompt for
                                             qwen3; metadata: texts (JSON), prompt, token ids,
-                                            versions, seed
+                                            versions, seed, this script's sha256 (the test
+                                            regenerates outputs made by another version)
 
     The references are transformers 5.24's own implementations, run by sentence-transformers:
       modernbert  ModernBertModel (native)
@@ -349,6 +350,7 @@ def make(arch: str, out: Path, cache: Path) -> None:
         "reference": f"sentence-transformers {sentence_transformers.__version__}, transformers "
                      f"{transformers.__version__}, torch {torch.__version__}, tokenizers {tokenizers.__version__}",
         "model_class": type(model).__name__,
+        "script_sha256": sha256_of(Path(__file__).resolve()),
         "tensor_names": json.dumps(tensor_names),
         **ids_meta,
     }

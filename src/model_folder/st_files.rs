@@ -222,6 +222,11 @@ mod tests {
                 normalize: false,
                 max_seq_length: None,
             },
+            SentenceTransformersConfig {
+                pooling: Pooling::LastToken,
+                normalize: true,
+                max_seq_length: Some(32768),
+            },
         ] {
             cfg.write(dir.path(), 8)?;
             let (back, lower) = SentenceTransformersConfig::read(dir.path())?;

@@ -152,6 +152,7 @@ impl Config {
         if self.norm_bias || self.attention_bias || self.mlp_bias {
             return Err("biases (norm_bias, attention_bias, mlp_bias) are not supported".into());
         }
+        super::rope::check_table_length(self.max_position_embeddings)?;
         if self.hidden_activation != "gelu" {
             return Err(format!(
                 "hidden_activation `{}` is not supported (only gelu)",

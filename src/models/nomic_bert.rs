@@ -145,6 +145,7 @@ impl Config {
                     .into(),
             );
         }
+        super::rope::check_table_length(self.max_position_embeddings)?;
         if self.parallel_block {
             return Err("parallel_block: true is not supported".into());
         }

@@ -85,6 +85,7 @@ impl Config {
     /// # Errors
     /// A sentence naming the unsupported field.
     pub fn to_candle(&self) -> std::result::Result<candle_qwen3::Config, String> {
+        super::rope::check_table_length(self.max_position_embeddings)?;
         if self.use_sliding_window {
             return Err("use_sliding_window: true is not supported".into());
         }

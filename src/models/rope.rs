@@ -55,3 +55,21 @@ impl Rotary {
         candle_nn::rotary_emb::rope(x, &self.cos, &self.sin)
     }
 }
+
+/// The most positions a rotary table built at load time may cover (candle's implementations
+/// precompute cos/sin for every position): real checkpoints have at most 131,072.
+pub(crate) const MAX_TABLE_POSITIONS: usize = 1 << 20;
+
+/// Refuses a `max_position_embeddings` whose precomputed rotary table would be absurdly large.
+///
+/// # Errors
+/// A sentence naming the field and the bound.
+pub(crate) fn check_table_length(positions: usize) -> std::result::Result<(), String> {
+    if positions > MAX_TABLE_POSITIONS {
+        return Err(format!(
+            "max_position_embeddings {positions} is over {MAX_TABLE_POSITIONS}; the config.json is \
+             corrupt"
+        ));
+    }
+    Ok(())
+}
