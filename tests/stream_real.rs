@@ -92,6 +92,15 @@ fn bytes(p: &Path) -> Result<Vec<u8>> {
     std::fs::read(p).with_context(|| format!("reading {}", p.display()))
 }
 
+/// The fixture, a fresh folder, and the fixture's texts embedded into `name` in that folder.
+fn embedded_into(name: &str) -> Result<(&'static Fixture, tempfile::TempDir, PathBuf)> {
+    let f = fixture();
+    let work = tempfile::tempdir()?;
+    let out = work.path().join(name);
+    run_ok(embed(f, &out, &[]))?;
+    Ok((f, work, out))
+}
+
 fn merge(shards: &[&Path], out: &Path) -> Command {
     let mut c = Command::new(RELSTITCH);
     c.arg("merge")
@@ -212,10 +221,7 @@ fn a_killed_run_resumes_to_the_same_bytes() -> Result<()> {
 
 #[test]
 fn npy_output_and_text_ids() -> Result<()> {
-    let f = fixture();
-    let work = tempfile::tempdir()?;
-    let out = work.path().join("e.npy");
-    run_ok(embed(f, &out, &[]))?;
+    let (f, work, out) = embedded_into("e.npy")?;
     let raw = bytes(&out)?;
     assert_eq!(&raw[..6], b"\x93NUMPY");
     let header_len = u16::from_le_bytes([raw[8], raw[9]]) as usize;
@@ -359,10 +365,7 @@ fn safetensors_rows(p: &Path) -> Result<(Vec<u8>, Vec<String>)> {
 #[cfg(feature = "parquet")]
 #[test]
 fn parquet_output_reads_back_in_pyarrow() -> Result<()> {
-    let f = fixture();
-    let work = tempfile::tempdir()?;
-    let out = work.path().join("e.parquet");
-    run_ok(embed(f, &out, &[]))?;
+    let (f, work, out) = embedded_into("e.parquet")?;
     // Shards merged into Parquet: the same bytes as one run into Parquet.
     let shard = |i: usize| work.path().join(format!("part-{i}.safetensors"));
     for i in 0..2 {
@@ -436,8 +439,8 @@ print(json.dumps({
 #[test]
 fn parquet_integer_ids_read_back_in_rust() -> Result<()> {
     use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-    let f = fixture();
-    let work = tempfile::tempdir()?;
+    let (f, work) = (fixture(), tempfile::tempdir()?);
+    // Line numbers are the ids; the empty line 2 is skipped.
     let txt = work.path().join("t.txt");
     std::fs::write(
         &txt,
