@@ -174,6 +174,15 @@ pub enum Error {
         /// What was expected instead, and what to do.
         reason: String,
     },
+    /// Writing a Parquet file failed (the Arrow or Parquet writer's error is the source).
+    #[error("{path}: writing Parquet failed")]
+    Parquet {
+        /// The file.
+        path: PathBuf,
+        /// The Arrow or Parquet error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// Drawing a figure failed.
     #[error("drawing the figure {figure:?} failed")]
     Plot {

@@ -371,3 +371,69 @@ fn compare_json_matches_numpy_fixture() -> Result<()> {
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("k = 60"));
     Ok(())
 }
+
+/// `project_file` streams the embeddings in chunks of `CHUNK_ROWS` rows: a file of two chunks and a
+/// bit gives the projection of the whole matrix in memory, for each kind of anchor spec.
+#[test]
+fn streamed_relative_file_equals_the_whole_projection() -> Result<()> {
+    use relstitch::space::relative_file::{
+        latents_sha256, project_file, AnchorSpec, RelativeSummary, ANCHOR_LATENTS_SHA256,
+        ANCHOR_SET_SHA256, CHUNK_ROWS, RELATIVE,
+    };
+    use relstitch::{AnchorSet, PreTransform, Projection, RelativeProjector};
+    let dir = tempfile::tempdir()?;
+    let x_path = dir.path().join("x.safetensors");
+    let n = 2 * CHUNK_ROWS + 5;
+    let x = Tensor::randn(0f32, 1., (n, 6), &Device::Cpu)?;
+    write(&x_path, "embeddings", &x)?;
+    let set = AnchorSet::from_rows(&[4, 0, n - 1, 9])?;
+    let jsonl = dir.path().join("anchors.jsonl");
+    set.save_jsonl(&jsonl)?;
+    let rows = format!("rows:4,0,{},9", n - 1);
+    for (spec, projection) in [
+        (rows.parse::<AnchorSpec>()?, Projection::Cosine),
+        (AnchorSpec::Jsonl(jsonl.clone()), Projection::Euclidean),
+        (
+            rows.parse::<AnchorSpec>()?,
+            Projection::SparseTopK { k: 2, power: 8.0 },
+        ),
+    ] {
+        let pre = PreTransform::default().with_center(true);
+        let out = dir.path().join("r.safetensors");
+        let made = project_file(&x_path, &spec, "embeddings", projection, pre, &out)?;
+        assert_eq!(
+            made,
+            RelativeSummary {
+                rows: n,
+                anchors: 4
+            }
+        );
+        let (got, meta) = read(&out, RELATIVE)?;
+        let anchors = set.latents(&x)?;
+        let whole = RelativeProjector::fit(&anchors, projection, pre)?.project(&x)?;
+        let diff = max_abs_diff(&got, &whole)?;
+        assert!(diff <= 1e-6, "{spec}: {diff}");
+        assert_eq!(meta[ANCHOR_SET_SHA256], set.hash());
+        assert_eq!(meta[ANCHOR_LATENTS_SHA256], latents_sha256(&anchors)?);
+    }
+    // A row of the anchor set past the end is refused, and nothing is written.
+    AnchorSet::from_rows(&[1, n + 30])?.save_jsonl(&jsonl)?;
+    let out = dir.path().join("never.safetensors");
+    let e = project_file(
+        &x_path,
+        &AnchorSpec::Jsonl(jsonl),
+        "embeddings",
+        Projection::Cosine,
+        PreTransform::default(),
+        &out,
+    )
+    .err()
+    .map(|e| e.to_string())
+    .unwrap_or_default();
+    assert!(
+        e.contains(&format!("row {} (named by", n + 30)) && e.contains("is out of range"),
+        "{e}"
+    );
+    assert!(!out.exists());
+    Ok(())
+}

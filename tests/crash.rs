@@ -8,17 +8,17 @@
 //! (`RELSTITCH_FAILPOINT`): the binary stops there, says so on stderr, and waits to be killed.
 #![cfg(unix)]
 
-use std::io::{BufRead, BufReader};
+mod common;
+
+use std::io::BufReader;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use candle_core::Device;
-use relstitch::data::{Builtin, Dataset, SplitOptions};
-use relstitch::hub::catalog::Catalog;
-use relstitch::hub::fetch::Fetcher;
+use common::real::{kill_at_failpoint, minilm_and_fortunes, run_ok};
 use relstitch::io::SafetensorsFile;
 use relstitch::task::checkpoint::Checkpoint;
 
@@ -49,13 +49,7 @@ fn fixture() -> &'static Fixture {
 }
 
 fn make_fixture() -> Result<Fixture> {
-    let fetcher = Fetcher::new()?.with_quiet(true);
-    let catalog = Catalog::builtin()?;
-    let entry = catalog
-        .get("all-MiniLM-L6-v2")
-        .context("all-MiniLM-L6-v2 is in the catalog")?;
-    let model = fetcher.fetch(&catalog, entry)?;
-    let split = Dataset::builtin(Builtin::Fortunes, &fetcher)?.split(&SplitOptions::default())?;
+    let (model, split) = minilm_and_fortunes()?;
     let dir = tempfile::tempdir()?;
     let train = dir.path().join("train.jsonl");
     split.train.first_per_label(25).write_jsonl(&train)?;
@@ -134,17 +128,6 @@ fn kill_everywhere<S: PartialEq + std::fmt::Debug>(
     Ok(())
 }
 
-fn run_ok(mut c: Command) -> Result<()> {
-    let out = c.stderr(Stdio::piped()).output()?;
-    if !out.status.success() {
-        bail!(
-            "{c:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(())
-}
-
 /// How a run was stopped.
 #[derive(Debug, Clone, Copy)]
 enum Kill {
@@ -155,44 +138,14 @@ enum Kill {
 /// Starts `c`, kills it with SIGKILL at `kill`, and waits for it. Returns whether it was killed
 /// (a timed kill may come after the command finished on its own).
 fn run_killed(mut c: Command, kill: Kill) -> Result<bool> {
-    if let Kill::At(point) = kill {
-        c.env("RELSTITCH_FAILPOINT", point);
-    }
-    let mut child = c.stderr(Stdio::piped()).spawn()?;
-    let stderr = child.stderr.take().context("stderr")?;
     match kill {
         Kill::At(point) => {
-            let marker = format!("relstitch failpoint {point} reached");
-            let deadline = Instant::now() + Duration::from_secs(300);
-            let mut lines = BufReader::new(stderr).lines();
-            let mut seen = Vec::new();
-            loop {
-                match lines.next() {
-                    Some(line) => {
-                        let line = line?;
-                        if line.contains(&marker) {
-                            break;
-                        }
-                        seen.push(line);
-                    }
-                    None => {
-                        let status = child.wait()?;
-                        bail!(
-                            "{c:?} never reached failpoint {point} ({status}): {}",
-                            seen.join("\n")
-                        );
-                    }
-                }
-                if Instant::now() > deadline {
-                    child.kill()?;
-                    bail!("{c:?} did not reach failpoint {point} in time");
-                }
-            }
-            child.kill()?; // SIGKILL
-            child.wait()?;
+            kill_at_failpoint(c, point, Duration::from_secs(300))?;
             Ok(true)
         }
         Kill::After(ms) => {
+            let mut child = c.stderr(Stdio::piped()).spawn()?;
+            let stderr = child.stderr.take().context("stderr")?;
             // Drain stderr in the background so the child never blocks on a full pipe.
             std::thread::spawn(move || {
                 let _ = std::io::copy(&mut BufReader::new(stderr), &mut std::io::sink());
@@ -286,7 +239,7 @@ fn fit_killed_anywhere_keeps_the_previous_checkpoint() -> Result<()> {
         work.path(),
         &kills(),
         || fit_command(&home, &out, "1"),
-        || run_ok(fit_command(&home, &out, "0")),
+        || run_ok(fit_command(&home, &out, "0")).map(drop),
         || checkpoint_state(&out),
         (&previous, &new),
     )
@@ -337,7 +290,7 @@ fn embed_killed_anywhere_keeps_the_previous_output() -> Result<()> {
         work.path(),
         &kills,
         || embed(&texts_b, &out),
-        || run_ok(embed(&texts_a, &out)),
+        || run_ok(embed(&texts_a, &out)).map(drop),
         || embeddings_state(&out),
         (&previous, &new),
     )?;
@@ -397,7 +350,7 @@ fn stitch_out_killed_anywhere_keeps_the_previous_checkpoint() -> Result<()> {
         work.path(),
         &kills(),
         || stitch(&b, &a, &out),
-        || run_ok(stitch(&a, &b, &out)),
+        || run_ok(stitch(&a, &b, &out)).map(drop),
         || checkpoint_state(&out),
         (&previous, &new),
     )?;

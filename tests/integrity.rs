@@ -518,6 +518,39 @@ fn a_shard_with_shuffled_rows_is_deleted_and_recomputed() -> Result<()> {
     Ok(())
 }
 
+/// A lookup reads only the shards that hold a wanted text: a damaged shard of other texts is left
+/// for `cache verify` (and is not read into memory), while the answer stays exact.
+#[test]
+fn a_lookup_reads_only_the_shards_it_needs() -> Result<()> {
+    let home = tempfile::tempdir()?;
+    let enc = encoder()?;
+    let cache = EmbeddingCache::new(home.path(), enc.identity());
+    let (a, b) = TEXTS.split_at(3);
+    cache.embed(&enc, a)?;
+    let first = shards(&cache)?;
+    cache.embed(&enc, b)?;
+    let Some(other) = shards(&cache)?.into_iter().find(|p| !first.contains(p)) else {
+        bail!("expected a second shard");
+    };
+    tamper(&other, |mut m| {
+        m.swap(0, 1);
+        m
+    })?;
+    let (got, warnings) = with_warnings(|| cache.embed(&enc, a));
+    assert!(warnings.is_empty(), "{warnings:?}");
+    assert!(max_abs_diff(&got?, &enc.embed(a)?)? < 1e-5);
+    assert!(other.exists(), "a shard that was not needed was touched");
+    let report = verify_all(home.path(), false)?;
+    assert_eq!((report[0].ok, report[0].bad.len()), (1, 1));
+    // Asked for, it is found bad, deleted and recomputed; duplicates map to one row each.
+    let ask = [b[0], a[0], b[0], b[2]];
+    let (got, warnings) = with_warnings(|| cache.embed(&enc, &ask));
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(max_abs_diff(&got?, &enc.embed(&ask)?)? < 1e-5);
+    assert!(!other.exists());
+    Ok(())
+}
+
 #[test]
 fn shards_of_other_weights_or_without_a_digest_are_not_used() -> Result<()> {
     let home = tempfile::tempdir()?;

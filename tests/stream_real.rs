@@ -4,18 +4,17 @@
 //! environment variables pick the shard, and `relstitch merge` refuses bad shard sets clearly.
 #![cfg(unix)]
 
-use std::io::{BufRead, BufReader};
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use candle_core::Device;
-use relstitch::data::{Builtin, Dataset, SplitOptions};
+use common::real::{kill_at_failpoint, minilm_and_fortunes, run_err, run_ok};
 use relstitch::encoder::stream::journal_dir;
-use relstitch::hub::catalog::Catalog;
-use relstitch::hub::fetch::Fetcher;
 use relstitch::io::SafetensorsFile;
 
 const RELSTITCH: &str = env!("CARGO_BIN_EXE_relstitch");
@@ -39,13 +38,7 @@ fn fixture() -> &'static Fixture {
 }
 
 fn make_fixture() -> Result<Fixture> {
-    let fetcher = Fetcher::new()?.with_quiet(true);
-    let catalog = Catalog::builtin()?;
-    let entry = catalog
-        .get("all-MiniLM-L6-v2")
-        .context("all-MiniLM-L6-v2 is in the catalog")?;
-    let model = fetcher.fetch(&catalog, entry)?;
-    let split = Dataset::builtin(Builtin::Fortunes, &fetcher)?.split(&SplitOptions::default())?;
+    let (model, split) = minilm_and_fortunes()?;
     let dir = tempfile::tempdir()?;
     let texts = dir.path().join("texts.jsonl");
     let mut part = split.test.clone();
@@ -95,26 +88,17 @@ fn embed(f: &Fixture, out: &Path, extra: &[&str]) -> Command {
     c
 }
 
-fn run_ok(mut c: Command) -> Result<String> {
-    let out = c.stderr(Stdio::piped()).output()?;
-    let err = String::from_utf8_lossy(&out.stderr).to_string();
-    if !out.status.success() {
-        bail!("{c:?} failed: {}", err.trim());
-    }
-    Ok(err)
-}
-
-fn run_err(mut c: Command) -> Result<String> {
-    let out = c.stderr(Stdio::piped()).output()?;
-    let err = String::from_utf8_lossy(&out.stderr).to_string();
-    if out.status.success() {
-        bail!("{c:?} succeeded, expected an error");
-    }
-    Ok(err)
-}
-
 fn bytes(p: &Path) -> Result<Vec<u8>> {
     std::fs::read(p).with_context(|| format!("reading {}", p.display()))
+}
+
+/// The fixture, a fresh folder, and the fixture's texts embedded into `name` in that folder.
+fn embedded_into(name: &str) -> Result<(&'static Fixture, tempfile::TempDir, PathBuf)> {
+    let f = fixture();
+    let work = tempfile::tempdir()?;
+    let out = work.path().join(name);
+    run_ok(embed(f, &out, &[]))?;
+    Ok((f, work, out))
 }
 
 fn merge(shards: &[&Path], out: &Path) -> Command {
@@ -214,25 +198,7 @@ fn a_killed_run_resumes_to_the_same_bytes() -> Result<()> {
     let out = work.path().join("e.safetensors");
     // Killed with SIGKILL right after chunk 2 reached the disk.
     let point = "embed-chunk-2-written";
-    let mut child = embed(f, &out, &[])
-        .env("RELSTITCH_FAILPOINT", point)
-        .stderr(Stdio::piped())
-        .spawn()?;
-    let stderr = child.stderr.take().context("stderr")?;
-    let deadline = Instant::now() + Duration::from_secs(600);
-    let mut reached = false;
-    for line in BufReader::new(stderr).lines() {
-        if line?.contains(&format!("relstitch failpoint {point} reached")) {
-            reached = true;
-            break;
-        }
-        if Instant::now() > deadline {
-            break;
-        }
-    }
-    child.kill()?;
-    child.wait()?;
-    assert!(reached, "the embed never reached {point}");
+    kill_at_failpoint(embed(f, &out, &[]), point, Duration::from_secs(600))?;
     assert!(!out.exists(), "no output before the run completes");
     let journal = journal_dir(&out);
     let chunks = std::fs::read_dir(&journal)?
@@ -255,10 +221,7 @@ fn a_killed_run_resumes_to_the_same_bytes() -> Result<()> {
 
 #[test]
 fn npy_output_and_text_ids() -> Result<()> {
-    let f = fixture();
-    let work = tempfile::tempdir()?;
-    let out = work.path().join("e.npy");
-    run_ok(embed(f, &out, &[]))?;
+    let (f, work, out) = embedded_into("e.npy")?;
     let raw = bytes(&out)?;
     assert_eq!(&raw[..6], b"\x93NUMPY");
     let header_len = u16::from_le_bytes([raw[8], raw[9]]) as usize;
@@ -346,5 +309,201 @@ fn engines_pick_the_shard_from_their_environment() -> Result<()> {
     run_ok(c)?;
     let st = SafetensorsFile::read(&work.path().join("y.safetensors"), &Device::Cpu)?;
     assert_eq!(st.metadata["shard"], "2/3");
+    Ok(())
+}
+
+/// A Python with pyarrow: `RELSTITCH_PYARROW_PYTHON`, else `target/pyarrow-venv` (created with
+/// `python3 -m venv` and `pip install pyarrow` when missing, as the CI scripts do for ray).
+#[cfg(feature = "parquet")]
+fn pyarrow_python() -> Result<PathBuf> {
+    if let Some(p) = std::env::var_os("RELSTITCH_PYARROW_PYTHON") {
+        return Ok(PathBuf::from(p));
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"));
+    let venv = target.join("pyarrow-venv");
+    let python = venv.join("bin/python");
+    let ready = |p: &Path| {
+        Command::new(p)
+            .args(["-c", "import pyarrow, numpy"])
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if !ready(&python) {
+        let mut c = Command::new("python3");
+        c.args(["-m", "venv"]).arg(&venv);
+        run_ok(c)?;
+        let mut c = Command::new(venv.join("bin/pip"));
+        c.args([
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "pyarrow",
+            "numpy",
+        ]);
+        run_ok(c)?;
+    }
+    Ok(python)
+}
+
+/// The vectors (f32 little-endian bytes) and ids of an embed output in safetensors.
+#[cfg(feature = "parquet")]
+fn safetensors_rows(p: &Path) -> Result<(Vec<u8>, Vec<String>)> {
+    let st = SafetensorsFile::read(p, &Device::Cpu)?;
+    let v = st.matrix("embeddings")?.flatten_all()?.to_vec1::<f32>()?;
+    let offsets = st.tensors["ids_offsets"].to_vec1::<i64>()?;
+    let utf8 = st.tensors["ids_utf8"].to_vec1::<u8>()?;
+    let ids = offsets
+        .windows(2)
+        .map(|w| Ok(std::str::from_utf8(&utf8[w[0] as usize..w[1] as usize])?.to_string()))
+        .collect::<Result<_>>()?;
+    Ok((v.iter().flat_map(|x| x.to_le_bytes()).collect(), ids))
+}
+
+#[cfg(feature = "parquet")]
+#[test]
+fn parquet_output_reads_back_in_pyarrow() -> Result<()> {
+    let (f, work, out) = embedded_into("e.parquet")?;
+    // Shards merged into Parquet: the same bytes as one run into Parquet.
+    let shard = |i: usize| work.path().join(format!("part-{i}.safetensors"));
+    for i in 0..2 {
+        run_ok(embed(f, &shard(i), &["--shard", &format!("{i}/2")]))?;
+    }
+    let merged = work.path().join("merged.parquet");
+    run_ok(merge(&[&shard(1), &shard(0)], &merged))?;
+    assert!(bytes(&merged)? == bytes(&out)?, "merged Parquet differs");
+    // A shard itself cannot be Parquet (merge checks the safetensors metadata of shards).
+    let e = run_err(embed(
+        f,
+        &work.path().join("p.parquet"),
+        &["--shard", "0/2"],
+    ))?;
+    assert!(e.contains(".safetensors"), "{e}");
+
+    // pyarrow reads the id and embedding columns, a fixed-size list of float32, one row group per
+    // chunk, and the model's identity in the file's key-value metadata.
+    let (want_vectors, want_ids) = safetensors_rows(&f.single)?;
+    let vectors = work.path().join("vectors.f32");
+    let script = r#"
+import json, sys
+import pyarrow as pa, pyarrow.parquet as pq
+path, dump = sys.argv[1], sys.argv[2]
+pf = pq.ParquetFile(path)
+t = pf.read()
+emb = t.column("embedding").combine_chunks()
+assert pa.types.is_fixed_size_list(emb.type), emb.type
+emb.flatten().to_numpy().astype("<f4").tofile(dump)
+kv = {k.decode(): v.decode() for k, v in (pf.metadata.metadata or {}).items()}
+print(json.dumps({
+    "embedding_type": str(t.schema.field("embedding").type),
+    "id_type": str(t.schema.field("id").type),
+    "ids": t.column("id").to_pylist(),
+    "row_groups": pf.num_row_groups,
+    "model": kv.get("model"),
+    "weights_sha256": kv.get("weights_sha256"),
+    "encoder_json": "relstitch.encoder" in kv,
+}))
+"#;
+    let mut c = Command::new(pyarrow_python()?);
+    c.arg("-c").arg(script).arg(&out).arg(&vectors);
+    let o = c.output()?;
+    assert!(
+        o.status.success(),
+        "pyarrow failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let got: serde_json::Value = serde_json::from_slice(&o.stdout)?;
+    assert_eq!(got["embedding_type"], "fixed_size_list<item: float>[384]");
+    assert_eq!(got["id_type"], "string");
+    assert_eq!(
+        got["row_groups"], 5,
+        "one row group per chunk of 24 of 110 rows"
+    );
+    let ids: Vec<String> = serde_json::from_value(got["ids"].clone())?;
+    assert_eq!(ids, want_ids);
+    assert!(bytes(&vectors)? == want_vectors, "vectors differ");
+    let st = SafetensorsFile::read(&f.single, &Device::Cpu)?;
+    assert_eq!(got["model"], st.metadata["model"].as_str());
+    assert_eq!(
+        got["weights_sha256"],
+        st.metadata["weights_sha256"].as_str()
+    );
+    assert_eq!(got["encoder_json"], true);
+    Ok(())
+}
+
+/// Integer ids make an int64 id column; the parquet crate reads the file back (no Python).
+#[cfg(feature = "parquet")]
+#[test]
+fn parquet_integer_ids_read_back_in_rust() -> Result<()> {
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    let (f, work) = (fixture(), tempfile::tempdir()?);
+    // Line numbers are the ids; the empty line 2 is skipped.
+    let txt = work.path().join("t.txt");
+    std::fs::write(
+        &txt,
+        "the cpu overheated\n\na cat on the mat\nstocks fell\n",
+    )?;
+    let run = |out: &Path| {
+        let mut c = Command::new(RELSTITCH);
+        c.args(["embed", "--model", &f.model.to_string_lossy(), "--quiet"])
+            .args(["--skip-empty", "--chunk-rows", "2"])
+            .arg("--input")
+            .arg(&txt)
+            .arg("--output")
+            .arg(out)
+            .env("RELSTITCH_HOME", home(f));
+        c
+    };
+    let (pq_out, st_out) = (
+        work.path().join("t.parquet"),
+        work.path().join("t.safetensors"),
+    );
+    run_ok(run(&pq_out))?;
+    run_ok(run(&st_out))?;
+    let reader = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&pq_out)?)?;
+    let kv: std::collections::HashMap<String, String> = reader
+        .metadata()
+        .file_metadata()
+        .key_value_metadata()
+        .context("key-value metadata")?
+        .iter()
+        .filter_map(|kv| Some((kv.key.clone(), kv.value.clone()?)))
+        .collect();
+    assert_eq!(reader.metadata().num_row_groups(), 2);
+    let (mut ids, mut values) = (Vec::new(), Vec::new());
+    for batch in reader.build()? {
+        let batch = batch?;
+        let id = batch
+            .column(0)
+            .as_any()
+            .downcast_ref::<arrow_array::Int64Array>()
+            .context("int64 ids")?;
+        ids.extend(id.values().iter().copied());
+        let emb = batch
+            .column(1)
+            .as_any()
+            .downcast_ref::<arrow_array::FixedSizeListArray>()
+            .context("fixed-size list")?;
+        assert_eq!(emb.value_length(), 384);
+        let v = emb
+            .values()
+            .as_any()
+            .downcast_ref::<arrow_array::Float32Array>()
+            .context("float32 items")?;
+        values.extend(v.values().iter().copied());
+    }
+    let st = SafetensorsFile::read(&st_out, &Device::Cpu)?;
+    assert_eq!(ids, st.tensors["ids"].to_vec1::<i64>()?);
+    assert_eq!(ids, [1, 3, 4]);
+    assert_eq!(
+        values,
+        st.matrix("embeddings")?.flatten_all()?.to_vec1::<f32>()?
+    );
+    for key in ["model", "weights_sha256", "skipped_empty", "n", "ids"] {
+        assert_eq!(kv.get(key), st.metadata.get(key), "{key}");
+    }
     Ok(())
 }

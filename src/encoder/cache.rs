@@ -4,7 +4,8 @@
 //! prefix, precision) and by each text's sha256. Stored as safetensors shards under
 //! `$RELSTITCH_HOME/embeddings/<key>/`, each holding tensor `embeddings` and, in its metadata, the
 //! texts' hashes, the weights sha256 it was computed with and a digest of both ([`shard_digest`]);
-//! new texts are embedded and appended as a new shard, written atomically. `key.json` in each key
+//! new texts are embedded and appended as new shards (4096 rows at most each), written atomically.
+//! A lookup reads the shards' headers and loads only the shards that hold a wanted text. `key.json` in each key
 //! folder names the encoder, so that [`verify_all`] and [`clear`] can attribute keys to models.
 //!
 //! Nothing on disk is trusted: a shard whose digest or weights sha256 does not match (rows shuffled,
@@ -148,6 +149,32 @@ fn shard_files(dir: &Path) -> Vec<PathBuf> {
     files
 }
 
+/// Rows per shard written by [`EmbeddingCache::embed`] (and texts per encoder call there), so that
+/// reading a shard back never needs more memory than this many vectors.
+const SHARD_ROWS: usize = 4096;
+
+/// The text hashes a shard lists in its header (the data is not read).
+fn listed_hashes(path: &Path) -> std::result::Result<Vec<String>, String> {
+    let header = crate::encoder::stream::format::Header::read(path).map_err(|e| e.to_string())?;
+    header
+        .metadata
+        .get(HASHES)
+        .and_then(|h| serde_json::from_str(h).ok())
+        .ok_or_else(|| "has no readable list of text hashes".into())
+}
+
+/// Deletes a shard that failed its checks, with one warning; its texts will be embedded again.
+fn discard(path: &Path, why: &str) {
+    let outcome = match std::fs::remove_file(path) {
+        Ok(()) => "deleted; its texts will be embedded again".to_string(),
+        Err(e) => format!("ignored (cannot delete it: {e})"),
+    };
+    tracing::warn!(
+        "bad embedding-cache shard {}: {why}; {outcome}",
+        path.display()
+    );
+}
+
 /// The `key.json` of a key folder: the identity of the encoder whose vectors it holds.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 struct KeyFile {
@@ -187,7 +214,10 @@ impl EmbeddingCache {
     /// Embeds `texts` with `encoder`, reading cached rows and embedding only the texts not seen
     /// before.
     ///
-    /// Bad shards (see the module documentation) are deleted with one warning and recomputed.
+    /// Only the shards whose header lists a wanted text are read, one at a time; new texts are
+    /// embedded and kept 4096 at a time. Memory holds the result and one shard, not the cache.
+    /// Bad shards among those read (see the module documentation) are deleted with one warning and
+    /// recomputed; `relstitch cache verify` checks every shard.
     ///
     /// # Shapes
     /// - returns `[texts.len(), dim]` f32 on the encoder's device, in input order
@@ -213,38 +243,91 @@ impl EmbeddingCache {
                 ),
             ));
         }
-        let (mut blocks, mut index) = self.load()?;
+        remove_stale_temporaries(&self.dir, |n| n.starts_with(".tmp"), STALE_AFTER);
+        crate::io::clean_stale_temporaries(&self.dir);
+        let dim = encoder.dim();
         let hashes: Vec<String> = texts.iter().map(|t| text_hash(t.as_ref())).collect();
-        let mut missing: Vec<usize> = Vec::new();
-        let mut seen = std::collections::HashSet::new();
+        // The positions of each distinct text still to be filled.
+        let mut want: HashMap<&str, Vec<usize>> = HashMap::new();
         for (i, h) in hashes.iter().enumerate() {
-            if !index.contains_key(h) && seen.insert(h.clone()) {
-                missing.push(i);
+            want.entry(h.as_str()).or_default().push(i);
+        }
+        let mut out = vec![0f32; texts.len() * dim];
+        let fill = |out: &mut [f32], positions: &[usize], row: &[f32]| {
+            for &i in positions {
+                out[i * dim..(i + 1) * dim].copy_from_slice(row);
+            }
+        };
+        // Shards are read one at a time, and only those that list a wanted text: memory holds the
+        // result and one shard, never the whole cache.
+        for f in shard_files(&self.dir) {
+            if want.is_empty() {
+                break;
+            }
+            let listed = match listed_hashes(&f) {
+                Ok(h) => h,
+                Err(why) => {
+                    discard(&f, &why);
+                    continue;
+                }
+            };
+            if !listed.iter().any(|h| want.contains_key(h.as_str())) {
+                continue;
+            }
+            let rows = match read_shard(&f, Some(&self.identity.weights_sha256)).and_then(|s| {
+                let (_, cols) = s.embeddings.dims2().map_err(|e| e.to_string())?;
+                if cols != dim {
+                    return Err(format!(
+                        "holds vectors of width {cols}, the encoder's are {dim}"
+                    ));
+                }
+                let v = s
+                    .embeddings
+                    .flatten_all()
+                    .and_then(|t| t.to_vec1::<f32>())
+                    .map_err(|e| e.to_string())?;
+                Ok((s.hashes, v))
+            }) {
+                Ok(r) => r,
+                Err(why) => {
+                    discard(&f, &why);
+                    continue;
+                }
+            };
+            let (shard_hashes, values) = rows;
+            for (j, h) in shard_hashes.iter().enumerate() {
+                if let Some(positions) = want.remove(h.as_str()) {
+                    fill(&mut out, &positions, &values[j * dim..(j + 1) * dim]);
+                }
+            }
+        }
+        // The texts no shard holds, in input order, embedded and kept SHARD_ROWS at a time.
+        let mut missing: Vec<(String, Vec<usize>)> = Vec::new();
+        for h in &hashes {
+            if let Some(positions) = want.remove(h.as_str()) {
+                missing.push((h.clone(), positions));
             }
         }
         if !missing.is_empty() {
             tracing::info!(missing = missing.len(), total = texts.len(), dir = %self.dir.display(), "embedding uncached texts");
-            let new_texts: Vec<&str> = missing.iter().map(|&i| texts[i].as_ref()).collect();
+        }
+        for part in missing.chunks(SHARD_ROWS) {
+            let new_texts: Vec<&str> = part.iter().map(|(_, p)| texts[p[0]].as_ref()).collect();
             let e = encoder
                 .embed(&new_texts)?
                 .to_device(&Device::Cpu)
                 .context(|| "caching embeddings".into())?;
-            let new_hashes: Vec<String> = missing.iter().map(|&i| hashes[i].clone()).collect();
+            let new_hashes: Vec<String> = part.iter().map(|(h, _)| h.clone()).collect();
             self.write_shard(&e, &new_hashes)?;
-            let base = blocks.iter().map(|b| b.dims()[0]).sum::<usize>();
-            for (j, h) in new_hashes.into_iter().enumerate() {
-                index.insert(h, base + j);
+            let values = e
+                .flatten_all()
+                .and_then(|t| t.to_vec1::<f32>())
+                .context(|| "caching embeddings".into())?;
+            for (j, (_, positions)) in part.iter().enumerate() {
+                fill(&mut out, positions, &values[j * dim..(j + 1) * dim]);
             }
-            blocks.push(e);
         }
-        let all = Tensor::cat(&blocks, 0).context(|| "assembling cached embeddings".into())?;
-        let rows: Vec<u32> = hashes
-            .iter()
-            .map(|h| index.get(h).copied().unwrap_or(0) as u32)
-            .collect();
-        let rows = Tensor::new(rows, &Device::Cpu).context(|| "cache index".into())?;
-        all.index_select(&rows, 0)
-            .and_then(|t| t.to_device(encoder.device()))
+        Tensor::from_vec(out, (texts.len(), dim), encoder.device())
             .context(|| "gathering cached embeddings".into())
     }
 
@@ -271,42 +354,6 @@ impl EmbeddingCache {
         ]);
         let name = format!("shard-{}.safetensors", &text_hash(&hashes.concat())[..16]);
         write_safetensors(&self.dir.join(name), &[(EMBEDDINGS, embeddings)], &meta)
-    }
-
-    /// Every intact shard's matrix, and text hash → row of their concatenation. A shard that fails
-    /// its checks ([`read_shard`]) is deleted with one warning; its texts will be embedded again.
-    /// Temporaries left by killed writers are removed: relstitch's own locked ones
-    /// ([`crate::io::write_atomic`]) as soon as their writer is gone, older `.tmp*` ones once
-    /// untouched for 10 minutes.
-    fn load(&self) -> Result<(Vec<Tensor>, HashMap<String, usize>)> {
-        let mut blocks = Vec::new();
-        let mut index = HashMap::new();
-        remove_stale_temporaries(&self.dir, |n| n.starts_with(".tmp"), STALE_AFTER);
-        crate::io::clean_stale_temporaries(&self.dir);
-        let mut base = 0usize;
-        for f in shard_files(&self.dir) {
-            let shard = match read_shard(&f, Some(&self.identity.weights_sha256)) {
-                Ok(s) => s,
-                Err(why) => {
-                    let outcome = match std::fs::remove_file(&f) {
-                        Ok(()) => "deleted; its texts will be embedded again".to_string(),
-                        Err(e) => format!("ignored (cannot delete it: {e})"),
-                    };
-                    tracing::warn!(
-                        "bad embedding-cache shard {}: {why}; {outcome}",
-                        f.display()
-                    );
-                    continue;
-                }
-            };
-            let rows = shard.hashes.len();
-            for (j, h) in shard.hashes.into_iter().enumerate() {
-                index.entry(h).or_insert(base + j);
-            }
-            base += rows;
-            blocks.push(shard.embeddings);
-        }
-        Ok((blocks, index))
     }
 }
 

@@ -658,6 +658,12 @@ impl RelativeProjector {
     /// row after the pre-transform for the cosine-based projections, or a result that overflows
     /// f32. [`Error::Candle`] when a tensor operation fails.
     pub fn project(&self, x: &Tensor) -> Result<Tensor> {
+        self.project_at(x, 0)
+    }
+
+    /// [`project`](Self::project) for rows `offset..` of a larger matrix read in pieces: errors
+    /// name a row by its index in the whole matrix.
+    pub(crate) fn project_at(&self, x: &Tensor, offset: usize) -> Result<Tensor> {
         let x = as_f32_matrix(x, "input latents")?;
         let (n, d) = x
             .dims2()
@@ -679,7 +685,7 @@ impl RelativeProjector {
         };
         let chunk = self.max_chunk_rows.map_or(auto, |m| m.min(auto));
         if n <= chunk {
-            return self.project_chunk(&x, 0);
+            return self.project_chunk(&x, offset);
         }
         let mut parts = Vec::with_capacity(n.div_ceil(chunk));
         let mut start = 0;
@@ -688,7 +694,7 @@ impl RelativeProjector {
             let xc = x
                 .narrow(0, start, len)
                 .context(|| "slicing the input".into())?;
-            parts.push(self.project_chunk(&xc, start)?);
+            parts.push(self.project_chunk(&xc, offset + start)?);
             start += len;
         }
         Tensor::cat(&parts, 0).context(|| "joining the projected chunks".into())

@@ -34,7 +34,7 @@ use candle_core::{Device, Tensor};
 use sha2::{Digest, Sha256};
 
 use crate::error::CandleContext;
-use crate::io::SafetensorsFile;
+use crate::io::{RowReader, RowWriter, SafetensorsFile};
 use crate::space::anchors::AnchorSet;
 use crate::space::projection::{PreTransform, Projection, RelativeProjector};
 use crate::{Error, Result};
@@ -110,14 +110,50 @@ impl AnchorSpec {
                     set_hash: Some(set.hash()),
                 })
             }
-            Self::File(path) => {
-                let f = SafetensorsFile::read(path, &Device::Cpu)?;
-                Ok(ResolvedAnchors {
-                    latents: f.matrix(tensor)?,
-                    set_hash: f.metadata.get(ANCHOR_SET_SHA256).cloned(),
-                })
-            }
+            Self::File(path) => read_anchor_file(path, tensor),
         }
+    }
+
+    /// The anchors' latents for the matrix `reader` reads, reading only the rows they name (or
+    /// tensor `tensor` of the anchor file).
+    ///
+    /// # Errors
+    /// Those of [`resolve`](Self::resolve), and of reading the rows.
+    fn resolve_rows(&self, reader: &mut RowReader, tensor: &str) -> Result<ResolvedAnchors> {
+        let (rows, set_hash) = match self {
+            // An anchor file is small and holds the latents themselves.
+            Self::File(path) => return read_anchor_file(path, tensor),
+            Self::Rows(rows) => {
+                let set = AnchorSet::from_rows(&rows.resolve(reader.rows())?)?;
+                (set.rows()?, set.hash())
+            }
+            Self::Jsonl(path) => {
+                let set = AnchorSet::load_jsonl(path)?;
+                let rows = set.rows()?;
+                if let Some(&bad) = rows.iter().find(|&&r| r >= reader.rows()) {
+                    return Err(Error::invalid(
+                        "anchor rows",
+                        format!(
+                            "row {bad} (named by {}) is out of range: the matrix has {} rows",
+                            path.display(),
+                            reader.rows()
+                        ),
+                    ));
+                }
+                (rows, set.hash())
+            }
+        };
+        let d = reader.cols();
+        let mut values = Vec::with_capacity(rows.len() * d);
+        for &r in &rows {
+            values.extend(reader.read(r, 1)?);
+        }
+        let latents = Tensor::from_vec(values, (rows.len(), d), &Device::Cpu)
+            .context(|| "gathering the anchor rows".into())?;
+        Ok(ResolvedAnchors {
+            latents,
+            set_hash: Some(set_hash),
+        })
     }
 
     /// The file this spec reads, if any.
@@ -127,6 +163,15 @@ impl AnchorSpec {
             Self::File(p) | Self::Jsonl(p) => Some(p),
         }
     }
+}
+
+/// Tensor `tensor` of an anchor file, and the anchor set hash it records.
+fn read_anchor_file(path: &Path, tensor: &str) -> Result<ResolvedAnchors> {
+    let f = SafetensorsFile::read(path, &Device::Cpu)?;
+    Ok(ResolvedAnchors {
+        latents: f.matrix(tensor)?,
+        set_hash: f.metadata.get(ANCHOR_SET_SHA256).cloned(),
+    })
 }
 
 impl fmt::Display for AnchorSpec {
@@ -275,8 +320,16 @@ pub struct RelativeSummary {
     pub anchors: usize,
 }
 
+/// Rows of the embeddings projected per step by [`project_file`]: memory holds this many input and
+/// output rows, whatever the file's size.
+pub const CHUNK_ROWS: usize = 8192;
+
 /// Reads tensor `tensor` of `embeddings`, projects it onto the anchors of `spec` and writes the
 /// relative file to `output` (atomically; refusing to replace an input or a non-regular file).
+///
+/// Streams: the anchors are read first (the rows they name, or their own file), then the
+/// embeddings [`CHUNK_ROWS`] rows at a time, each chunk projected and written before the next is
+/// read, so memory does not grow with the number of rows.
 ///
 /// # Shapes
 /// - the input tensor: `[n, d]`; the anchors: `[k, d]`; the output [`RELATIVE`]: `[n, k]` f32.
@@ -295,10 +348,10 @@ pub fn project_file(
     let mut inputs = vec![embeddings];
     inputs.extend(spec.path());
     crate::io::check_output_file(output, &inputs)?;
-    let x = SafetensorsFile::read(embeddings, &Device::Cpu)?.matrix(tensor)?;
-    let anchors = spec.resolve(&x, tensor)?;
+    let mut reader = RowReader::open(embeddings, tensor)?;
+    let (n, d) = (reader.rows(), reader.cols());
+    let anchors = spec.resolve_rows(&mut reader, tensor)?;
     let projector = RelativeProjector::fit(&anchors.latents, projection, pre)?;
-    let rel = projector.project(&x)?;
     let mut meta: HashMap<String, String> = projector.metadata();
     meta.insert(
         ANCHOR_LATENTS_SHA256.into(),
@@ -309,10 +362,28 @@ pub fn project_file(
     }
     meta.insert("anchors".into(), spec.to_string());
     meta.insert("source".into(), embeddings.display().to_string());
-    crate::io::check_finite(&rel, "relative representations")?;
-    crate::io::write_safetensors(output, &[(RELATIVE, &rel)], &meta)?;
-    let (rows, anchors) = rel.dims2().context(|| "reading the projection".into())?;
-    Ok(RelativeSummary { rows, anchors })
+    let k = projector.num_anchors();
+    // Nothing appears at `output` unless every chunk was projected and written.
+    let mut writer = RowWriter::create(output, &[(RELATIVE, vec![n, k])], &meta)?;
+    let mut first = 0;
+    while first < n {
+        let len = CHUNK_ROWS.min(n - first);
+        let x = Tensor::from_vec(reader.read(first, len)?, (len, d), &Device::Cpu)
+            .context(|| format!("rows {first}..{} of {}", first + len, embeddings.display()))?;
+        let rel = projector.project_at(&x, first)?;
+        crate::io::check_finite(&rel, "relative representations")?;
+        let values = rel
+            .flatten_all()
+            .and_then(|t| t.to_vec1::<f32>())
+            .context(|| "reading the projection".into())?;
+        writer.write(&values)?;
+        first += len;
+    }
+    writer.finish()?;
+    Ok(RelativeSummary {
+        rows: n,
+        anchors: k,
+    })
 }
 
 #[cfg(test)]

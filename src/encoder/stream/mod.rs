@@ -27,6 +27,8 @@
 //! ```
 
 pub mod format;
+#[cfg(feature = "parquet")]
+pub mod parquet_file;
 pub mod records;
 
 use std::collections::HashMap;
@@ -299,7 +301,8 @@ fn first_difference(a: &serde_json::Value, b: &serde_json::Value, at: &str) -> O
     }
 }
 
-/// Embeds `job` with `encoder` into `output` (`.safetensors` or `.npy`), streaming and resumable.
+/// Embeds `job` with `encoder` into `output` (`.safetensors`, `.npy` or, with the feature
+/// `parquet`, `.parquet`), streaming and resumable.
 ///
 /// # Errors
 /// [`Error::InvalidArgument`] for an unknown output format, or a shard written as `.npy`; the
@@ -312,7 +315,7 @@ pub fn embed_stream(encoder: &Encoder, job: &EmbedJob, output: &Path) -> Result<
         return Err(Error::invalid(
             "output",
             "a shard must be written as .safetensors (it carries the ids and the job that \
-             `relstitch merge` checks); merge the shards into a .npy instead",
+             `relstitch merge` checks); merge the shards into a .npy or .parquet instead",
         ));
     }
     if job.chunk_rows == 0 {
@@ -721,6 +724,17 @@ fn write_output(
             }
             crate::io::persist(tmp, output)
         }
+        #[cfg(feature = "parquet")]
+        OutputFormat::Parquet => {
+            let tmp = crate::io::temp_file_in(&dir)?;
+            parquet_file::write_parquet(tmp.as_file(), output, dim, layout, meta, source)?;
+            crate::io::persist(tmp, output)
+        }
+        #[cfg(not(feature = "parquet"))]
+        OutputFormat::Parquet => Err(Error::invalid(
+            "output",
+            "this relstitch was built without the `parquet` feature",
+        )),
     }?;
     Ok(n)
 }
@@ -734,19 +748,25 @@ fn write_vectors(
 ) -> Result<()> {
     for i in 0..source.len() {
         let (bytes, ids) = source.chunk(i)?;
-        if bytes.len() as u64 != ids.len() as u64 * dim as u64 * 4 {
-            return Err(Error::Integrity {
-                path: path.to_path_buf(),
-                reason: format!(
-                    "chunk {i} holds {} bytes for {} rows of width {dim}",
-                    bytes.len(),
-                    ids.len()
-                ),
-            });
-        }
+        check_chunk(path, i, &bytes, &ids, dim)?;
         w.write_all(&bytes).map_err(|e| Error::io(path, e))?;
     }
     Ok(())
+}
+
+/// Fails unless chunk `i` holds one row of `dim` f32 values per id.
+fn check_chunk(path: &Path, i: usize, bytes: &[u8], ids: &[RecordId], dim: usize) -> Result<()> {
+    if bytes.len() as u64 == ids.len() as u64 * dim as u64 * 4 {
+        return Ok(());
+    }
+    Err(Error::Integrity {
+        path: path.to_path_buf(),
+        reason: format!(
+            "chunk {i} holds {} bytes for {} rows of width {dim}",
+            bytes.len(),
+            ids.len()
+        ),
+    })
 }
 
 /// The ids section: `[n]` i64, or `[n + 1]` offsets then the UTF-8 bytes.
@@ -884,7 +904,7 @@ impl ChunkSource for ShardChunks {
     }
 }
 
-/// Merges the shard files of one job into `output` (`.safetensors` or `.npy`), in input order,
+/// Merges the shard files of one job into `output` (`.safetensors`, `.npy` or `.parquet`), in input order,
 /// streaming: bit-identical to the output of a single-process run of the same job.
 ///
 /// # Errors
