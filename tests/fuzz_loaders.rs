@@ -972,7 +972,11 @@ fn checkpoint_seed(space: Space, kind: HeadKind, n_labels: usize) -> anyhow::Res
         pooling: Pooling::Mean,
         normalize: true,
         max_length: 12,
-        prefix: None,        prompt_name: None,        dense: Vec::new(),        truncate_dim: None,        similarity: None,
+        prefix: None,
+        prompt_name: None,
+        dense: Vec::new(),
+        truncate_dim: None,
+        similarity: None,
         dim,
         precision: relstitch::encoder::Precision::F32,
     };

@@ -67,12 +67,18 @@ fn hub(e: &Env, server: &MockHub) -> HubConfig {
         .with_retries(3)
 }
 
-fn resolve(e: &Env, name: &str, hub: &HubConfig) -> relstitch::Result<relstitch::hub::resolve::ResolvedModel> {
+fn resolve(
+    e: &Env,
+    name: &str,
+    hub: &HubConfig,
+) -> relstitch::Result<relstitch::hub::resolve::ResolvedModel> {
     let fetcher = Fetcher::new()?.with_home(e.home.clone());
     resolve_with_hub(name, &Catalog::builtin()?, &fetcher, hub)
 }
 
-fn embed(dir_or_resolved: &relstitch::hub::resolve::ResolvedModel) -> anyhow::Result<Vec<Vec<f32>>> {
+fn embed(
+    dir_or_resolved: &relstitch::hub::resolve::ResolvedModel,
+) -> anyhow::Result<Vec<Vec<f32>>> {
     let enc = Encoder::from_resolved(dir_or_resolved, &EncoderOptions::default())?;
     Ok(enc.embed(TEXTS)?.to_vec2::<f32>()?)
 }
@@ -111,19 +117,30 @@ fn download_then_embed_then_offline_from_the_cache() -> anyhow::Result<()> {
     assert_eq!(got.from, ResolvedFrom::Hub);
     assert_eq!(got.commit.as_deref(), Some(commit('a').as_str()));
     let downloaded = embed(&got)?;
-    assert!(max_diff(&local, &downloaded) < 1e-6, "{}", max_diff(&local, &downloaded));
+    assert!(
+        max_diff(&local, &downloaded) < 1e-6,
+        "{}",
+        max_diff(&local, &downloaded)
+    );
     let enc = Encoder::from_resolved(&got, &EncoderOptions::default())?;
     assert_eq!(enc.identity().commit.as_deref(), Some(commit('a').as_str()));
     assert_eq!(enc.identity().hub_id.as_deref(), Some(REPO));
     // The cache is the one huggingface_hub writes: blobs named by etag (sha256 for LFS), links in
     // snapshots/, refs/main; nothing half-done; hf-hub reads it.
     let repo_dir = e.cache.join("models--mock-org--minilm");
-    assert_eq!(std::fs::read_to_string(repo_dir.join("refs/main"))?, commit('a'));
+    assert_eq!(
+        std::fs::read_to_string(repo_dir.join("refs/main"))?,
+        commit('a')
+    );
     let weights_sha = relstitch::io::sha256_file(&minilm()?.join("model.safetensors"))?;
     assert!(repo_dir.join("blobs").join(&weights_sha).is_file());
-    assert!(files_under(&repo_dir).iter().all(|f| !f.ends_with(".incomplete")));
+    assert!(files_under(&repo_dir)
+        .iter()
+        .all(|f| !f.ends_with(".incomplete")));
     let snap = repo_dir.join("snapshots").join(commit('a'));
-    assert!(std::fs::symlink_metadata(snap.join("model.safetensors"))?.file_type().is_symlink());
+    assert!(std::fs::symlink_metadata(snap.join("model.safetensors"))?
+        .file_type()
+        .is_symlink());
     assert!(snap.join("1_Pooling/config.json").is_file());
     assert!(hf_hub::Cache::new(e.cache.clone())
         .model(REPO.into())
@@ -155,7 +172,8 @@ fn a_pinned_revision_is_the_one_used_and_recorded() -> anyhow::Result<()> {
         {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
         {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}
     ]);
-    v1.files.insert("modules.json".into(), modules.to_string().into_bytes());
+    v1.files
+        .insert("modules.json".into(), modules.to_string().into_bytes());
     let server = MockHub::start(REPO, vec![main, v1])?;
     let cfg = hub(&e, &server);
     let pinned = resolve(&e, &format!("{REPO}@v1"), &cfg)?;
@@ -178,13 +196,19 @@ fn a_pinned_revision_is_the_one_used_and_recorded() -> anyhow::Result<()> {
     assert!(n.identity().normalize);
     assert_ne!(by_commit.dir, pinned.dir);
     let repo_dir = e.cache.join("models--mock-org--minilm");
-    assert_eq!(std::fs::read_to_string(repo_dir.join("refs/v1"))?, commit('b'));
+    assert_eq!(
+        std::fs::read_to_string(repo_dir.join("refs/v1"))?,
+        commit('b')
+    );
     // The weights are one blob shared by both snapshots.
     let weights = |d: &Path| std::fs::canonicalize(d.join("model.safetensors"));
     assert_eq!(weights(&pinned.dir)?, weights(&by_commit.dir)?);
     // An unknown revision: a typed 404.
     match resolve(&e, &format!("{REPO}@v9"), &cfg) {
-        Err(Error::Hub { kind: HubFailure::NotFound, .. }) => {}
+        Err(Error::Hub {
+            kind: HubFailure::NotFound,
+            ..
+        }) => {}
         other => anyhow::bail!("expected NotFound, got {other:?}"),
     }
     Ok(())
@@ -198,7 +222,11 @@ fn a_gated_model_needs_its_token() -> anyhow::Result<()> {
     let cfg = hub(&e, &server);
     for token in [None, Some("hf_wrong".to_string())] {
         match resolve(&e, REPO, &cfg.clone().with_token(token.clone())) {
-            Err(Error::Hub { kind: HubFailure::Unauthorized, reason, .. }) => {
+            Err(Error::Hub {
+                kind: HubFailure::Unauthorized,
+                reason,
+                ..
+            }) => {
                 assert!(reason.contains("HF_TOKEN"), "{reason}");
             }
             other => anyhow::bail!("token {token:?}: expected Unauthorized, got {other:?}"),
@@ -209,10 +237,14 @@ fn a_gated_model_needs_its_token() -> anyhow::Result<()> {
     assert_eq!(ok.from, ResolvedFrom::Hub);
     // The token went to the Hub, never to the CDN (another origin) the weights were redirected to.
     let log = server.log();
-    assert!(log.iter().any(|l| l.starts_with("GET /api/models/") && l.contains("[token]")));
+    assert!(log
+        .iter()
+        .any(|l| l.starts_with("GET /api/models/") && l.contains("[token]")));
     assert!(log.iter().any(|l| l.starts_with("GET /cdn/")), "{log:?}");
     assert!(
-        log.iter().filter(|l| l.contains("/cdn/")).all(|l| !l.contains("[token]")),
+        log.iter()
+            .filter(|l| l.contains("/cdn/"))
+            .all(|l| !l.contains("[token]")),
         "{log:?}"
     );
     Ok(())
@@ -230,7 +262,10 @@ fn a_broken_transfer_is_resumed_never_used_half_done() -> anyhow::Result<()> {
     let cfg = hub(&e, &server);
     let got = resolve(&e, REPO, &cfg)?;
     assert!(
-        server.log().iter().any(|l| l.contains("/cdn/") && l.ends_with("bytes=1048576-")),
+        server
+            .log()
+            .iter()
+            .any(|l| l.contains("/cdn/") && l.ends_with("bytes=1048576-")),
         "{:?}",
         server.log()
     );
@@ -246,18 +281,33 @@ fn a_broken_transfer_is_resumed_never_used_half_done() -> anyhow::Result<()> {
     });
     let cfg = hub(&e, &server).with_retries(1);
     match resolve(&e, REPO, &cfg) {
-        Err(Error::Hub { kind: HubFailure::Interrupted, .. }) => {}
+        Err(Error::Hub {
+            kind: HubFailure::Interrupted,
+            ..
+        }) => {}
         other => anyhow::bail!("expected Interrupted, got {other:?}"),
     }
     let repo_dir = e.cache.join("models--mock-org--minilm");
     let weights_sha = relstitch::io::sha256_file(&minilm()?.join("model.safetensors"))?;
-    let partial = repo_dir.join("blobs").join(format!("{weights_sha}.incomplete"));
+    let partial = repo_dir
+        .join("blobs")
+        .join(format!("{weights_sha}.incomplete"));
     assert_eq!(std::fs::metadata(&partial)?.len(), 2 << 20);
     assert!(!repo_dir.join("blobs").join(&weights_sha).exists());
-    assert!(!repo_dir.join("snapshots").join(commit('a')).join("model.safetensors").exists());
+    assert!(!repo_dir
+        .join("snapshots")
+        .join(commit('a'))
+        .join("model.safetensors")
+        .exists());
     assert!(cached_snapshot(&cfg, REPO, "main").is_none());
     let offline = resolve(&e, REPO, &cfg.clone().with_offline(true));
-    assert!(matches!(offline, Err(Error::Hub { kind: HubFailure::Offline, .. })));
+    assert!(matches!(
+        offline,
+        Err(Error::Hub {
+            kind: HubFailure::Offline,
+            ..
+        })
+    ));
     // One cut left: the retry resumes from 2 MB, is cut at 3 MB, resumes again and finishes.
     let got = resolve(&e, REPO, &cfg.clone().with_retries(2))?;
     assert!(server.log().iter().any(|l| l.ends_with("bytes=2097152-")));
@@ -273,7 +323,12 @@ fn bytes_that_do_not_match_their_etag_are_refused_and_removed() -> anyhow::Resul
     server.set(|b| b.corrupt = vec!["model.safetensors".into()]);
     let cfg = hub(&e, &server);
     match resolve(&e, REPO, &cfg) {
-        Err(Error::Hub { kind: HubFailure::Integrity, file, reason, .. }) => {
+        Err(Error::Hub {
+            kind: HubFailure::Integrity,
+            file,
+            reason,
+            ..
+        }) => {
             assert_eq!(file.as_deref(), Some("model.safetensors"));
             assert!(reason.contains("sha256"), "{reason}");
         }
@@ -296,7 +351,11 @@ fn offline_mode_makes_no_request() -> anyhow::Result<()> {
     let server = MockHub::start(REPO, vec![main_revision()?])?;
     let cfg = hub(&e, &server).with_offline(true);
     match resolve(&e, REPO, &cfg) {
-        Err(Error::Hub { kind: HubFailure::Offline, reason, .. }) => {
+        Err(Error::Hub {
+            kind: HubFailure::Offline,
+            reason,
+            ..
+        }) => {
             assert!(reason.contains("HF_HUB_OFFLINE"), "{reason}");
         }
         other => anyhow::bail!("expected Offline, got {other:?}"),
@@ -342,7 +401,11 @@ fn the_embed_command_downloads_a_hub_id() -> anyhow::Result<()> {
     let stderr = String::from_utf8_lossy(&denied.stderr);
     assert!(stderr.contains("HF_TOKEN"), "{stderr}");
     let done = run(&out, Some("hf_secret"), Some(&server.url), false)?;
-    assert!(done.status.success(), "{}", String::from_utf8_lossy(&done.stderr));
+    assert!(
+        done.status.success(),
+        "{}",
+        String::from_utf8_lossy(&done.stderr)
+    );
     let file = relstitch::io::SafetensorsFile::read(&out, &candle_core::Device::Cpu)?;
     assert_eq!(file.metadata.get("hub_commit"), Some(&commit('a')));
     assert_eq!(file.metadata.get("hub_id").map(String::as_str), Some(REPO));
@@ -353,7 +416,11 @@ fn the_embed_command_downloads_a_hub_id() -> anyhow::Result<()> {
     drop(server);
     let out2 = dir.path().join("e2.safetensors");
     let cached = run(&out2, None, None, true)?;
-    assert!(cached.status.success(), "{}", String::from_utf8_lossy(&cached.stderr));
+    assert!(
+        cached.status.success(),
+        "{}",
+        String::from_utf8_lossy(&cached.stderr)
+    );
     // Offline with another model: the typed error's message.
     let mut c = Command::new(env!("CARGO_BIN_EXE_relstitch"));
     let miss = c

@@ -80,7 +80,10 @@ fn st_folder(name: &str, dir: &Path) -> anyhow::Result<PathBuf> {
         let n_in = cfg["in_features"].as_u64().unwrap_or(0) as usize;
         let n_out = cfg["out_features"].as_u64().unwrap_or(0) as usize;
         let (w, b) = dense_weights(n_out, n_in)?;
-        let tensors = HashMap::from([("linear.weight".to_string(), w), ("linear.bias".to_string(), b)]);
+        let tensors = HashMap::from([
+            ("linear.weight".to_string(), w),
+            ("linear.bias".to_string(), b),
+        ]);
         candle_core::safetensors::save(&tensors, out.join("2_Dense/model.safetensors"))?;
     }
     Ok(out)
@@ -131,7 +134,10 @@ fn a_dense_module_matches_sentence_transformers() -> anyhow::Result<()> {
     assert_eq!(id.dim, 128);
     assert!(id.normalize);
     assert_eq!(id.dense.len(), 1);
-    assert_eq!((id.dense[0].in_features, id.dense[0].out_features), (384, 128));
+    assert_eq!(
+        (id.dense[0].in_features, id.dense[0].out_features),
+        (384, 128)
+    );
     assert_eq!(id.similarity.as_deref(), Some("cosine"));
     // The same through candle's path.
     let candle = EncoderOptions::default()
@@ -202,11 +208,20 @@ fn prompts_by_name_and_by_default_match_sentence_transformers() -> anyhow::Resul
     assert_ne!(passage.identity(), &id);
     // An explicit prefix wins over the default prompt, an empty one means none.
     let (bare, _) = embed(&dir, &EncoderOptions::default().with_prefix(""))?;
-    assert_eq!((bare.identity().prefix.clone(), bare.identity().prompt_name.clone()), (None, None));
+    assert_eq!(
+        (
+            bare.identity().prefix.clone(),
+            bare.identity().prompt_name.clone()
+        ),
+        (None, None)
+    );
     // An unknown prompt name: a typed error naming the prompts there are.
     match Encoder::from_dir(&dir, &EncoderOptions::default().with_prompt_name("nope")) {
         Err(relstitch::Error::InvalidArgument { reason, .. }) => {
-            assert!(reason.contains("passage") && reason.contains("query"), "{reason}")
+            assert!(
+                reason.contains("passage") && reason.contains("query"),
+                "{reason}"
+            )
         }
         other => anyhow::bail!("expected InvalidArgument, got {other:?}"),
     }
@@ -256,14 +271,23 @@ fn the_embed_command_takes_prompt_names_and_truncation() -> anyhow::Result<()> {
     let run = Command::new(env!("CARGO_BIN_EXE_relstitch"))
         .args(["embed", "--model"])
         .arg(&dir)
-        .args(["--prompt-name", "passage", "--truncate-dim", "64", "--input"])
+        .args([
+            "--prompt-name",
+            "passage",
+            "--truncate-dim",
+            "64",
+            "--input",
+        ])
         .arg(&input)
         .arg("--output")
         .arg(&out)
         .output()?;
     let stderr = String::from_utf8_lossy(&run.stderr);
     assert!(run.status.success(), "{stderr}");
-    assert!(stderr.contains("prompt passage") && stderr.contains("similarity dot"), "{stderr}");
+    assert!(
+        stderr.contains("prompt passage") && stderr.contains("similarity dot"),
+        "{stderr}"
+    );
     let f = SafetensorsFile::read(&out, &Device::Cpu)?;
     let get = |k: &str| f.metadata.get(k).cloned().unwrap_or_default();
     assert_eq!(get("prompt_name"), "passage");

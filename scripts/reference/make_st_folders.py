@@ -19,7 +19,8 @@ What
       tests/fixtures/st_folders/<folder>/...   the configuration files sentence-transformers wrote
                                                (modules.json, 1_Pooling/config.json,
                                                2_Dense/config.json, config_sentence_transformers.json,
-                                               sentence_bert_config.json): no weights
+                                               sentence_bert_config.json, tokenizer_config.json):
+                                               no weights
       tests/fixtures/reference/st-<case>.safetensors   tensor `embeddings` [n, d] float32 for the
                                                texts of tests/fixtures/parity_texts.jsonl:
           st-minilm-dense              model.encode(texts)
@@ -57,6 +58,8 @@ CONFIG_FILES = [
     "2_Dense/config.json",
     "config_sentence_transformers.json",
     "sentence_bert_config.json",
+    # sentence-transformers ≥ 6 keeps max_seq_length here, as the tokenizer's model_max_length.
+    "tokenizer_config.json",
 ]
 
 

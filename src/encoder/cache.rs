@@ -521,7 +521,11 @@ mod tests {
             pooling: Pooling::Mean,
             normalize: true,
             max_length: 256,
-            prefix: None,            prompt_name: None,            dense: Vec::new(),            truncate_dim: None,            similarity: None,
+            prefix: None,
+            prompt_name: None,
+            dense: Vec::new(),
+            truncate_dim: None,
+            similarity: None,
             dim: 384,
             precision: Precision::F32,
         };

@@ -13,9 +13,9 @@
 
 mod arch;
 pub mod bench;
-mod head;
 pub mod cache;
 pub mod embed;
+mod head;
 pub mod stream;
 
 use std::path::{Path, PathBuf};
@@ -480,7 +480,8 @@ impl Encoder {
         o.precision = options.precision.or(Some(identity.precision));
         let catalog = crate::hub::catalog::Catalog::builtin()?;
         let fetcher = crate::hub::fetch::Fetcher::new()?;
-        let hub_config = crate::hub::hf_cache::HubConfig::from_env().with_progress(options.progress);
+        let hub_config =
+            crate::hub::hf_cache::HubConfig::from_env().with_progress(options.progress);
         let resolved = if catalog.get(&identity.name).is_some() {
             crate::hub::resolve::resolve_by_name(&identity.name, &catalog, &fetcher, &hub_config)?
         } else if identity.path.is_dir() {

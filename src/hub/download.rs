@@ -79,7 +79,10 @@ fn encode_segment(s: &str) -> String {
 
 /// Percent-encodes a file path, keeping its `/`.
 fn encode_path(s: &str) -> String {
-    s.split('/').map(encode_segment).collect::<Vec<_>>().join("/")
+    s.split('/')
+        .map(encode_segment)
+        .collect::<Vec<_>>()
+        .join("/")
 }
 
 /// The scheme and authority of a URL (`http://127.0.0.1:8080`).
@@ -130,7 +133,11 @@ impl<'a> Client<'a> {
 
     /// A request to `url`, with the token when it goes to the Hub itself (never to the host a
     /// download is redirected to).
-    fn request(&self, method: &str, url: &str) -> ureq::RequestBuilder<ureq::typestate::WithoutBody> {
+    fn request(
+        &self,
+        method: &str,
+        url: &str,
+    ) -> ureq::RequestBuilder<ureq::typestate::WithoutBody> {
         let req = match method {
             "HEAD" => self.agent.head(url),
             _ => self.agent.get(url),
@@ -245,8 +252,14 @@ impl<'a> Client<'a> {
             };
             let location = header("location");
             // A relative redirect (a renamed repository) is followed for the metadata too.
-            if (300..400).contains(&status) && location.as_deref().is_some_and(|l| l.starts_with('/')) {
-                url = format!("{}{}", origin(&self.config.endpoint), location.unwrap_or_default());
+            if (300..400).contains(&status)
+                && location.as_deref().is_some_and(|l| l.starts_with('/'))
+            {
+                url = format!(
+                    "{}{}",
+                    origin(&self.config.endpoint),
+                    location.unwrap_or_default()
+                );
                 continue;
             }
             if !(200..400).contains(&status) {
@@ -303,9 +316,7 @@ impl<'a> Client<'a> {
         out: &mut std::fs::File,
         bar: &indicatif::ProgressBar,
     ) -> Result<std::result::Result<(), String>> {
-        let from = out
-            .seek(SeekFrom::End(0))
-            .map_err(|e| Error::io(file, e))?;
+        let from = out.seek(SeekFrom::End(0)).map_err(|e| Error::io(file, e))?;
         let mut url = meta.url.clone();
         let mut resp = None;
         for _ in 0..=MAX_REDIRECTS {
@@ -361,7 +372,8 @@ impl<'a> Client<'a> {
                 // The server ignored the range (or none was asked): start from the beginning.
                 if from > 0 {
                     out.set_len(0).map_err(|e| Error::io(file, e))?;
-                    out.seek(SeekFrom::Start(0)).map_err(|e| Error::io(file, e))?;
+                    out.seek(SeekFrom::Start(0))
+                        .map_err(|e| Error::io(file, e))?;
                     bar.set_position(0);
                 }
             }
@@ -535,7 +547,11 @@ fn link(blob: &Path, pointer: &Path) -> Result<()> {
         // snapshots/<commit>/<a>/<b> → ../../../blobs/<etag>: up from the file's folder to the
         // repository folder.
         let depth = pointer
-            .strip_prefix(blob.parent().and_then(Path::parent).unwrap_or(Path::new("")))
+            .strip_prefix(
+                blob.parent()
+                    .and_then(Path::parent)
+                    .unwrap_or(Path::new("")),
+            )
             .map(|p| p.components().count().saturating_sub(1))
             .unwrap_or(2);
         let mut target = PathBuf::new();
@@ -591,18 +607,25 @@ pub fn download(config: &HubConfig, repo: &str, revision: &str) -> Result<Snapsh
     if siblings.iter().any(|f| f == "modules.json") {
         let path = client.fetch_file(&commit, "modules.json")?;
         let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
-        let list: Vec<serde_json::Value> = serde_json::from_str(&text).map_err(|source| Error::Json {
-            path: path.clone(),
-            hint: "the model's modules.json is not valid JSON".into(),
-            source,
-        })?;
+        let list: Vec<serde_json::Value> =
+            serde_json::from_str(&text).map_err(|source| Error::Json {
+                path: path.clone(),
+                hint: "the model's modules.json is not valid JSON".into(),
+                source,
+            })?;
         modules = list
             .iter()
             .filter_map(|m| m.get("path").and_then(|p| p.as_str()).map(str::to_string))
             .collect();
     }
     let files = wanted_files(&siblings, &modules);
-    tracing::info!(repo, revision, commit, files = files.len(), "downloading from the Hub");
+    tracing::info!(
+        repo,
+        revision,
+        commit,
+        files = files.len(),
+        "downloading from the Hub"
+    );
     for f in &files {
         client.fetch_file(&commit, f)?;
     }
@@ -626,7 +649,10 @@ mod tests {
         assert_eq!(encode_segment("v1.0_x-y~"), "v1.0_x-y~");
         assert_eq!(encode_path("2_Dense/config.json"), "2_Dense/config.json");
         assert_eq!(encode_path("a b/c"), "a%20b/c");
-        assert_eq!(origin("https://huggingface.co/org/m/resolve/main/x"), "https://huggingface.co");
+        assert_eq!(
+            origin("https://huggingface.co/org/m/resolve/main/x"),
+            "https://huggingface.co"
+        );
         assert_eq!(origin("http://127.0.0.1:8080"), "http://127.0.0.1:8080");
         assert!(is_loopback("http://127.0.0.1:8080/x") && is_loopback("http://localhost"));
         assert!(!is_loopback("https://huggingface.co"));

@@ -209,11 +209,7 @@ fn module_files_present(dir: &Path) -> bool {
 /// files of each sentence-transformers module folder in `modules` (the paths `modules.json`
 /// names; other formats — ONNX, OpenVINO, TensorFlow, Flax — are left out).
 pub fn wanted_files(siblings: &[String], modules: &[String]) -> Vec<String> {
-    let small = |f: &str| {
-        [".json", ".txt", ".model"]
-            .iter()
-            .any(|e| f.ends_with(e))
-    };
+    let small = |f: &str| [".json", ".txt", ".model"].iter().any(|e| f.ends_with(e));
     let in_folder = |folder: &str| -> Vec<String> {
         let prefix = if folder.is_empty() {
             String::new()
@@ -280,7 +276,12 @@ mod tests {
         .iter()
         .map(|s| s.to_string())
         .collect();
-        let modules = ["".to_string(), "1_Pooling".into(), "2_Dense".into(), "3_Dense".into()];
+        let modules = [
+            "".to_string(),
+            "1_Pooling".into(),
+            "2_Dense".into(),
+            "3_Dense".into(),
+        ];
         let mut got = wanted_files(&siblings, &modules);
         got.sort();
         assert_eq!(
@@ -310,6 +311,9 @@ mod tests {
             .with_endpoint("http://127.0.0.1:1/")
             .with_cache("/c");
         assert_eq!(c.endpoint, "http://127.0.0.1:1");
-        assert_eq!(c.repo_dir("org/name"), PathBuf::from("/c/models--org--name"));
+        assert_eq!(
+            c.repo_dir("org/name"),
+            PathBuf::from("/c/models--org--name")
+        );
     }
 }

@@ -20,7 +20,8 @@ pub struct SentenceTransformersConfig {
     pub pooling: Pooling,
     /// Whether a `Normalize` module follows the pooling.
     pub normalize: bool,
-    /// `max_seq_length` of `sentence_bert_config.json`, when given.
+    /// `max_seq_length` of `sentence_bert_config.json`, else `model_max_length` of
+    /// `tokenizer_config.json`, when given.
     pub max_seq_length: Option<usize>,
 }
 
@@ -75,6 +76,15 @@ pub(super) fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T
     })
 }
 
+/// `model_max_length` of `dir/tokenizer_config.json`, unless absent, unreadable or the
+/// "no limit" placeholder (transformers writes `1e30`-like values).
+fn tokenizer_max_length(dir: &Path) -> Option<usize> {
+    let text = std::fs::read_to_string(dir.join("tokenizer_config.json")).ok()?;
+    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+    let n = v.get("model_max_length")?.as_f64()?;
+    (1.0..=1e7).contains(&n).then_some(n as usize)
+}
+
 impl SentenceTransformersConfig {
     /// Reads the sentence-transformers files of `dir`. A folder without `modules.json` is a plain
     /// Hugging Face model: mean pooling, no normalisation, and a warning.
@@ -94,6 +104,9 @@ impl SentenceTransformersConfig {
         } else {
             (None, false)
         };
+        // sentence-transformers ≥ 6 writes no max_seq_length there: it keeps it as the
+        // tokenizer's model_max_length, which older versions also fell back to.
+        let max_seq_length = max_seq_length.or_else(|| tokenizer_max_length(dir));
         let modules_path = dir.join("modules.json");
         if !modules_path.is_file() {
             tracing::warn!(
@@ -175,7 +188,9 @@ impl SentenceTransformersConfig {
         if !p.include_prompt {
             return Err(Error::ModelFolder {
                 path: path.to_path_buf(),
-                reason: "include_prompt: false (prompt tokens left out of the pooling) is not supported".into(),
+                reason:
+                    "include_prompt: false (prompt tokens left out of the pooling) is not supported"
+                        .into(),
             });
         }
         if let Some(mode) = &p.pooling_mode {
@@ -442,7 +457,10 @@ mod tests {
             d.join("config_sentence_transformers.json"),
             r#"{"prompts": {}, "default_prompt_name": "query"}"#,
         )?;
-        assert!(matches!(ModelPrompts::read(d), Err(Error::ModelFolder { .. })));
+        assert!(matches!(
+            ModelPrompts::read(d),
+            Err(Error::ModelFolder { .. })
+        ));
         Ok(())
     }
 }

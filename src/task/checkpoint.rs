@@ -667,7 +667,11 @@ mod tests {
             pooling: Pooling::Mean,
             normalize: true,
             max_length: 128,
-            prefix: None,            prompt_name: None,            dense: Vec::new(),            truncate_dim: None,            similarity: None,
+            prefix: None,
+            prompt_name: None,
+            dense: Vec::new(),
+            truncate_dim: None,
+            similarity: None,
             dim: 8,
             precision: Precision::Int8,
         };

@@ -230,7 +230,10 @@ fn serve(stream: TcpStream, state: &Mutex<State>) -> std::io::Result<()> {
             } else {
                 ""
             },
-            range.as_deref().map(|r| format!(" {r}")).unwrap_or_default()
+            range
+                .as_deref()
+                .map(|r| format!(" {r}"))
+                .unwrap_or_default()
         ));
         route(&mut s, &method, &path, &headers)
     };
@@ -265,7 +268,9 @@ fn serve(stream: TcpStream, state: &Mutex<State>) -> std::io::Result<()> {
     }
     out.flush()?;
     // Drain what the client still sends, then close.
-    let _ = reader.get_mut().set_read_timeout(Some(Duration::from_millis(10)));
+    let _ = reader
+        .get_mut()
+        .set_read_timeout(Some(Duration::from_millis(10)));
     let mut sink = [0u8; 256];
     let _ = reader.read(&mut sink);
     Ok(())
@@ -341,11 +346,16 @@ fn route(s: &mut State, method: &str, path: &str, headers: &BTreeMap<String, Str
             return Reply::new(404);
         };
         if s.behaviour.corrupt.iter().any(|c| c == file) {
-            if let Some(b) = body.get_mut(body.len() / 2) {
+            let middle = body.len() / 2;
+            if let Some(b) = body.get_mut(middle) {
                 *b ^= 0xff;
             }
         }
-        let mut reply = ranged(Reply::new(200).header("etag", format!("\"{sha}\"")), body, headers);
+        let mut reply = ranged(
+            Reply::new(200).header("etag", format!("\"{sha}\"")),
+            body,
+            headers,
+        );
         let cut_after = s.behaviour.cut_after;
         if let Some(n) = s.behaviour.cuts.get_mut(file).filter(|n| **n > 0) {
             *n -= 1;
