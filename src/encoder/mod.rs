@@ -24,7 +24,8 @@ use candle_core::{Device, Tensor};
 use tokenizers::{Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
 
 pub use crate::model_folder::{
-    l2_normalize, DenseActivation, DenseIdentity, ModelPrompts, Pooling, SentenceTransformersConfig,
+    l2_normalize, DenseActivation, DenseConfig, DenseIdentity, HeadModule, ModelPrompts, Pooling,
+    SentenceTransformersConfig,
 };
 pub use crate::models::Precision;
 pub use arch::{ArchConfig, Architecture};

@@ -12,6 +12,6 @@ pub mod dense;
 mod pooling;
 mod st_files;
 
-pub use dense::{DenseActivation, DenseIdentity, DenseLayer};
+pub use dense::{DenseActivation, DenseConfig, DenseIdentity, DenseLayer};
 pub use pooling::{l2_normalize, l2_normalize_row, Pooling};
 pub use st_files::{HeadModule, ModelPrompts, SentenceTransformersConfig};
