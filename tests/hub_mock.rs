@@ -421,6 +421,23 @@ fn the_embed_command_downloads_a_hub_id() -> anyhow::Result<()> {
         "{}",
         String::from_utf8_lossy(&cached.stderr)
     );
+    // `relstitch fetch org/name`: the folder and the commit.
+    let fetched = Command::new(env!("CARGO_BIN_EXE_relstitch"))
+        .args(["fetch", "--quiet", REPO])
+        .env("HF_HOME", &hf_home)
+        .env("RELSTITCH_HOME", &e.home)
+        .env("HF_HUB_OFFLINE", "1")
+        .output()?;
+    let stdout = String::from_utf8_lossy(&fetched.stdout);
+    assert!(
+        fetched.status.success(),
+        "{}",
+        String::from_utf8_lossy(&fetched.stderr)
+    );
+    assert!(
+        stdout.starts_with(REPO) && stdout.trim_end().ends_with(&commit('a')),
+        "{stdout}"
+    );
     // Offline with another model: the typed error's message.
     let mut c = Command::new(env!("CARGO_BIN_EXE_relstitch"));
     let miss = c
