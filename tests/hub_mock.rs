@@ -346,6 +346,34 @@ fn bytes_that_do_not_match_their_etag_are_refused_and_removed() -> anyhow::Resul
 }
 
 #[test]
+fn a_renamed_repository_is_followed() -> anyhow::Result<()> {
+    let e = env()?;
+    let server = MockHub::start(REPO, vec![main_revision()?])?;
+    server.set(|b| b.renamed_from = Some("old-org/minilm".into()));
+    let got = resolve(&e, "old-org/minilm", &hub(&e, &server))?;
+    assert_eq!(got.commit.as_deref(), Some(commit('a').as_str()));
+    // Filed under the name asked for, like huggingface_hub does.
+    assert!(got.dir.starts_with(e.cache.join("models--old-org--minilm")));
+    let log = server.log();
+    assert!(
+        log.iter()
+            .any(|l| l.starts_with("GET /api/models/old-org/minilm/")),
+        "{log:?}"
+    );
+    assert!(
+        log.iter()
+            .any(|l| l.starts_with("HEAD /old-org/minilm/resolve/")),
+        "{log:?}"
+    );
+    assert!(
+        log.iter()
+            .any(|l| l.starts_with("HEAD /mock-org/minilm/resolve/")),
+        "{log:?}"
+    );
+    Ok(())
+}
+
+#[test]
 fn offline_mode_makes_no_request() -> anyhow::Result<()> {
     let e = env()?;
     let server = MockHub::start(REPO, vec![main_revision()?])?;

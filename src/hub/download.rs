@@ -3,8 +3,10 @@
 //! What happens, with the endpoints and headers the Hub (and `huggingface_hub`) use:
 //!
 //! 1. `GET {endpoint}/api/models/{repo}/revision/{revision}` gives the commit the revision (a
-//!    branch, a tag or a commit) points to and the repository's file list. 401/403 mean the model
-//!    is gated or private (set `HF_TOKEN`), 404 that the id or revision does not exist.
+//!    branch, a tag or a commit) points to and the repository's file list (the relative redirect
+//!    of a renamed repository is followed; the cache keeps the name asked for, as
+//!    `huggingface_hub` does). 401/403 mean the model is gated or private (set `HF_TOKEN`), 404
+//!    that the id or revision does not exist.
 //! 2. For each file a model folder needs ([`super::hf_cache::wanted_files`]), at that commit:
 //!    `HEAD {endpoint}/{repo}/resolve/{commit}/{file}` without following redirects gives its etag
 //!    (`x-linked-etag` for LFS files, which is their sha256, else `etag`), its size
@@ -201,14 +203,29 @@ impl<'a> Client<'a> {
             self.repo,
             encode_segment(revision)
         );
-        let mut resp = self
-            .request("GET", &url)
-            .call()
-            .map_err(|e| self.network_error(None, &e))?;
-        let status = resp.status().as_u16();
-        if status != 200 {
-            return Err(self.status_error(None, status));
-        }
+        let mut url = url;
+        let mut redirects = 0;
+        let mut resp = loop {
+            let resp = self
+                .request("GET", &url)
+                .call()
+                .map_err(|e| self.network_error(None, &e))?;
+            let status = resp.status().as_u16();
+            let location = resp
+                .headers()
+                .get("location")
+                .and_then(|v| v.to_str().ok())
+                .filter(|l| l.starts_with('/'));
+            // A renamed repository answers with a relative redirect to its new name.
+            match location {
+                Some(l) if (300..400).contains(&status) && redirects < MAX_REDIRECTS => {
+                    url = format!("{}{l}", origin(&self.config.endpoint));
+                    redirects += 1;
+                }
+                _ if status == 200 => break resp,
+                _ => return Err(self.status_error(None, status)),
+            }
+        };
         let text = resp
             .body_mut()
             .read_to_string()

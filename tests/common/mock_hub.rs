@@ -73,6 +73,9 @@ pub struct Behaviour {
     pub cut_after: usize,
     /// Files whose bytes are served with one byte changed (the etag stays the true sha256).
     pub corrupt: Vec<String>,
+    /// The repository's old name: requests for it answer `307` to the same path under the
+    /// current name, as the Hub does for a renamed repository.
+    pub renamed_from: Option<String>,
 }
 
 struct State {
@@ -242,6 +245,7 @@ fn serve(stream: TcpStream, state: &Mutex<State>) -> std::io::Result<()> {
         200 => "OK",
         206 => "Partial Content",
         302 => "Found",
+        307 => "Temporary Redirect",
         401 => "Unauthorized",
         404 => "Not Found",
         416 => "Range Not Satisfiable",
@@ -281,6 +285,14 @@ fn route(s: &mut State, method: &str, path: &str, headers: &BTreeMap<String, Str
         None => true,
         Some(t) => headers.get("authorization") == Some(&format!("Bearer {t}")),
     };
+    if let Some(old) = &s.behaviour.renamed_from {
+        for prefix in [format!("/api/models/{old}/"), format!("/{old}/resolve/")] {
+            if let Some(rest) = path.strip_prefix(&prefix) {
+                let new = prefix.replace(old.as_str(), &s.repo);
+                return Reply::new(307).header("location", format!("{new}{rest}"));
+            }
+        }
+    }
     let api = format!("/api/models/{}/revision/", s.repo);
     let resolve = format!("/{}/resolve/", s.repo);
     if let Some(rev) = path.strip_prefix(&api) {
