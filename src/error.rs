@@ -183,6 +183,19 @@ pub enum Error {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// Getting a model from the Hugging Face Hub failed (or was not allowed: offline mode, a build
+    /// without the network stack). Nothing half-downloaded is left where it could be used.
+    #[error("Hugging Face Hub, {repo}{}: {reason}", file.as_ref().map(|f| format!(" file {f}")).unwrap_or_default())]
+    Hub {
+        /// The repository id (`org/name`), with `@revision` when one was asked for.
+        repo: String,
+        /// The file, when one file is the problem.
+        file: Option<String>,
+        /// What kind of failure, to match on.
+        kind: HubFailure,
+        /// What went wrong and what to do.
+        reason: String,
+    },
     /// Drawing a figure failed.
     #[error("drawing the figure {figure:?} failed")]
     Plot {
@@ -192,6 +205,26 @@ pub enum Error {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+}
+
+/// The kinds of [`Error::Hub`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum HubFailure {
+    /// `HF_HUB_OFFLINE` is set and the model is not in the cache.
+    Offline,
+    /// relstitch was built without the `hub-download` feature.
+    NoNetworkStack,
+    /// The Hub refused: no token, a token without access, or a gated model (HTTP 401/403).
+    Unauthorized,
+    /// No such repository, revision or file (HTTP 404).
+    NotFound,
+    /// A downloaded file does not have its size or its sha256 etag (it was discarded).
+    Integrity,
+    /// The transfer broke off and the retries ran out (the partial file is kept, to resume).
+    Interrupted,
+    /// The Hub could not be reached, or answered in a way relstitch does not understand.
+    Network,
 }
 
 /// What went wrong with a file, in a few words (the operating system's own message stays in the

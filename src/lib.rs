@@ -101,7 +101,7 @@ pub use data::{Builtin, Dataset};
 pub use device::DeviceChoice;
 pub use encoder::cache::EmbeddingCache;
 pub use encoder::{Encoder, EncoderOptions, ModelIdentity, Pooling, Precision};
-pub use error::{Error, Result};
+pub use error::{Error, HubFailure, Result};
 pub use hub::fetch::Fetcher;
 pub use migrate::{MigrationEval, MigrationMap, MigrationMethod, MigrationOptions};
 pub use space::anchors::{AnchorSet, AnchorStrategy};

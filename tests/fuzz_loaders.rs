@@ -965,6 +965,7 @@ fn checkpoint_seed(space: Space, kind: HeadKind, n_labels: usize) -> anyhow::Res
         name: name.into(),
         hub_id: None,
         revision: None,
+        commit: None,
         path: PathBuf::from(format!("/nonexistent/{name}")),
         weights_sha256: "0".repeat(64),
         architecture: "bert".into(),
@@ -972,6 +973,10 @@ fn checkpoint_seed(space: Space, kind: HeadKind, n_labels: usize) -> anyhow::Res
         normalize: true,
         max_length: 12,
         prefix: None,
+        prompt_name: None,
+        dense: Vec::new(),
+        truncate_dim: None,
+        similarity: None,
         dim,
         precision: relstitch::encoder::Precision::F32,
     };

@@ -1,7 +1,7 @@
 //! A per-encoder, per-text embedding cache, so repeated fits and evaluations do not re-embed.
 //!
 //! Keyed by everything that changes the vectors (weights sha256, pooling, normalisation, max length,
-//! prefix, precision) and by each text's sha256. Stored as safetensors shards under
+//! prefix, precision, Dense modules, truncation) and by each text's sha256. Stored as safetensors shards under
 //! `$RELSTITCH_HOME/embeddings/<key>/`, each holding tensor `embeddings` and, in its metadata, the
 //! texts' hashes, the weights sha256 it was computed with and a digest of both ([`shard_digest`]);
 //! new texts are embedded and appended as new shards (4096 rows at most each), written atomically.
@@ -56,6 +56,21 @@ fn key_of(identity: &ModelIdentity) -> String {
     if !identity.precision.is_f32() {
         key.push('|');
         key.push_str(identity.precision.as_str());
+    }
+    // Likewise for the modules after pooling and the truncation: only present ones extend the key.
+    for d in &identity.dense {
+        key.push_str(&format!(
+            "|dense:{}:{}:{}:{}:{:?}:{}",
+            d.path.display(),
+            d.in_features,
+            d.out_features,
+            d.weights_sha256,
+            d.activation,
+            d.residual
+        ));
+    }
+    if let Some(t) = identity.truncate_dim {
+        key.push_str(&format!("|truncate:{t}"));
     }
     hex::encode(Sha256::digest(key.as_bytes()))[..32].to_string()
 }
@@ -546,6 +561,7 @@ mod tests {
             name: "m".into(),
             hub_id: None,
             revision: None,
+            commit: None,
             path: PathBuf::from("/m"),
             weights_sha256: "ab".repeat(32),
             architecture: "bert".into(),
@@ -553,6 +569,10 @@ mod tests {
             normalize: true,
             max_length: 256,
             prefix: None,
+            prompt_name: None,
+            dense: Vec::new(),
+            truncate_dim: None,
+            similarity: None,
             dim: 384,
             precision: Precision::F32,
         };
@@ -568,5 +588,30 @@ mod tests {
         id.precision = Precision::Bf16;
         let bf16_key = key_of(&id);
         assert!(f32_key != int8_key && int8_key != bf16_key && f32_key != bf16_key);
+        // A Dense module, other Dense weights and a truncation are other keys; the commit a Hub
+        // download came from is not (the weights' sha256 already says what it is).
+        id.precision = Precision::F32;
+        id.commit = Some("c".repeat(40));
+        assert_eq!(key_of(&id), f32_key);
+        let dense = crate::model_folder::DenseIdentity {
+            path: "2_Dense".into(),
+            in_features: 384,
+            out_features: 128,
+            activation: crate::model_folder::DenseActivation::Tanh,
+            residual: false,
+            weights_sha256: "cd".repeat(32),
+        };
+        id.dense = vec![dense.clone()];
+        let dense_key = key_of(&id);
+        id.dense[0].weights_sha256 = "ef".repeat(32);
+        let other_dense_key = key_of(&id);
+        id.truncate_dim = Some(64);
+        let truncated_key = key_of(&id);
+        let keys = [&f32_key, &dense_key, &other_dense_key, &truncated_key];
+        for (i, a) in keys.iter().enumerate() {
+            for b in &keys[i + 1..] {
+                assert_ne!(a, b);
+            }
+        }
     }
 }

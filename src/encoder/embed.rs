@@ -49,6 +49,26 @@ impl ModelIdentity {
         if let Some(p) = &self.prefix {
             m.insert("prefix".into(), p.clone());
         }
+        if let Some(c) = &self.commit {
+            m.insert("hub_commit".into(), c.clone());
+        }
+        if let Some(p) = &self.prompt_name {
+            m.insert("prompt_name".into(), p.clone());
+        }
+        if let Some(t) = self.truncate_dim {
+            m.insert("truncate_dim".into(), t.to_string());
+        }
+        if let Some(s) = &self.similarity {
+            m.insert("similarity_fn_name".into(), s.clone());
+        }
+        if !self.dense.is_empty() {
+            let modules: Vec<String> = self
+                .dense
+                .iter()
+                .map(|d| format!("{}→{} {:?}", d.in_features, d.out_features, d.activation))
+                .collect();
+            m.insert("dense".into(), modules.join(", "));
+        }
         if let Ok(json) = serde_json::to_string(self) {
             m.insert("relstitch.encoder".into(), json);
         }

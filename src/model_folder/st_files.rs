@@ -1,11 +1,15 @@
 //! The sentence-transformers folder conventions: `modules.json`, `1_Pooling/config.json`,
-//! `sentence_bert_config.json`.
+//! `sentence_bert_config.json`, the modules after pooling (`Dense`, `Normalize`) and
+//! `config_sentence_transformers.json` (prompts, similarity function).
 
 use std::path::Path;
+
+use std::collections::BTreeMap;
 
 use serde::Deserialize;
 use serde_json::json;
 
+use super::dense::DenseConfig;
 use super::Pooling;
 use crate::{Error, Result};
 
@@ -16,7 +20,8 @@ pub struct SentenceTransformersConfig {
     pub pooling: Pooling,
     /// Whether a `Normalize` module follows the pooling.
     pub normalize: bool,
-    /// `max_seq_length` of `sentence_bert_config.json`, when given.
+    /// `max_seq_length` of `sentence_bert_config.json`, else `model_max_length` of
+    /// `tokenizer_config.json`, when given.
     pub max_seq_length: Option<usize>,
 }
 
@@ -42,6 +47,16 @@ struct PoolingFile {
     pooling_mode_weightedmean_tokens: bool,
     #[serde(default)]
     pooling_mode_lasttoken: bool,
+    /// sentence-transformers ≥ 5.2 writes one `pooling_mode` (a name or a list of names).
+    #[serde(default)]
+    pooling_mode: Option<serde_json::Value>,
+    /// Whether prompt tokens are pooled (sentence-transformers' default: yes).
+    #[serde(default = "yes")]
+    include_prompt: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 #[derive(Deserialize)]
@@ -52,13 +67,22 @@ struct SbertFile {
     do_lower_case: bool,
 }
 
-fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
+pub(super) fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
     serde_json::from_str(&text).map_err(|source| Error::Json {
         path: path.to_path_buf(),
         hint: "fix or re-fetch the model folder".into(),
         source,
     })
+}
+
+/// `model_max_length` of `dir/tokenizer_config.json`, unless absent, unreadable or the
+/// "no limit" placeholder (transformers writes `1e30`-like values).
+fn tokenizer_max_length(dir: &Path) -> Option<usize> {
+    let text = std::fs::read_to_string(dir.join("tokenizer_config.json")).ok()?;
+    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+    let n = v.get("model_max_length")?.as_f64()?;
+    (1.0..=1e7).contains(&n).then_some(n as usize)
 }
 
 impl SentenceTransformersConfig {
@@ -79,6 +103,9 @@ impl SentenceTransformersConfig {
         } else {
             (None, false)
         };
+        // sentence-transformers ≥ 6 writes no max_seq_length there: it keeps it as the
+        // tokenizer's model_max_length, which older versions also fell back to.
+        let max_seq_length = max_seq_length.or_else(|| tokenizer_max_length(dir));
         let modules_path = dir.join("modules.json");
         if !modules_path.is_file() {
             tracing::warn!(
@@ -106,11 +133,13 @@ impl SentenceTransformersConfig {
                     pooling = Some(Self::read_pooling(&p)?);
                 }
                 "Normalize" => normalize = true,
+                // Read by `head_modules`.
+                "Dense" => {}
                 other => {
                     return Err(Error::ModelFolder {
                         path: modules_path.clone(),
                         reason: format!(
-                            "sentence-transformers module `{other}` is not supported (relstitch runs Transformer, Pooling and Normalize)"
+                            "sentence-transformers module `{other}` is not supported (relstitch runs Transformer, Pooling, Dense and Normalize)"
                         ),
                     })
                 }
@@ -130,8 +159,61 @@ impl SentenceTransformersConfig {
         ))
     }
 
+    /// The modules that follow the pooling in `dir`'s `modules.json`, in order (`Dense` and
+    /// `Normalize`); empty for a folder without `modules.json`.
+    ///
+    /// # Errors
+    /// [`Error::Io`] or [`Error::Json`] when `modules.json` or a Dense config cannot be read or
+    /// parsed; the errors of [`DenseConfig::read`].
+    pub fn head_modules(dir: &Path) -> Result<Vec<HeadModule>> {
+        let modules_path = dir.join("modules.json");
+        if !modules_path.is_file() {
+            return Ok(Vec::new());
+        }
+        let modules: Vec<Module> = read_json(&modules_path)?;
+        let mut out = Vec::new();
+        for m in &modules {
+            match m.kind.rsplit('.').next().unwrap_or(&m.kind) {
+                "Dense" => out.push(HeadModule::Dense(DenseConfig::read(dir, &m.path)?)),
+                "Normalize" => out.push(HeadModule::Normalize),
+                _ => {}
+            }
+        }
+        Ok(out)
+    }
+
     fn read_pooling(path: &Path) -> Result<Pooling> {
         let p: PoolingFile = read_json(path)?;
+        if !p.include_prompt {
+            return Err(Error::ModelFolder {
+                path: path.to_path_buf(),
+                reason:
+                    "include_prompt: false (prompt tokens left out of the pooling) is not supported"
+                        .into(),
+            });
+        }
+        if let Some(mode) = &p.pooling_mode {
+            let names: Vec<&str> = match mode {
+                serde_json::Value::String(s) => vec![s.as_str()],
+                serde_json::Value::Array(a) => a.iter().filter_map(|v| v.as_str()).collect(),
+                _ => Vec::new(),
+            };
+            return match names.as_slice() {
+                ["mean"] => Ok(Pooling::Mean),
+                ["cls"] => Ok(Pooling::Cls),
+                ["max"] => Ok(Pooling::Max),
+                ["mean_sqrt_len_tokens"] => Ok(Pooling::MeanSqrtLen),
+                ["lasttoken"] => Ok(Pooling::LastToken),
+                [one] => Err(Error::ModelFolder {
+                    path: path.to_path_buf(),
+                    reason: format!("pooling mode `{one}` is not supported; pass --pooling to override"),
+                }),
+                _ => Err(Error::ModelFolder {
+                    path: path.to_path_buf(),
+                    reason: "pooling_mode must name one mode (several, concatenated, are not supported); pass --pooling to pick one".into(),
+                }),
+            };
+        }
         let modes = [
             (p.pooling_mode_mean_tokens, Some(Pooling::Mean)),
             (p.pooling_mode_cls_token, Some(Pooling::Cls)),
@@ -204,6 +286,75 @@ impl SentenceTransformersConfig {
     }
 }
 
+/// A module that follows the pooling in a sentence-transformers pipeline.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HeadModule {
+    /// A linear layer and its activation.
+    Dense(DenseConfig),
+    /// L2 normalisation.
+    Normalize,
+}
+
+/// What `config_sentence_transformers.json` says: the model's prompts, the one used by default,
+/// and the similarity function its vectors are meant for.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize)]
+pub struct ModelPrompts {
+    /// Prompt name → the text prepended to every input (e.g. `query` → `query: `).
+    #[serde(default)]
+    pub prompts: BTreeMap<String, String>,
+    /// The prompt used when none is asked for.
+    #[serde(default)]
+    pub default_prompt_name: Option<String>,
+    /// `cosine`, `dot`, `euclidean` or `manhattan`.
+    #[serde(default)]
+    pub similarity_fn_name: Option<String>,
+}
+
+impl ModelPrompts {
+    /// Reads `dir/config_sentence_transformers.json`; the default (no prompts) when the file is
+    /// absent.
+    ///
+    /// # Errors
+    /// [`Error::Io`] or [`Error::Json`] when the file is present but cannot be read or parsed;
+    /// [`Error::ModelFolder`] when `default_prompt_name` names no prompt.
+    pub fn read(dir: &Path) -> Result<Self> {
+        let path = dir.join("config_sentence_transformers.json");
+        if !path.is_file() {
+            return Ok(Self::default());
+        }
+        let p: Self = read_json(&path)?;
+        if let Some(d) = &p.default_prompt_name {
+            if !p.prompts.contains_key(d) {
+                return Err(Error::ModelFolder {
+                    path,
+                    reason: format!("default_prompt_name `{d}` is not one of its prompts"),
+                });
+            }
+        }
+        Ok(p)
+    }
+
+    /// The text of prompt `name`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] naming the prompts there are when `name` is not one.
+    pub fn get(&self, name: &str) -> Result<&str> {
+        self.prompts.get(name).map(String::as_str).ok_or_else(|| {
+            Error::invalid(
+                "prompt name",
+                if self.prompts.is_empty() {
+                    format!("`{name}`: the model declares no prompts (config_sentence_transformers.json); use --prefix")
+                } else {
+                    format!(
+                        "`{name}` is not one of the model's prompts ({})",
+                        self.prompts.keys().cloned().collect::<Vec<_>>().join(", ")
+                    )
+                },
+            )
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -245,6 +396,76 @@ mod tests {
         assert!(matches!(
             SentenceTransformersConfig::read(dir.path()),
             Err(Error::Json { .. })
+        ));
+        Ok(())
+    }
+
+    #[test]
+    fn dense_modules_new_pooling_files_and_prompts_are_read() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let d = dir.path();
+        std::fs::write(
+            d.join("modules.json"),
+            r#"[{"idx":0,"name":"0","path":"","type":"sentence_transformers.base.modules.transformer.Transformer"},
+                {"idx":1,"name":"1","path":"1_Pooling","type":"sentence_transformers.sentence_transformer.modules.pooling.Pooling"},
+                {"idx":2,"name":"2","path":"2_Dense","type":"sentence_transformers.base.modules.dense.Dense"},
+                {"idx":3,"name":"3","path":"3_Normalize","type":"sentence_transformers.base.modules.normalize.Normalize"}]"#,
+        )?;
+        std::fs::create_dir_all(d.join("1_Pooling"))?;
+        std::fs::create_dir_all(d.join("2_Dense"))?;
+        // sentence-transformers ≥ 5.2 writes one `pooling_mode`.
+        std::fs::write(
+            d.join("1_Pooling/config.json"),
+            r#"{"embedding_dimension": 8, "pooling_mode": "cls", "include_prompt": true}"#,
+        )?;
+        // No activation_function: sentence-transformers' default, Tanh.
+        std::fs::write(
+            d.join("2_Dense/config.json"),
+            r#"{"in_features": 8, "out_features": 4, "bias": false}"#,
+        )?;
+        let (st, _) = SentenceTransformersConfig::read(d)?;
+        assert_eq!((st.pooling, st.normalize), (Pooling::Cls, true));
+        let head = SentenceTransformersConfig::head_modules(d)?;
+        match head.as_slice() {
+            [HeadModule::Dense(c), HeadModule::Normalize] => {
+                assert_eq!((c.in_features, c.out_features, c.bias), (8, 4, false));
+                assert_eq!(c.activation, super::super::DenseActivation::Tanh);
+            }
+            other => anyhow::bail!("{other:?}"),
+        }
+        std::fs::write(
+            d.join("2_Dense/config.json"),
+            r#"{"in_features": 8, "out_features": 4, "activation_function": "my.custom.Swish"}"#,
+        )?;
+        assert!(matches!(
+            SentenceTransformersConfig::head_modules(d),
+            Err(Error::ModelFolder { .. })
+        ));
+        std::fs::write(
+            d.join("1_Pooling/config.json"),
+            r#"{"embedding_dimension": 8, "pooling_mode": "mean", "include_prompt": false}"#,
+        )?;
+        assert!(matches!(
+            SentenceTransformersConfig::read(d),
+            Err(Error::ModelFolder { .. })
+        ));
+        // Prompts.
+        assert_eq!(ModelPrompts::read(d)?, ModelPrompts::default());
+        std::fs::write(
+            d.join("config_sentence_transformers.json"),
+            r#"{"prompts": {"query": "query: ", "passage": "passage: "}, "default_prompt_name": "query", "similarity_fn_name": "cosine"}"#,
+        )?;
+        let p = ModelPrompts::read(d)?;
+        assert_eq!(p.get("passage")?, "passage: ");
+        assert_eq!(p.default_prompt_name.as_deref(), Some("query"));
+        assert!(matches!(p.get("doc"), Err(Error::InvalidArgument { .. })));
+        std::fs::write(
+            d.join("config_sentence_transformers.json"),
+            r#"{"prompts": {}, "default_prompt_name": "query"}"#,
+        )?;
+        assert!(matches!(
+            ModelPrompts::read(d),
+            Err(Error::ModelFolder { .. })
         ));
         Ok(())
     }

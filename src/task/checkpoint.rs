@@ -660,6 +660,7 @@ mod tests {
             name: "tiny".into(),
             hub_id: None,
             revision: None,
+            commit: None,
             path: PathBuf::from("/nowhere"),
             weights_sha256: "ab".repeat(32),
             architecture: "bert".into(),
@@ -667,6 +668,10 @@ mod tests {
             normalize: true,
             max_length: 128,
             prefix: None,
+            prompt_name: None,
+            dense: Vec::new(),
+            truncate_dim: None,
+            similarity: None,
             dim: 8,
             precision: Precision::Int8,
         };

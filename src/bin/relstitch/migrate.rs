@@ -79,6 +79,12 @@ pub struct FitArgs {
     /// Text prepended to every input of the new model.
     #[arg(long)]
     pub to_prefix: Option<String>,
+    /// The old model's prompt by name, from its config_sentence_transformers.json (e.g. query).
+    #[arg(long, conflicts_with = "from_prefix")]
+    pub from_prompt_name: Option<String>,
+    /// The new model's prompt by name.
+    #[arg(long, conflicts_with = "to_prefix")]
+    pub to_prompt_name: Option<String>,
     /// Anchor texts: .txt (one per line) or .jsonl (--field); a sample of the corpus.
     #[arg(long, value_name = "TEXTS")]
     pub anchors: PathBuf,
@@ -223,6 +229,12 @@ pub struct PlanArgs {
     /// Text prepended to every input of the new model.
     #[arg(long)]
     pub to_prefix: Option<String>,
+    /// The old model's prompt by name, from its config_sentence_transformers.json (e.g. query).
+    #[arg(long, conflicts_with = "from_prefix")]
+    pub from_prompt_name: Option<String>,
+    /// The new model's prompt by name.
+    #[arg(long, conflicts_with = "to_prefix")]
+    pub to_prompt_name: Option<String>,
     /// The corpus: .txt (one text per line) or .jsonl (--field).
     #[arg(long, value_name = "TEXTS")]
     pub corpus: PathBuf,
@@ -324,8 +336,10 @@ fn fit(args: FitArgs) -> anyhow::Result<()> {
     let base = args.run.options(!args.quiet)?;
     let mut a = base.clone();
     a.prefix = args.from_prefix.clone();
+    a.prompt_name = args.from_prompt_name.clone();
     let mut b = base;
     b.prefix = args.to_prefix.clone();
+    b.prompt_name = args.to_prompt_name.clone();
     let mut options = MigrationOptions::default()
         .with_method(method(&args))
         .with_seed(args.seed)
@@ -449,8 +463,10 @@ fn plan(args: PlanArgs) -> anyhow::Result<()> {
     let base = args.run.options(!args.quiet)?;
     let mut a = base.clone();
     a.prefix = args.from_prefix.clone();
+    a.prompt_name = args.from_prompt_name.clone();
     let mut b = base;
     b.prefix = args.to_prefix.clone();
+    b.prompt_name = args.to_prompt_name.clone();
     let source = relstitch::Encoder::load(&args.from, &a)?;
     let target = relstitch::Encoder::load(&args.to, &b)?;
     let corpus_a = match &args.embeddings {
