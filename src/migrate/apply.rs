@@ -58,7 +58,7 @@ impl Default for ApplyOptions {
         Self {
             direction: Direction::Forward,
             tensor: crate::encoder::embed::EMBEDDINGS.into(),
-            chunk_rows: 8192,
+            chunk_rows: 1024,
             confidence: false,
             reembed: None,
             encoder: EncoderOptions::default(),
