@@ -605,7 +605,7 @@ impl MigrationMap {
 
     /// Per-vector confidence of a forward migration: how well the map moves the anchors nearest to
     /// `x` in A's space (the mean cosine between the migrated and the true B vector of its
-    /// [`CONFIDENCE_NEIGHBOURS`] nearest anchors among the first 512). A vector in a region the map
+    /// `CONFIDENCE_NEIGHBOURS` (10) nearest anchors among the first 512). A vector in a region the map
     /// moves well scores near 1; one among badly moved anchors scores low, and re-embedding it is
     /// worth most.
     ///

@@ -19,7 +19,7 @@
 //!   bias added to every layer's attention scores.
 //!
 //! The linear layers run at a [`Precision`]: f32 (`gemm`), bf16 or int8 (relstitch's
-//! [`kernels`](super::kernels)). At bf16 and int8, attention's two products (`q · kᵀ`, `p · v`)
+//! [`super::kernels`]). At bf16 and int8, attention's two products (`q · kᵀ`, `p · v`)
 //! also take bfloat16 operands where the CPU has AVX-512 BF16; sums, softmax, LayerNorm, GELU and
 //! pooling stay f32.
 //!
