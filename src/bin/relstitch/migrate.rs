@@ -60,13 +60,10 @@ pub enum MethodArg {
     Unsupervised,
 }
 
-/// Fit a migration map on anchor texts embedded by both models.
-///
-/// Writes MAP, a folder: map.json (both models' identities, method, parameters, anchors hash,
-/// diagnostics), anchors.jsonl and map.safetensors; saved atomically, and only over an empty
-/// folder or another map.
+/// The two models of a migration: the old one (A), whose vectors the index holds, and the new
+/// one (B), each with its own prefix or prompt.
 #[derive(Args, Debug)]
-pub struct FitArgs {
+pub struct ModelPair {
     /// The old model (A), whose vectors the index holds.
     #[arg(long, value_name = "MODEL")]
     pub from: String,
@@ -85,6 +82,33 @@ pub struct FitArgs {
     /// The new model's prompt by name.
     #[arg(long, conflicts_with = "to_prefix")]
     pub to_prompt_name: Option<String>,
+}
+
+impl ModelPair {
+    /// Each model's encoder options: `base` with that model's prefix and prompt.
+    fn options(
+        &self,
+        base: relstitch::EncoderOptions,
+    ) -> (relstitch::EncoderOptions, relstitch::EncoderOptions) {
+        let mut a = base.clone();
+        a.prefix = self.from_prefix.clone();
+        a.prompt_name = self.from_prompt_name.clone();
+        let mut b = base;
+        b.prefix = self.to_prefix.clone();
+        b.prompt_name = self.to_prompt_name.clone();
+        (a, b)
+    }
+}
+
+/// Fit a migration map on anchor texts embedded by both models.
+///
+/// Writes MAP, a folder: map.json (both models' identities, method, parameters, anchors hash,
+/// diagnostics), anchors.jsonl and map.safetensors; saved atomically, and only over an empty
+/// folder or another map.
+#[derive(Args, Debug)]
+pub struct FitArgs {
+    #[command(flatten)]
+    pub pair: ModelPair,
     /// Anchor texts: .txt (one per line) or .jsonl (--field); a sample of the corpus.
     #[arg(long, value_name = "TEXTS")]
     pub anchors: PathBuf,
@@ -218,24 +242,8 @@ pub enum StrategyArg {
 /// picked texts, one per line, for `migrate fit --anchors`.
 #[derive(Args, Debug)]
 pub struct PlanArgs {
-    /// The old model (A).
-    #[arg(long, value_name = "MODEL")]
-    pub from: String,
-    /// The new model (B).
-    #[arg(long, value_name = "MODEL")]
-    pub to: String,
-    /// Text prepended to every input of the old model.
-    #[arg(long)]
-    pub from_prefix: Option<String>,
-    /// Text prepended to every input of the new model.
-    #[arg(long)]
-    pub to_prefix: Option<String>,
-    /// The old model's prompt by name, from its config_sentence_transformers.json (e.g. query).
-    #[arg(long, conflicts_with = "from_prefix")]
-    pub from_prompt_name: Option<String>,
-    /// The new model's prompt by name.
-    #[arg(long, conflicts_with = "to_prefix")]
-    pub to_prompt_name: Option<String>,
+    #[command(flatten)]
+    pub pair: ModelPair,
     /// The corpus: .txt (one text per line) or .jsonl (--field).
     #[arg(long, value_name = "TEXTS")]
     pub corpus: PathBuf,
@@ -335,12 +343,7 @@ fn fit(args: FitArgs) -> anyhow::Result<()> {
     relstitch::io::refuse_overwriting_inputs(&args.out, &inputs)?;
     MigrationMap::check_destination(&args.out)?;
     let base = args.run.options(!args.quiet)?;
-    let mut a = base.clone();
-    a.prefix = args.from_prefix.clone();
-    a.prompt_name = args.from_prompt_name.clone();
-    let mut b = base;
-    b.prefix = args.to_prefix.clone();
-    b.prompt_name = args.to_prompt_name.clone();
+    let (a, b) = args.pair.options(base);
     let mut options = MigrationOptions::default()
         .with_method(method(&args))
         .with_seed(args.seed)
@@ -350,8 +353,8 @@ fn fit(args: FitArgs) -> anyhow::Result<()> {
     let mut map = match (&options.method, &args.to_corpus) {
         (MigrationMethod::Unsupervised { .. }, Some(corpus)) => {
             MigrationMap::fit_unpaired_from_files(
-                (&args.from, &a),
-                (&args.to, &b),
+                (&args.pair.from, &a),
+                (&args.pair.to, &b),
                 &args.anchors,
                 corpus,
                 &args.field,
@@ -364,8 +367,8 @@ fn fit(args: FitArgs) -> anyhow::Result<()> {
             )
         }
         _ => MigrationMap::fit_from_file(
-            (&args.from, &a),
-            (&args.to, &b),
+            (&args.pair.from, &a),
+            (&args.pair.to, &b),
             &args.anchors,
             &args.field,
             &options,
@@ -462,14 +465,9 @@ fn plan(args: PlanArgs) -> anyhow::Result<()> {
     }
     let texts = relstitch::io::read_texts(&args.corpus, &args.field)?;
     let base = args.run.options(!args.quiet)?;
-    let mut a = base.clone();
-    a.prefix = args.from_prefix.clone();
-    a.prompt_name = args.from_prompt_name.clone();
-    let mut b = base;
-    b.prefix = args.to_prefix.clone();
-    b.prompt_name = args.to_prompt_name.clone();
-    let source = relstitch::Encoder::load(&args.from, &a)?;
-    let target = relstitch::Encoder::load(&args.to, &b)?;
+    let (a, b) = args.pair.options(base);
+    let source = relstitch::Encoder::load(&args.pair.from, &a)?;
+    let target = relstitch::Encoder::load(&args.pair.to, &b)?;
     let corpus_a = match &args.embeddings {
         Some(path) => {
             let f = relstitch::io::SafetensorsFile::read(
