@@ -720,38 +720,6 @@ fn run(task: &Task, method: &str, rows: &[usize], seed: u64) -> anyhow::Result<V
     Ok(out)
 }
 
-/// Spearman rank correlation.
-fn spearman(a: &[f64], b: &[f64]) -> f64 {
-    fn ranks(v: &[f64]) -> Vec<f64> {
-        let mut idx: Vec<usize> = (0..v.len()).collect();
-        idx.sort_by(|&x, &y| v[x].total_cmp(&v[y]));
-        let mut r = vec![0.0; v.len()];
-        let mut i = 0;
-        while i < idx.len() {
-            let mut j = i;
-            while j + 1 < idx.len() && v[idx[j + 1]] == v[idx[i]] {
-                j += 1;
-            }
-            let avg = (i + j) as f64 / 2.0 + 1.0;
-            for t in i..=j {
-                r[idx[t]] = avg;
-            }
-            i = j + 1;
-        }
-        r
-    }
-    let (ra, rb) = (ranks(a), ranks(b));
-    let n = a.len() as f64;
-    let (ma, mb) = (ra.iter().sum::<f64>() / n, rb.iter().sum::<f64>() / n);
-    let (mut s, mut sa, mut sb) = (0.0, 0.0, 0.0);
-    for (x, y) in ra.iter().zip(&rb) {
-        s += (x - ma) * (y - mb);
-        sa += (x - ma).powi(2);
-        sb += (y - mb).powi(2);
-    }
-    s / (sa * sb).sqrt().max(1e-30)
-}
-
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let started = std::time::Instant::now();
@@ -806,8 +774,8 @@ fn main() -> anyhow::Result<()> {
                     mean(&recs.iter().map(|r| r.wf1).collect::<Vec<_>>()),
                     mean(&ratio),
                     worst,
-                    spearman(&ag, &retained),
-                    spearman(&co, &retained),
+                    common::spearman(&ag, &retained),
+                    common::spearman(&co, &retained),
                     t.elapsed().as_secs_f64()
                 );
                 if let Some(f) = out_file.as_mut() {
@@ -958,8 +926,8 @@ fn report(
              texts (mean Pearson correlation of a text's two relative vectors, i.e. their cosine \
              after the LayerNorm) is {:.2}; with the encoder's common share (negated) {:.2}.\n\n",
             rs.len(),
-            spearman(&corr, &kept),
-            spearman(&common, &kept)
+            common::spearman(&corr, &kept),
+            common::spearman(&common, &kept)
         ));
     }
 
@@ -1038,8 +1006,8 @@ fn report(
         };
         let a = avg(&|r| r.agree_masked);
         (
-            spearman(&a, &avg(&|r| retained(r))),
-            spearman(&a, &avg(&|r| r.agree_test)),
+            common::spearman(&a, &avg(&|r| retained(r))),
+            common::spearman(&a, &avg(&|r| r.agree_test)),
         )
     };
     let mut pooled: Vec<&Record> = Vec::new();
@@ -1072,8 +1040,8 @@ fn report(
         "\nPooled over every method and dataset ({} stitches): ρ = {:.2} with the retained score, \
          {:.2} with the test agreement.\n\n",
         a.len(),
-        spearman(&a, &avg(&|r| retained(r))),
-        spearman(&a, &avg(&|r| r.agree_test))
+        common::spearman(&a, &avg(&|r| retained(r))),
+        common::spearman(&a, &avg(&|r| r.agree_test))
     ));
     md.push_str(&format!(
         "Regenerate with `{}` ({:.0} min on {}).\n",
