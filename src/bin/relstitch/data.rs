@@ -56,7 +56,8 @@ impl SplitSettings {
 /// `relstitch data fetch NAME`.
 #[derive(Args, Debug)]
 pub struct FetchArgs {
-    /// The dataset: fortunes, spam-assassin, bible-genre-en or bible-genre-es (see `data list`).
+    /// The dataset: fortunes, spam-assassin, bible-genre-en, bible-genre-es or wordnet-lexnames
+    /// (see `data list`).
     pub name: String,
     /// Output folder (default: $RELSTITCH_HOME/datasets/NAME).
     #[arg(long)]
