@@ -81,15 +81,17 @@ fn old_checkpoints_read_as_plain_cosine_and_predict_as_before() -> anyhow::Resul
     Ok(())
 }
 
-/// Stitching two old checkpoints today gives exactly what the old stitch gave (the decoder's
-/// recorded space decides, not today's default space), and saves as the old format. The stitch
-/// through a latent translation (`--translate`) is a newer one: it is written as format 2, which
-/// names the encoder that embeds the anchors.
+/// Stitching two old checkpoints zero-shot (`--zero-shot`, the only stitch of their day) gives
+/// exactly what the old stitch gave (the decoder's recorded space decides, not today's default
+/// space), and saves as the old format. The default stitch of an unwhitened decoder now goes
+/// through a latent translation: it is written as format 2, which names the encoder that embeds
+/// the anchors.
 #[test]
 fn stitching_old_checkpoints_reproduces_the_old_stitch() -> anyhow::Result<()> {
     let l3 = Checkpoint::load(&fixtures().join("l3"))?;
     let minilm = Checkpoint::load(&fixtures().join("minilm"))?;
-    let stitched = Pipeline::stitch(&l3, &minilm, &StitchOptions::default())?;
+    let zero_shot = StitchOptions::default().with_relative(RelativeStitch::ZeroShot);
+    let stitched = Pipeline::stitch(&l3, &minilm, &zero_shot)?;
     assert_same(&stitched, "l3-to-minilm")?;
     // And saving it writes the old space and format again, without the new fields.
     let dir = tempfile::tempdir()?;
@@ -101,7 +103,7 @@ fn stitching_old_checkpoints_reproduces_the_old_stitch() -> anyhow::Result<()> {
     );
     assert!(config.contains("\"format_version\": 1"), "{config}");
 
-    let translate = StitchOptions::default().with_relative(RelativeStitch::Translated);
+    let translate = StitchOptions::default();
     let translated = Pipeline::stitch(&l3, &minilm, &translate)?;
     assert_eq!(
         translated.checkpoint().config.space.name(),

@@ -323,11 +323,13 @@ fn checkpoints_find_their_encoder_by_identity_not_by_a_folder_of_that_name() -> 
 }
 
 /// Issue 16: with plain cosine, every stitch whose encoder is the anisotropic sre-embedding-model
-/// (unrelated texts at cosine 0.45) collapsed, and nothing said so before evaluating. `fit`'s
-/// default (cosine after whitening on the anchors) holds both ways between sre and MiniLM-L6,
-/// and the label-free compatibility estimate tells the two cases apart before any test data.
+/// (unrelated texts at cosine 0.45) collapsed, and nothing said so before evaluating. The defaults
+/// (`fit`: centred cosine; `stitch`: through a latent translation into the decoder's encoder's
+/// space) hold both ways between sre and MiniLM-L6; whitened checkpoints (the previous default)
+/// are stitched zero-shot by default and hold too; and the label-free compatibility estimate
+/// tells the cases apart before any test data.
 #[test]
-fn the_default_whitened_space_stitches_the_anisotropic_encoder() -> anyhow::Result<()> {
+fn the_defaults_stitch_the_anisotropic_encoder() -> anyhow::Result<()> {
     let (train, test) = data();
     let names = ["sre-embedding-model", "all-MiniLM-L6-v2"];
     let default = FitOptions::default().space;
@@ -335,17 +337,25 @@ fn the_default_whitened_space_stitches_the_anisotropic_encoder() -> anyhow::Resu
         default,
         Space::Relative {
             projection: Projection::Cosine,
-            pre_transform: PreTransform::WHITENED,
+            pre_transform: PreTransform::CENTERED,
         }
     );
-    let zero_shot = StitchOptions::default();
+    let auto = StitchOptions::default();
+    assert_eq!(auto.relative, RelativeStitch::Auto);
+    let zero_shot = StitchOptions::default().with_relative(RelativeStitch::ZeroShot);
     let translate = StitchOptions::default().with_relative(RelativeStitch::Translated);
+    let whitened = Space::Relative {
+        projection: Projection::Cosine,
+        pre_transform: PreTransform::WHITENED,
+    };
     let mut kept = Vec::new();
-    let mut agreement = Vec::new();
+    let mut estimates = Vec::new();
+    let mut spaces = Vec::new();
     for (space, o) in [
-        (default, &zero_shot),
+        (default, &auto),
         (relative(), &zero_shot),
         (relative(), &translate),
+        (whitened, &auto),
     ] {
         let ckpts: Vec<Checkpoint> = names
             .iter()
@@ -371,44 +381,53 @@ fn the_default_whitened_space_stitches_the_anisotropic_encoder() -> anyhow::Resu
             // Printed before the measured scores.
             assert!(report.to_string().starts_with("predicted compatibility"));
             kept.push(report.stitched.weighted_f1 / weaker);
-            agreement.push(c);
+            estimates.push(c);
+            spaces.push(stitched.checkpoint().config.space.name());
         }
     }
     eprintln!(
-        "kept (stitched / weaker own), sre->L6 and L6->sre: whitened zero-shot (the defaults), \
-         cosine zero-shot, cosine translated: {kept:?}"
+        "kept (stitched / weaker own), sre->L6 and L6->sre: the defaults, cosine zero-shot, \
+         cosine translated, whitened with the default stitch: {kept:?}"
     );
-    // The issue's bar, both directions, with the defaults.
+    // The default stitch of a default checkpoint goes through a translation; a whitened one is
+    // stitched zero-shot.
+    assert_eq!(&spaces[..2], ["translated_relative"; 2]);
+    assert_eq!(&spaces[6..], ["relative"; 2]);
+    // The issue's bar, both directions, with the defaults, and with whitened checkpoints.
     assert!(kept[0] >= 0.9 && kept[1] >= 0.9, "{kept:?}");
-    // A plain cosine decoder (as every checkpoint written before) is repaired by --translate.
+    assert!(kept[6] >= 0.9 && kept[7] >= 0.9, "{kept:?}");
+    // A plain cosine decoder (as every checkpoint written first) is repaired by a translation.
     assert!(kept[4] >= 0.9 && kept[5] >= 0.9, "{kept:?}");
-    // Plain cosine with sre as the encoder collapses (0.55× on the full split), the default holds.
+    // Plain cosine zero-shot with sre as the encoder collapses (0.55× on the full split), the
+    // defaults hold.
     assert!(kept[2] < 0.8 && kept[0] > kept[2] + 0.1, "{kept:?}");
-    // The estimate sees it coming: a poor stitch, with advice to whiten and the translated stitch
-    // estimated better, the same estimate as that stitch gets when it runs.
+    // The estimate sees it coming: a poor stitch, with advice to go through a translation, which
+    // is estimated better, the same estimate as that stitch gets when it runs.
+    let collapsed = &estimates[2];
     assert!(
-        agreement[2].is_poor()
-            && agreement[2]
+        collapsed.is_poor()
+            && collapsed
                 .advice
                 .as_deref()
-                .is_some_and(|a| a.contains("whitened") && a.contains("--translate")),
-        "{:?}",
-        agreement[2]
+                .is_some_and(|a| a.contains("translation") && a.contains("--zero-shot")),
+        "{collapsed:?}"
     );
-    let alternative = agreement[2]
+    let alternative = collapsed
         .alternative
         .as_ref()
-        .ok_or_else(|| anyhow::anyhow!("no alternative in {:?}", agreement[2]))?;
-    assert!((alternative.agreement - agreement[4].agreement).abs() < 1e-9);
-    assert!(alternative.agreement > agreement[2].agreement + 0.15);
+        .ok_or_else(|| anyhow::anyhow!("no alternative in {collapsed:?}"))?;
+    assert!((alternative.agreement - estimates[4].agreement).abs() < 1e-9);
+    assert!((alternative.predicted_retained - estimates[4].predicted_retained).abs() < 1e-9);
+    assert!(alternative.predicted_retained > collapsed.predicted_retained + 0.15);
     assert!(
-        agreement[0].agreement > agreement[2].agreement + 0.15,
-        "{agreement:?}"
+        estimates[0].predicted_retained > collapsed.predicted_retained + 0.15,
+        "{estimates:?}"
     );
     assert!(
-        !agreement[0].is_poor() && !agreement[1].is_poor(),
-        "{agreement:?}"
+        !estimates[0].is_poor() && !estimates[1].is_poor(),
+        "{estimates:?}"
     );
+    assert!(estimates[0].separability.is_some());
     Ok(())
 }
 
@@ -462,30 +481,10 @@ fn checkpoints_in_folders_named_like_their_models_stitch_from_there() -> anyhow:
         predicted.is_some() && predicted < stdout.find("stitched A → B"),
         "{stdout}"
     );
-    let stitched = Checkpoint::load(&work.join("stitched"))?;
-    assert_eq!(stitched.config.encoder.name, "all-MiniLM-L6-v2");
-    assert_eq!(stitched.config.space.name(), "relative");
-    // With --translate the stitch goes through a translation into the decoder's encoder's space,
-    // which the saved checkpoint names by identity as well; it runs from the same folder.
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_stitch-two-checkpoints"))
-        .current_dir(work)
-        .args([
-            "--encoder-from",
-            "all-MiniLM-L6-v2",
-            "--decoder-from",
-            "paraphrase-MiniLM-L3-v2",
-            "--translate",
-            "--out",
-            "translated",
-        ])
-        .output()?;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(String::from_utf8_lossy(&out.stderr).contains("predicted compatibility"));
-    let translated = Checkpoint::load(&work.join("translated"))?;
+    // By default the stitch goes through a translation into the decoder's encoder's space, which
+    // the saved checkpoint names by identity as well; it runs from the same folder.
+    let translated = Checkpoint::load(&work.join("stitched"))?;
+    assert_eq!(translated.config.encoder.name, "all-MiniLM-L6-v2");
     assert_eq!(translated.config.space.name(), "translated_relative");
     assert_eq!(
         translated
@@ -497,12 +496,34 @@ fn checkpoints_in_folders_named_like_their_models_stitch_from_there() -> anyhow:
     );
     let eval = std::process::Command::new(env!("CARGO_BIN_EXE_relstitch"))
         .current_dir(work)
-        .args(["eval", "--checkpoint", "translated", "--test", "test.jsonl"])
+        .args(["eval", "--checkpoint", "stitched", "--test", "test.jsonl"])
         .output()?;
     assert!(
         eval.status.success(),
         "{}",
         String::from_utf8_lossy(&eval.stderr)
     );
+    // With --zero-shot, the paper's stitch: the new encoder's own relative vectors.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_stitch-two-checkpoints"))
+        .current_dir(work)
+        .args([
+            "--encoder-from",
+            "all-MiniLM-L6-v2",
+            "--decoder-from",
+            "paraphrase-MiniLM-L3-v2",
+            "--zero-shot",
+            "--out",
+            "zero-shot",
+        ])
+        .output()?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("predicted compatibility"));
+    let zero = Checkpoint::load(&work.join("zero-shot"))?;
+    assert_eq!(zero.config.space.name(), "relative");
+    assert!(zero.config.anchor_encoder.is_none());
     Ok(())
 }

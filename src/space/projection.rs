@@ -230,8 +230,17 @@ impl PreTransform {
         whiten: None,
     };
 
-    /// Centering and whitening with the default shrinkage: the relative space `relstitch fit`
-    /// uses by default (with the cosine projection).
+    /// Centering on the anchors' mean: with the cosine projection, the relative space
+    /// `relstitch fit` uses by default (stitched through a latent translation by default).
+    pub const CENTERED: Self = Self {
+        center: true,
+        standardize: false,
+        l2_normalize: false,
+        whiten: None,
+    };
+
+    /// Centering and whitening with the default shrinkage (the most robust space for zero-shot
+    /// stitches; `relstitch fit --whiten`).
     pub const WHITENED: Self = Self {
         center: true,
         standardize: false,

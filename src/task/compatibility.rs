@@ -25,29 +25,34 @@ use crate::task::checkpoint::Space;
 use crate::task::decoder::Head;
 use crate::{Error, Result};
 
-/// Below this agreement a stitch is predicted to be poor (warned about, with advice).
-pub const POOR_BELOW: f64 = 0.7;
-/// Below this agreement (and at or above [`POOR_BELOW`]) a stitch is predicted to be fair.
-pub const FAIR_BELOW: f64 = 0.8;
+/// Below this predicted retained score a stitch is predicted to be poor (warned about, with
+/// advice).
+pub const POOR_BELOW: f64 = 0.8;
+/// Below this predicted retained score (and at or above [`POOR_BELOW`]) a stitch is predicted to
+/// be fair.
+pub const FAIR_BELOW: f64 = 0.9;
 
-/// What the agreement predicts.
+/// Neighbours of each anchor in [`Separability`].
+pub const NEIGHBOURS: usize = 10;
+
+/// What the predicted retained score says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Verdict {
-    /// Agreement at least [`FAIR_BELOW`]: the stitch is expected to keep about the decoder's score.
+    /// At least [`FAIR_BELOW`]: the stitch is expected to keep about the decoder's score.
     Good,
-    /// Agreement in `[POOR_BELOW, FAIR_BELOW)`: some loss expected.
+    /// In `[POOR_BELOW, FAIR_BELOW)`: some loss expected.
     Fair,
-    /// Agreement below [`POOR_BELOW`]: a large loss expected.
+    /// Below [`POOR_BELOW`]: a large loss expected.
     Poor,
 }
 
 impl Verdict {
-    /// The verdict of an agreement.
-    pub fn of(agreement: f64) -> Self {
-        if agreement >= FAIR_BELOW {
+    /// The verdict of a predicted retained score.
+    pub fn of(predicted_retained: f64) -> Self {
+        if predicted_retained >= FAIR_BELOW {
             Self::Good
-        } else if agreement >= POOR_BELOW {
+        } else if predicted_retained >= POOR_BELOW {
             Self::Fair
         } else {
             Self::Poor
@@ -67,6 +72,14 @@ impl Verdict {
 /// The label-free compatibility of a stitch, estimated on the decoder's anchors.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Compatibility {
+    /// The stitch's score over the decoder's own score, predicted without labels (what the
+    /// verdict is made of): see [`Compatibility::predict`].
+    #[serde(default)]
+    pub predicted_retained: f64,
+    /// How well each encoder's anchors carry the decoder's labels, when both encoders' latents
+    /// were given.
+    #[serde(default)]
+    pub separability: Option<Separability>,
     /// Fraction of the anchors to which the decoder's head gives the same label from the new
     /// encoder's input as from its own encoder's input.
     pub agreement: f64,
@@ -86,13 +99,128 @@ pub struct Compatibility {
     pub alternative: Option<Alternative>,
 }
 
-/// Another way to stitch, with its estimated agreement.
+/// Another way to stitch, with its estimate.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Alternative {
     /// What it is and how to ask for it.
     pub method: String,
     /// Its estimated agreement (same head, same anchors).
     pub agreement: f64,
+    /// Its predicted retained score.
+    #[serde(default)]
+    pub predicted_retained: f64,
+}
+
+/// How well two encoders' spaces carry what the decoder reads, without labels.
+///
+/// The decoder's head labels its anchors from its own encoder's view (the labels it would give;
+/// no true label is used). In each encoder's absolute space, centred on the anchors and compared
+/// by cosine, every anchor's label is then guessed by a similarity-weighted vote of its
+/// [`NEIGHBOURS`] nearest other anchors. The separability is the share guessed right: near 1 when
+/// neighbourhoods are as the decoder sees them, near chance when they are unrelated to it.
+///
+/// A stitch feeds the decoder what the new encoder knows; when the stitch is faithful, what it
+/// keeps is about how much of the decoder's distinctions the new encoder's space carries against
+/// its own encoder's, [`Separability::ratio`].
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Separability {
+    /// In the new encoder's space.
+    pub new_encoder: f64,
+    /// In the decoder's own encoder's space.
+    pub own_encoder: f64,
+}
+
+impl Separability {
+    /// `new_encoder / own_encoder`.
+    pub fn ratio(&self) -> f64 {
+        self.new_encoder / self.own_encoder.max(1e-12)
+    }
+
+    /// Measures both spaces.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] when the latents do not have one row per anchor or there are
+    /// fewer than [`NEIGHBOURS`] + 1 anchors; a candle error when the head cannot read `own_view`.
+    ///
+    /// # Shapes
+    /// - `own_view`: `[k, head input]`, the decoder's input for its anchors from its own encoder
+    ///   (self-similarities masked for relative views).
+    /// - `own_latents`: `[k, d_own]`, `new_latents`: `[k, d_new]`, same anchor order.
+    pub fn measure(
+        head: &Head,
+        own_view: &Tensor,
+        own_latents: &Tensor,
+        new_latents: &Tensor,
+    ) -> Result<Self> {
+        let labels: Vec<usize> = head
+            .probabilities(own_view)
+            .and_then(|p| p.to_device(&Device::Cpu))
+            .and_then(|p| p.to_vec2::<f32>())
+            .context(|| "running the head on the anchors".into())?
+            .iter()
+            .map(|r| argmax(r))
+            .collect();
+        Ok(Self {
+            new_encoder: neighbour_score(new_latents, &labels)?,
+            own_encoder: neighbour_score(own_latents, &labels)?,
+        })
+    }
+}
+
+/// The index of the largest value (the first of equals).
+fn argmax(row: &[f32]) -> usize {
+    row.iter()
+        .enumerate()
+        .fold(0, |b, (i, v)| if *v > row[b] { i } else { b })
+}
+
+/// Leave-one-out accuracy of a similarity-weighted vote of each row's [`NEIGHBOURS`] nearest other
+/// rows (centred cosine) for `labels`.
+fn neighbour_score(latents: &Tensor, labels: &[usize]) -> Result<f64> {
+    let k = labels.len();
+    let rows = latents.dim(0).context(|| "the anchors' latents".into())?;
+    if rows != k || k <= NEIGHBOURS {
+        return Err(Error::invalid(
+            "compatibility",
+            format!(
+                "{rows} rows of latents for {k} anchors: one row per anchor, and more than \
+                 {NEIGHBOURS} anchors, are needed"
+            ),
+        ));
+    }
+    let sims = latents
+        .to_device(&Device::Cpu)
+        .and_then(|x| x.to_dtype(candle_core::DType::F32))
+        .and_then(|x| x.broadcast_sub(&x.mean_keepdim(0)?))
+        .and_then(|x| {
+            let norm = x.sqr()?.sum_keepdim(1)?.sqrt()?.clamp(1e-12, f32::MAX)?;
+            x.broadcast_div(&norm)
+        })
+        .and_then(|x| x.matmul(&x.t()?))
+        .and_then(|s| s.to_vec2::<f32>())
+        .context(|| "comparing the anchors".into())?;
+    let classes = labels.iter().max().map_or(0, |c| c + 1);
+    let mut right = 0usize;
+    let mut votes = vec![0f64; classes];
+    for (i, row) in sims.iter().enumerate() {
+        let mut others: Vec<(f32, usize)> = row
+            .iter()
+            .enumerate()
+            .filter(|(j, _)| *j != i)
+            .map(|(j, s)| (*s, j))
+            .collect();
+        others.select_nth_unstable_by(NEIGHBOURS - 1, |a, b| b.0.total_cmp(&a.0));
+        votes.iter_mut().for_each(|v| *v = 0.0);
+        for &(s, j) in &others[..NEIGHBOURS] {
+            votes[labels[j]] += f64::from(s.max(0.0)) + 1e-9;
+        }
+        let best = votes
+            .iter()
+            .enumerate()
+            .fold(0, |b, (c, v)| if *v > votes[b] { c } else { b });
+        right += usize::from(best == labels[i]);
+    }
+    Ok(right as f64 / k as f64)
 }
 
 impl Compatibility {
@@ -142,6 +270,8 @@ impl Compatibility {
             .sum();
         let agreement = same as f64 / n as f64;
         Ok(Self {
+            predicted_retained: agreement,
+            separability: None,
             agreement,
             soft_agreement: overlap / n as f64,
             anchors: n,
@@ -169,7 +299,9 @@ impl Compatibility {
         let a = mask_self_similarity(&own.0.project(own.1)?)?;
         let b = mask_self_similarity(&other.0.project(other.1)?)?;
         let mut c = Self::from_views(head, &a, &b)?;
-        c.advice = advice(space, c.verdict);
+        c.separability = Some(Separability::measure(head, &a, own.1, other.1)?);
+        c.predict(Route::ZeroShot);
+        c.advice = advice(space, &c);
         Ok(c)
     }
 
@@ -191,7 +323,9 @@ impl Compatibility {
         let translated = cross_fitted(source, target, method)?;
         let own = target.clone();
         let mut c = Self::from_views(head, &own, &translated)?;
-        c.advice = advice(Space::Absolute, c.verdict);
+        c.separability = Some(Separability::measure(head, &own, target, source)?);
+        c.predict(Route::Translated);
+        c.advice = advice(Space::Absolute, &c);
         Ok(c)
     }
 
@@ -216,6 +350,8 @@ impl Compatibility {
         let a = mask_self_similarity(&own.project(target)?)?;
         let b = mask_self_similarity(&own.project(&translated)?)?;
         let mut c = Self::from_views(head, &a, &b)?;
+        c.separability = Some(Separability::measure(head, &a, target, source)?);
+        c.predict(Route::Translated);
         let stitched = match space {
             Space::Relative {
                 projection,
@@ -226,19 +362,37 @@ impl Compatibility {
             },
             other => other,
         };
-        c.advice = advice(stitched, c.verdict);
+        c.advice = advice(stitched, &c);
         Ok(c)
+    }
+
+    /// Sets the predicted retained score and the verdict from the agreement and the
+    /// separability, as measured for the route (docs/RESULTS.md, `stitch_robust`):
+    /// - through a latent translation, the agreement is high on every pair and what the stitch
+    ///   keeps follows how much of the decoder's distinctions the new encoder carries: the
+    ///   prediction is [`Separability::ratio`];
+    /// - zero-shot, the stitch can also garble the decoder's input (anisotropic encoders): the
+    ///   prediction is the agreement times that ratio.
+    ///
+    /// Without a separability (only [`Compatibility::from_views`]), the agreement.
+    fn predict(&mut self, route: Route) {
+        let ratio = self.separability.map_or(1.0, |s| s.ratio());
+        self.predicted_retained = match route {
+            Route::Translated => ratio,
+            Route::ZeroShot => self.agreement * ratio,
+        };
+        self.verdict = Verdict::of(self.predicted_retained);
     }
 
     /// Records an alternative stitch; when it is predicted to keep more, the advice names it
     /// first.
     #[must_use]
     pub fn with_alternative(mut self, alternative: Alternative) -> Self {
-        if alternative.agreement > self.agreement {
+        if alternative.predicted_retained > self.predicted_retained {
             let lead = format!(
-                "{} is predicted to keep {:.1}%",
+                "{} is predicted to keep {:.0}% of the decoder's score",
                 alternative.method,
-                100.0 * alternative.agreement
+                100.0 * alternative.predicted_retained
             );
             self.advice = Some(match self.advice.take() {
                 Some(a) => format!("{lead}; {a}"),
@@ -253,6 +407,15 @@ impl Compatibility {
     pub fn is_poor(&self) -> bool {
         self.verdict == Verdict::Poor
     }
+}
+
+/// How a stitch feeds the decoder, for [`Compatibility::predict`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Route {
+    /// The new encoder's own relative vectors.
+    ZeroShot,
+    /// Through a latent translation into the decoder's encoder's space.
+    Translated,
 }
 
 /// Every row of `source` translated towards `target` by a map fitted without it: the rows are
@@ -328,21 +491,30 @@ fn mask_self_similarity(r: &Tensor) -> Result<Tensor> {
     Tensor::from_vec(v, (k, k), r.device()).context(|| "masking self-similarities".into())
 }
 
-/// What to try instead of a fair or poor stitch, given the decoder's space.
-fn advice(space: Space, verdict: Verdict) -> Option<String> {
-    if verdict == Verdict::Good {
+/// What to try instead of a fair or poor stitch, given the decoder's space (the stitched one) and
+/// the estimate.
+fn advice(space: Space, c: &Compatibility) -> Option<String> {
+    if c.verdict == Verdict::Good {
         return None;
     }
+    // The decoder's input arrives intact but the new encoder knows less of what it distinguishes:
+    // no way of stitching repairs that.
+    let weaker =
+        c.agreement >= FAIR_BELOW && c.separability.is_some_and(|s| s.ratio() < FAIR_BELOW);
+    if weaker {
+        return Some(
+            "the new encoder's space carries less of what the decoder distinguishes than the \
+             decoder's own encoder does (see the neighbourhood scores): the stitch can only be as \
+             good as the encoder; compare with a decoder trained on this encoder"
+                .into(),
+        );
+    }
     Some(match space {
-        Space::Relative { pre_transform, .. } if pre_transform.whiten.is_none() => {
-            "the decoder reads unwhitened relative vectors, which anisotropic encoders (e5, sre) \
-             distort; refit both checkpoints with `relstitch fit`'s default whitened space \
-             (cosine after ZCA whitening on the anchors)"
-                .into()
-        }
         Space::Relative { .. } => {
-            "the two encoders order these anchors differently even after whitening; refit with \
-             more anchors (`relstitch fit --anchors N`)"
+            "the new encoder's relative vectors look unlike those the decoder was trained on \
+             (anisotropic encoders such as e5 and sre do this); stitch through a latent \
+             translation into the decoder's encoder's space (the default: drop `--zero-shot`), or \
+             refit with more anchors (`relstitch fit --anchors N`)"
                 .into()
         }
         Space::TranslatedRelative { .. } => {
@@ -353,8 +525,8 @@ fn advice(space: Space, verdict: Verdict) -> Option<String> {
         }
         Space::Absolute | Space::Translated => {
             "the latent translation fitted on these anchors does not carry the decoder's \
-             decisions; refit both checkpoints in `relstitch fit`'s default whitened relative \
-             space, or try `--translation affine`"
+             decisions; refit both checkpoints in `relstitch fit`'s default relative space and \
+             stitch them through a translation, or try `--translation affine`"
                 .into()
         }
     })
@@ -364,13 +536,22 @@ impl std::fmt::Display for Compatibility {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "predicted compatibility ({} anchors, no labels): the decoder keeps its label on {:.1}% \
-             of its anchors (soft agreement {:.3}): {}",
+            "predicted compatibility ({} anchors, no labels): the stitch is predicted to keep \
+             {:.0}% of the decoder's score: {}; the decoder keeps its label on {:.1}% of its \
+             anchors",
             self.anchors,
+            100.0 * self.predicted_retained,
+            self.verdict.name(),
             100.0 * self.agreement,
-            self.soft_agreement,
-            self.verdict.name()
         )?;
+        if let Some(s) = &self.separability {
+            write!(
+                f,
+                ", and the new encoder's neighbourhoods carry its labels {:.3} against its own \
+                 encoder's {:.3}",
+                s.new_encoder, s.own_encoder
+            )?;
+        }
         if let Some(a) = &self.advice {
             let lead = if self.is_poor() { "warning" } else { "note" };
             write!(
@@ -443,24 +624,77 @@ mod tests {
     #[test]
     fn verdicts_and_advice() {
         assert_eq!(Verdict::of(0.95), Verdict::Good);
-        assert_eq!(Verdict::of(0.75), Verdict::Fair);
+        assert_eq!(Verdict::of(0.85), Verdict::Fair);
         assert_eq!(Verdict::of(0.5), Verdict::Poor);
         let plain = Space::Relative {
             projection: crate::space::projection::Projection::Cosine,
             pre_transform: crate::space::projection::PreTransform::NONE,
         };
-        assert!(advice(plain, Verdict::Good).is_none());
-        assert!(advice(plain, Verdict::Poor).is_some_and(|a| a.contains("whitened")));
-        let c = Compatibility {
-            agreement: 0.5,
-            soft_agreement: 0.6,
+        let mut c = Compatibility {
+            predicted_retained: 0.95,
+            separability: None,
+            agreement: 0.95,
+            soft_agreement: 0.9,
             anchors: 10,
-            verdict: Verdict::Poor,
-            advice: advice(plain, Verdict::Poor),
+            verdict: Verdict::Good,
+            advice: None,
             alternative: None,
         };
+        assert!(advice(plain, &c).is_none());
+        // A garbled input: the agreement is low.
+        c.separability = Some(Separability {
+            new_encoder: 0.8,
+            own_encoder: 0.85,
+        });
+        c.agreement = 0.5;
+        c.predict(Route::ZeroShot);
+        assert_eq!(c.verdict, Verdict::Poor);
+        assert!((c.predicted_retained - 0.5 * 0.8 / 0.85).abs() < 1e-12);
+        c.advice = advice(plain, &c);
+        assert!(c
+            .advice
+            .as_deref()
+            .is_some_and(|a| a.contains("--zero-shot")));
         let text = c.to_string();
         assert!(text.starts_with("predicted compatibility (10 anchors, no labels)"));
-        assert!(text.contains("50.0%") && text.contains("\nwarning: a poor stitch is predicted"));
+        assert!(text.contains("47%") && text.contains("50.0%"), "{text}");
+        assert!(
+            text.contains("\nwarning: a poor stitch is predicted"),
+            "{text}"
+        );
+        // An intact input from a weaker encoder: the advice says so.
+        c.agreement = 0.95;
+        c.separability = Some(Separability {
+            new_encoder: 0.6,
+            own_encoder: 0.85,
+        });
+        c.predict(Route::Translated);
+        assert_eq!(c.verdict, Verdict::Poor);
+        assert!(advice(plain, &c).is_some_and(|a| a.contains("only be as good as the encoder")));
+    }
+
+    #[test]
+    fn separability_sees_which_space_carries_the_labels() -> anyhow::Result<()> {
+        // Two clusters in one space, the same points shuffled across them in another.
+        let dev = Device::Cpu;
+        let n = 40;
+        let mut clustered = Vec::new();
+        let mut scrambled = Vec::new();
+        let mut labels = Vec::new();
+        for i in 0..n {
+            let c = i % 2;
+            let jitter = (i as f32 * 0.37).sin() * 0.05;
+            clustered.extend([if c == 0 { 1.0 } else { -1.0 }, jitter, 0.1 * jitter]);
+            scrambled.extend([if (i / 2) % 2 == 0 { 1.0 } else { -1.0 }, jitter, -jitter]);
+            labels.push(c);
+        }
+        let clustered = Tensor::from_vec(clustered, (n, 3), &dev)?;
+        let scrambled = Tensor::from_vec(scrambled, (n, 3), &dev)?;
+        let good = neighbour_score(&clustered, &labels)?;
+        let bad = neighbour_score(&scrambled, &labels)?;
+        assert!(good > 0.99, "{good}");
+        assert!(bad < 0.7, "{bad}");
+        assert!(neighbour_score(&clustered.narrow(0, 0, 5)?, &labels[..5]).is_err());
+        Ok(())
     }
 }

@@ -74,7 +74,7 @@ impl Default for FitOptions {
             },
             space: Space::Relative {
                 projection: Projection::Cosine,
-                pre_transform: PreTransform::WHITENED,
+                pre_transform: PreTransform::CENTERED,
             },
             head: HeadKind::Linear,
             train: TrainOptions::default(),
@@ -217,17 +217,26 @@ enum Features {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RelativeStitch {
-    /// The paper's zero-shot stitch: the new encoder embeds the anchors and projects onto them
-    /// itself; the decoder's encoder is never needed to run the stitch. With `relstitch fit`'s
-    /// default whitened space it is the most faithful stitch measured (docs/RESULTS.md,
-    /// `stitch_robust`).
+    /// The default: [`RelativeStitch::Translated`] for decoders that read unwhitened relative
+    /// vectors (`relstitch fit`'s default, centred cosine, and the paper's plain cosine), falling
+    /// back to [`RelativeStitch::ZeroShot`] with a warning when the decoder's own encoder cannot
+    /// be loaded here; [`RelativeStitch::ZeroShot`] for decoders fitted in a whitened space, which
+    /// stitch better zero-shot than through a translation. Each is the most faithful stitch
+    /// measured for its kind of decoder (docs/RESULTS.md, `stitch_robust`).
     #[default]
+    Auto,
+    /// The paper's zero-shot stitch: the new encoder embeds the anchors and projects onto them
+    /// itself; the decoder's encoder is never needed to run the stitch. Holds on most pairs of
+    /// encoders, but less well than [`RelativeStitch::Translated`] on the worst ones (an
+    /// anisotropic encoder such as sre-embedding-model or e5 feeding a decoder trained on another
+    /// one; docs/RESULTS.md, `stitch_robust`).
     ZeroShot,
     /// The new encoder's latents are mapped into the decoder's encoder's space by a latent
-    /// translation ([`StitchOptions::translation`]) fitted on the decoder's anchors embedded by
-    /// both encoders, then projected onto the anchors exactly as the decoder was trained. Needs
-    /// the decoder's encoder at stitch and predict time. Repairs unwhitened decoders (the paper's
-    /// plain cosine, checkpoints written before whitening) that anisotropic encoders break.
+    /// translation ([`StitchOptions::translation`]) fitted on the decoder's anchors
+    /// embedded by both encoders, then projected onto the anchors exactly as the decoder was
+    /// trained. Needs the decoder's encoder at stitch and predict time (it is found by its
+    /// recorded identity and its weights are verified). The most faithful stitch measured on
+    /// every pair of catalog encoders for unwhitened decoders (docs/RESULTS.md, `stitch_robust`).
     Translated,
 }
 
@@ -390,11 +399,12 @@ impl Pipeline {
 
     /// The encoder of `encoder_from` with the decoder of `decoder_from`.
     ///
-    /// A relative decoder is stitched as [`StitchOptions::relative`] says: by default the new
-    /// encoder's latents are translated into the decoder's encoder's space (a map fitted on the
-    /// decoder's anchors embedded by both encoders) and projected onto the anchors as the decoder
-    /// was trained ([`RelativeStitch::Translated`]); zero-shot, the anchors are embedded by the
-    /// new encoder and projected the same way ([`RelativeStitch::ZeroShot`], the paper's). An
+    /// A relative decoder is stitched as [`StitchOptions::relative`] says: by default
+    /// ([`RelativeStitch::Auto`]) an unwhitened decoder gets the new encoder's latents translated
+    /// into its encoder's space (a map fitted on the decoder's anchors embedded by both encoders)
+    /// and projected onto the anchors as it was trained ([`RelativeStitch::Translated`]), and a
+    /// whitened one gets them zero-shot: the anchors are embedded by the new encoder and
+    /// projected the same way ([`RelativeStitch::ZeroShot`], the paper's). An
     /// absolute decoder gets a latent translation (Procrustes by default) fitted on its anchors
     /// embedded by both encoders.
     ///
@@ -430,21 +440,42 @@ impl Pipeline {
         let source = embed(&encoder, &texts, options.cache)?;
         let head = decoder_from.head(encoder.device())?;
         let mut anchor_encoder = None;
-        let (features, space, translation, method, compatibility) = match b.space {
-            Space::Relative { projection, pre_transform } if options.relative == RelativeStitch::Translated => {
-                let b_encoder = load_encoder(&b.encoder, &options.encoder).map_err(|e| {
-                    Error::invalid("stitch", format!("a translated stitch embeds the anchors with the decoder's own encoder, which cannot be loaded here ({e}); stitch zero-shot instead (`--zero-shot`, RelativeStitch::ZeroShot)"))
-                })?;
+        // A relative decoder goes through a translation unless told otherwise, or (by default)
+        // when it reads whitened vectors, which stitch best zero-shot.
+        let through_translation = match (b.space, options.relative) {
+            (Space::Relative { .. }, RelativeStitch::ZeroShot) => None,
+            (Space::Relative { pre_transform, .. }, RelativeStitch::Auto) if pre_transform.whiten.is_some() => None,
+            (Space::Relative { .. }, RelativeStitch::Translated) => Some(load_encoder(&b.encoder, &options.encoder).map_err(|e| {
+                Error::invalid("stitch", format!("a translated stitch embeds the anchors with the decoder's own encoder, which cannot be loaded here ({e}); stitch zero-shot instead (`--zero-shot`, RelativeStitch::ZeroShot)"))
+            })?),
+            (Space::Relative { .. }, RelativeStitch::Auto) => match load_encoder(&b.encoder, &options.encoder) {
+                Ok(e) => Some(e),
+                Err(e) => {
+                    tracing::warn!("the decoder's own encoder cannot be loaded here ({e}): stitching zero-shot instead of through a latent translation, which holds less well on hard pairs");
+                    None
+                }
+            },
+            _ => None,
+        };
+        let (features, space, translation, method, compatibility) = match (b.space, through_translation) {
+            (Space::Relative { projection, pre_transform }, Some(b_encoder)) => {
                 let target = embed(&b_encoder, &texts, options.cache)?;
                 let own = RelativeProjector::fit(&target, projection, pre_transform)?;
                 let t = LatentTranslator::fit(&source, &target, options.translation)?;
-                let compatibility = estimated(Compatibility::translated_relative(
-                    &head,
-                    b.space,
-                    (&source, &target),
-                    &own,
-                    options.translation,
-                ));
+                let compatibility = estimated((|| {
+                    let mut c = Compatibility::translated_relative(&head, b.space, (&source, &target), &own, options.translation)?;
+                    if c.verdict != Verdict::Good {
+                        // Would the zero-shot stitch keep more? Same head, same anchors.
+                        let p = RelativeProjector::fit(&source, projection, pre_transform)?;
+                        let z = Compatibility::relative(&head, b.space, (&own, &target), (&p, &source))?;
+                        c = c.with_alternative(Alternative {
+                            method: "a zero-shot stitch (`--zero-shot`, RelativeStitch::ZeroShot)".into(),
+                            agreement: z.agreement,
+                            predicted_retained: z.predicted_retained,
+                        });
+                    }
+                    Ok(c)
+                })());
                 anchor_encoder = Some(b_encoder.identity().clone());
                 (
                     Features::TranslatedRelative(t.clone(), own),
@@ -454,7 +485,7 @@ impl Pipeline {
                     compatibility,
                 )
             }
-            Space::Relative { projection, pre_transform } => {
+            (Space::Relative { projection, pre_transform }, None) => {
                 let p = RelativeProjector::fit(&source, projection, pre_transform).map_err(|e| {
                     Error::invalid("stitch", format!("the decoder's {} projection cannot be fitted on the new encoder's anchors ({e})", projection.name()))
                 })?;
@@ -469,20 +500,21 @@ impl Pipeline {
                         c = c.with_alternative(Alternative {
                             method: format!("a stitch through a {} latent translation (`--translate`, RelativeStitch::Translated)", options.translation.name()),
                             agreement: t.agreement,
+                            predicted_retained: t.predicted_retained,
                         });
                     }
                     Ok(c)
                 })());
                 (Features::Relative(p), b.space, None, None, compatibility)
             }
-            Space::Absolute => {
+            (Space::Absolute, _) => {
                 let b_encoder = load_encoder(&b.encoder, &options.encoder)?;
                 let target = embed(&b_encoder, &texts, options.cache)?;
                 let t = LatentTranslator::fit(&source, &target, options.translation)?;
                 let compatibility = estimated(Compatibility::translated(&head, &source, &target, options.translation));
                 (Features::Translated(t.clone()), Space::Translated, Some(t), Some(options.translation.name().to_string()), compatibility)
             }
-            Space::Translated | Space::TranslatedRelative { .. } => {
+            (Space::Translated | Space::TranslatedRelative { .. }, _) => {
                 return Err(Error::invalid(
                     "stitch",
                     "the decoder checkpoint is itself a translated stitch; stitch from the checkpoint it was made from",

@@ -14,10 +14,12 @@ use crate::relative::{ProjectionArgs, SparseK};
 
 /// Train a classification head on a frozen encoder's relative (default) or absolute latents.
 ///
-/// Without projection flags the relative space is cosine after ZCA whitening fitted on the
-/// anchors (`--whiten`), which keeps stitches with anisotropic encoders (sre, e5) from collapsing
-/// as the paper's plain cosine does; any projection flag (`--projection cosine` alone for the
-/// plain cosine) gives exactly the space it names.
+/// Without projection flags the relative space is the cosine after centring on the anchors' mean
+/// (`--center`): `relstitch stitch` then stitches it to any other encoder through a latent
+/// translation into this encoder's space, the most faithful stitch measured on every pair of
+/// catalog encoders, anisotropic ones (sre, e5) included. Any projection flag gives exactly the
+/// space it names: `--projection cosine` alone for the paper's plain cosine, `--whiten` for the
+/// cosine after ZCA whitening, the most robust space for zero-shot stitches.
 ///
 /// Embeds the training texts (cached per model and text, so a second fit does not re-embed),
 /// chooses anchors among them, projects onto the anchors, and trains the paper's head (LayerNorm,
@@ -165,7 +167,7 @@ pub fn run(args: FitArgs) -> anyhow::Result<()> {
     };
     let space = match args.space {
         SpaceArg::Absolute => Space::Absolute,
-        // No projection flag: the library's default (cosine after whitening on the anchors).
+        // No projection flag: the library's default (cosine after centring on the anchors).
         SpaceArg::Relative if args.projection.given(args.sparse.k, "--k").is_empty() => {
             FitOptions::default().space
         }

@@ -20,13 +20,18 @@ pub const LONG_ABOUT: &str = "\
 Stitch two relstitch checkpoints: run the decoder (head) of B on the encoder of A, without
 retraining.
 
-If B reads relative vectors, B's anchors are embedded with A's encoder and A's relative vectors
-go straight into B's head (zero-shot, the paper's method). With --translate, A's embeddings are
-instead translated into B's encoder's space by a latent map (--translation, default Procrustes)
-fitted on B's anchors embedded by both encoders, then projected onto the anchors exactly as B was
-trained (this repairs decoders fitted without whitening, the default since issue 16). If B reads
-absolute latents, a latent translation (--translation) is fitted on B's anchors embedded by both
-encoders.
+If B reads relative vectors (the default of `relstitch fit`: centred cosine), A's embeddings are
+translated into B's encoder's space by a latent map (--translation, default Procrustes) fitted on
+B's anchors embedded by both encoders, then projected onto the anchors exactly as B was trained.
+This is the default because it is the most faithful stitch measured on every pair of catalog
+encoders, anisotropic ones included (docs/RESULTS.md, stitch_robust). B's encoder is found by the
+identity its checkpoint recorded (catalog name or Hub id and revision; its weights sha256 is
+verified), never by a folder of the same name in the working directory; if it cannot be loaded,
+the stitch falls back to zero-shot with a warning. With --zero-shot, B's anchors are embedded with
+A's encoder and A's relative vectors go straight into B's head (the paper's method: B's encoder is
+never needed); that is also the default for decoders fitted with --whiten, which stitch best that
+way. --translate forces the translation. If B reads absolute latents, a latent translation
+(--translation) is always fitted on B's anchors embedded by both encoders.
 
 Before anything is evaluated, a label-free compatibility estimate made from B's anchors alone is
 printed (the share of its anchors B's head labels the same from both encoders), with a warning
@@ -57,12 +62,18 @@ pub struct StitchArgs {
     /// Print the evaluation as JSON (with --eval).
     #[arg(long, requires = "eval")]
     pub json: bool,
-    /// Latent translation from A's space into B's encoder's space, for absolute decoders and
-    /// --translate. [default: procrustes]
+    /// Latent translation from A's space into B's encoder's space (not with --zero-shot).
+    /// [default: procrustes]
     #[arg(long, value_enum)]
     pub translation: Option<TranslationMethod>,
+    /// Stitch a relative decoder zero-shot, as in the paper: A embeds B's anchors and its relative
+    /// vectors go straight into B's head. B's encoder is not needed, but for unwhitened decoders
+    /// the stitch holds less well on hard pairs than the default translated one.
+    #[arg(long, conflicts_with = "translate")]
+    pub zero_shot: bool,
     /// Stitch a relative decoder through a latent translation into B's encoder's space, then B's
-    /// own projection, instead of zero-shot (needs B's encoder, also to run the saved stitch).
+    /// own projection, even when B was fitted with --whiten; an error when B's encoder cannot be
+    /// loaded (the default for unwhitened decoders, which falls back to zero-shot then).
     #[arg(long)]
     pub translate: bool,
     /// Where to run: auto, cpu, cuda[:N], metal[:N].
@@ -87,10 +98,12 @@ pub fn run(args: StitchArgs) -> anyhow::Result<()> {
             ..EncoderOptions::default().with_device(args.device.parse::<DeviceChoice>()?)
         },
         translation: args.translation.unwrap_or(TranslationMethod::Procrustes),
-        relative: if args.translate {
+        relative: if args.zero_shot {
+            RelativeStitch::ZeroShot
+        } else if args.translate {
             RelativeStitch::Translated
         } else {
-            RelativeStitch::ZeroShot
+            RelativeStitch::Auto
         },
         cache: true,
     };
@@ -102,10 +115,15 @@ pub fn run(args: StitchArgs) -> anyhow::Result<()> {
     let a = Checkpoint::load(&args.encoder_from)?;
     let b = Checkpoint::load(&args.decoder_from)?;
     let relative = matches!(b.config.space, Space::Relative { .. });
-    if args.translate && !relative {
+    if (args.translate || args.zero_shot) && !relative {
         anyhow::bail!(
-            "--translate only applies when the decoder checkpoint reads relative vectors; {} \
+            "{} only applies when the decoder checkpoint reads relative vectors; {} \
              reads {} vectors{}",
+            if args.zero_shot {
+                "--zero-shot"
+            } else {
+                "--translate"
+            },
             args.decoder_from.display(),
             b.config.space.name(),
             if matches!(b.config.space, Space::Absolute) {
@@ -115,11 +133,10 @@ pub fn run(args: StitchArgs) -> anyhow::Result<()> {
             }
         );
     }
-    if args.translation.is_some() && relative && !args.translate {
+    if args.translation.is_some() && relative && args.zero_shot {
         anyhow::bail!(
-            "--translation only applies to decoders that read absolute latents or with \
-             --translate; {} reads relative vectors, which are stitched zero-shot without a \
-             translation",
+            "--translation does not apply with --zero-shot: {} reads relative vectors, which a \
+             zero-shot stitch feeds without a translation (drop --zero-shot to stitch through one)",
             args.decoder_from.display()
         );
     }
