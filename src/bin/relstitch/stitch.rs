@@ -158,8 +158,12 @@ pub fn run(args: StitchArgs) -> anyhow::Result<()> {
         if args.json {
             println!("{}", serde_json::to_string(&report)?);
         } else {
+            let how = match stitched.checkpoint().config.space {
+                Space::Relative { .. } => "zero-shot".to_string(),
+                _ => format!("through a {} translation", options.translation.name()),
+            };
             println!(
-                "encoder: {} ({})   decoder: {} ({}, {})",
+                "encoder: {} ({})   decoder: {} ({}, {})   stitched {how}",
                 a.config.encoder.name,
                 args.encoder_from.display(),
                 b.config.encoder.name,
