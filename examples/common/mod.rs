@@ -198,9 +198,10 @@ pub fn write_figure(name: &str, svg: &str) -> anyhow::Result<String> {
 }
 
 /// The order of the sections in `docs/RESULTS.md`.
-const SECTIONS: [&str; 6] = [
+const SECTIONS: [&str; 7] = [
     "stitch_text",
     "stitch_robust",
+    "stitch_robust_explore",
     "stitch_images",
     "stitch_languages",
     "latent_similarity",

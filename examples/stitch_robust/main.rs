@@ -103,6 +103,7 @@ fn load_task(name: &str) -> anyhow::Result<Task> {
         "fortunes" => (Builtin::Fortunes, None, None),
         "spam-assassin" => (Builtin::SpamAssassin, Some((250, 100)), Some(128)),
         "bible-genre-en" => (Builtin::BibleGenreEn, Some((500, 100)), None),
+        "wordnet-lexnames" => (Builtin::WordnetLexnames, Some((150, 100)), None),
         other => anyhow::bail!("unknown dataset {other}"),
     };
     let split = Dataset::builtin(which, &Fetcher::new()?)?.split(&SplitOptions::default())?;
@@ -387,8 +388,8 @@ fn fit_method(name: &str, a: &Tensor) -> anyhow::Result<Box<dyn Feat>> {
     };
     Ok(match name {
         "cos" => lib(Projection::Cosine, none)?,
-        // The default of `relstitch fit`.
         "white" => lib(Projection::Cosine, PreTransform::WHITENED)?,
+        // The default of `relstitch fit`.
         "cos_c" => lib(Projection::Cosine, c)?,
         "cos_cs" => lib(Projection::Cosine, cs)?,
         "cos_colz" => colz(lib(Projection::Cosine, none)?)?,
@@ -431,8 +432,8 @@ fn fit_method(name: &str, a: &Tensor) -> anyhow::Result<Box<dyn Feat>> {
 
 /// The methods of the study, with what each is.
 const ALL: &[(&str, &str)] = &[
-    ("cos", "cosine (the paper's; the old default)"),
-    ("cos_c", "cosine, centred on the anchors' mean"),
+    ("cos", "cosine (the paper's; the first default)"),
+    ("cos_c", "cosine, centred on the anchors' mean, stitched zero-shot (`--zero-shot`)"),
     ("cos_cs", "cosine, centred and standardised per dimension"),
     (
         "cos_c_colz",
@@ -447,7 +448,7 @@ const ALL: &[(&str, &str)] = &[
     ("euc_cs", "Euclidean distance, centred and standardised"),
     ("pcaw128", "cosine after whitening only the anchors' top 128 principal directions"),
     ("white0.3", "cosine after ZCA whitening on the anchors, shrinkage 0.3"),
-    ("white", "cosine after ZCA whitening on the anchors, shrinkage 1 (the new default)"),
+    ("white", "cosine after ZCA whitening on the anchors, shrinkage 1 (the previous default; `relstitch fit --whiten`)"),
     ("white2", "cosine after ZCA whitening on the anchors, shrinkage 2"),
     ("white1_top256", "whitened cosine (shrinkage 1), only the 256 largest kept per text"),
     (
@@ -456,7 +457,7 @@ const ALL: &[(&str, &str)] = &[
     ),
     (
         "hyb_cos_c",
-        "the same with centred cosine decoders",
+        "the same with centred cosine decoders: **the default** (`relstitch fit` + `relstitch stitch`)",
     ),
     (
         "hyb_white",
@@ -514,6 +515,10 @@ struct Record {
     corr_test: f64,
     /// Test set: head B's argmax agreement on A's vs B's view.
     agree_test: f64,
+    /// The library's label-free prediction of the retained score, and its separabilities.
+    predicted: f64,
+    sep_new: f64,
+    sep_own: f64,
     /// The encoder's anisotropy: mean cosine between two different anchors (absolute latents).
     aniso_enc: f64,
     /// Share of the encoder's row-standardised relative vectors (what the head's LayerNorm
@@ -679,9 +684,28 @@ fn run(task: &Task, method: &str, rows: &[usize], seed: u64) -> anyhow::Result<V
                     &anchors[j],
                     TranslationMethod::Procrustes,
                 )?,
+                (_, Some(fj)) if hybrid && fj.projector().is_some() => {
+                    let Some(pj) = fj.projector() else {
+                        anyhow::bail!("no projector");
+                    };
+                    Compatibility::translated_relative(
+                        &heads[j],
+                        Space::Relative {
+                            projection: pj.projection(),
+                            pre_transform: pj.pre_transform(),
+                        },
+                        (&anchors[i], &anchors[j]),
+                        pj,
+                        TranslationMethod::Procrustes,
+                    )?
+                }
                 _ if hybrid => Compatibility::from_views(&heads[j], &an[j], &x_an)?,
                 _ => Compatibility::from_views(&heads[j], &mask_diag(&an[j])?, &mask_diag(&x_an)?)?,
             };
+            let predicted = compat.predicted_retained;
+            let (sep_new, sep_own) = compat
+                .separability
+                .map_or((f64::NAN, f64::NAN), |s| (s.new_encoder, s.own_encoder));
             let agree_masked = compat.agreement;
             let soft_masked = compat.soft_agreement;
             let same_width = x_an.dim(1)? == an[j].dim(1)?;
@@ -712,6 +736,9 @@ fn run(task: &Task, method: &str, rows: &[usize], seed: u64) -> anyhow::Result<V
                 corr_anchors,
                 corr_test,
                 agree_test: agreement(&ta, &tb),
+                predicted,
+                sep_new,
+                sep_own,
                 aniso_enc: aniso[i],
                 common_enc: common_share_of[i],
             });
@@ -791,6 +818,7 @@ fn main() -> anyhow::Result<()> {
                                 "agree_anchors": r.agree_anchors, "agree_masked": r.agree_masked, "soft_masked": r.soft_masked, "corr_anchors": r.corr_anchors,
                                 "corr_test": r.corr_test, "agree_test": r.agree_test,
                                 "aniso_enc": r.aniso_enc, "common_enc": r.common_enc,
+                                "predicted": r.predicted, "sep_new": r.sep_new, "sep_own": r.sep_own,
                             })
                         )?;
                     }
@@ -973,26 +1001,89 @@ fn report(
         md.push_str(&format!(" {:.3} / {:.3} |\n", mean(&means), min(worsts)));
     }
 
+    // 2b. Every pair of the default and its references.
+    let shown: Vec<&String> = methods
+        .iter()
+        .filter(|m| ["cos", "cos_c", "hyb_cos_c", "procrustes"].contains(&m.as_str()))
+        .collect();
+    if !shown.is_empty() {
+        md.push_str(
+            "\n### Every pair\n\nWeighted F1 of encoder (row) → decoder (column), mean over seeds; \
+             the diagonal is each checkpoint's own score. Under each table: *kept* (stitched over \
+             the weaker checkpoint's own), mean and worst pair.\n\n",
+        );
+        for d in &datasets {
+            for m in &shown {
+                let rs = sel(Some(d), m);
+                if rs.is_empty() {
+                    continue;
+                }
+                let wf1 = pair_means(&rs, |r| r.wf1);
+                let own = pair_means(&rs, |r| r.own_dec);
+                md.push_str(&format!(
+                    "**{d}, `{m}`** ({})\n\n| encoder ↓ decoder → |",
+                    describe(m)
+                ));
+                for n in &names {
+                    md.push_str(&format!(" {n} |"));
+                }
+                md.push_str("\n|---|");
+                md.push_str(&"---|".repeat(names.len()));
+                md.push('\n');
+                for (i, n) in names.iter().enumerate() {
+                    md.push_str(&format!("| {n} |"));
+                    for j in 0..names.len() {
+                        let v = if i == j {
+                            own.iter().find(|((_, b), _)| *b == j).map(|(_, v)| *v)
+                        } else {
+                            wf1.get(&(i, j)).copied()
+                        };
+                        match v {
+                            Some(v) if i == j => md.push_str(&format!(" *{v:.3}* |")),
+                            Some(v) => md.push_str(&format!(" {v:.3} |")),
+                            None => md.push_str(" — |"),
+                        }
+                    }
+                    md.push('\n');
+                }
+                let k = pair_means(&rs, ratio);
+                md.push_str(&format!(
+                    "\nkept: mean {:.3}, worst {:.3}\n\n",
+                    mean(&k.values().copied().collect::<Vec<_>>()),
+                    min(k.values().copied())
+                ));
+            }
+        }
+    }
+
     // 3. The compatibility score.
     md.push_str("\n### The label-free compatibility score\n\n");
     md.push_str(
         "`relstitch::task::compatibility::Compatibility` (printed by every stitch report before the \
-         measured scores): the decoder's head labels each of its anchors twice, from its own \
-         encoder's relative vector and from the new encoder's (each anchor's similarity to itself \
-         masked); the *agreement* is the share of anchors labelled the same. Translated stitches \
-         use maps fitted on the other four fifths of the anchors. Below: its Spearman correlation, \
-         across the 20 ordered pairs (means over seeds), with the measured retained score \
-         (stitched / decoder's own weighted F1) and with the measured agreement on the test texts \
-         (the share of test predictions the stitch keeps), which it estimates directly.\n\n",
+         measured scores) predicts the retained score (stitched / decoder's own weighted F1) from \
+         the decoder's anchors alone. Two label-free measurements go in. The *agreement*: the \
+         decoder's head labels each anchor twice, from its own encoder's view and from the \
+         stitch's (self-similarities masked; translated stitches use maps fitted on the other \
+         four fifths of the anchors), and counts how often the labels match. The \
+         *separability* of each encoder: with the head's own labels of the anchors, the \
+         leave-one-out accuracy of a 10-nearest-neighbour vote among the anchors in that \
+         encoder's (centred, cosine) space, i.e. how much of what the decoder distinguishes the \
+         space carries. The prediction is the ratio of the two separabilities (new encoder / \
+         decoder's encoder) for a stitch through a translation, and the agreement times that \
+         ratio for a zero-shot stitch. Below: Spearman's ρ of the prediction (and, for \
+         comparison, of the agreement alone) with the measured retained score across the ordered \
+         pairs (means over seeds), and the mean absolute error of the prediction.\n\n",
     );
     md.push_str("| method |");
     for d in &datasets {
-        md.push_str(&format!(" {d}: ρ retained / ρ test agreement |"));
+        md.push_str(&format!(" {d}: ρ prediction / ρ agreement |"));
     }
-    md.push_str(" all datasets (60 pairs): ρ retained / ρ test agreement |\n|---|");
-    md.push_str(&"---|".repeat(datasets.len() + 1));
+    md.push_str(
+        " all datasets: ρ prediction / ρ agreement | mean abs. error of the prediction |\n|---|",
+    );
+    md.push_str(&"---|".repeat(datasets.len() + 2));
     md.push('\n');
-    let rho = |rs: &[&Record]| -> (f64, f64) {
+    let rho = |rs: &[&Record]| -> (f64, f64, f64) {
         let mut keys: BTreeMap<(String, usize, usize), Vec<&Record>> = BTreeMap::new();
         for r in rs {
             keys.entry((r.dataset.clone(), r.enc, r.dec))
@@ -1004,45 +1095,30 @@ fn report(
                 .map(|v| mean(&v.iter().map(|r| f(r)).collect::<Vec<_>>()))
                 .collect()
         };
-        let a = avg(&|r| r.agree_masked);
+        let p = avg(&|r| r.predicted);
+        let ret = avg(&|r| retained(r));
+        let mae = mean(
+            &p.iter()
+                .zip(&ret)
+                .map(|(a, b)| (a - b).abs())
+                .collect::<Vec<_>>(),
+        );
         (
-            common::spearman(&a, &avg(&|r| retained(r))),
-            common::spearman(&a, &avg(&|r| r.agree_test)),
+            common::spearman(&p, &ret),
+            common::spearman(&avg(&|r| r.agree_masked), &ret),
+            mae,
         )
     };
-    let mut pooled: Vec<&Record> = Vec::new();
     for m in methods {
         md.push_str(&format!("| `{m}` |"));
         for d in &datasets {
-            let (a, b) = rho(&sel(Some(d), m));
+            let (a, b, _) = rho(&sel(Some(d), m));
             md.push_str(&format!(" {a:.2} / {b:.2} |"));
         }
-        let rs = sel(None, m);
-        let (a, b) = rho(&rs);
-        md.push_str(&format!(" {a:.2} / {b:.2} |\n"));
-        pooled.extend(rs);
+        let (a, b, e) = rho(&sel(None, m));
+        md.push_str(&format!(" {a:.2} / {b:.2} | {e:.3} |\n"));
     }
-    let mut keyed: BTreeMap<(String, String, usize, usize), Vec<&Record>> = BTreeMap::new();
-    for r in &pooled {
-        keyed
-            .entry((r.method.clone(), r.dataset.clone(), r.enc, r.dec))
-            .or_default()
-            .push(r);
-    }
-    let avg = |f: &dyn Fn(&Record) -> f64| -> Vec<f64> {
-        keyed
-            .values()
-            .map(|v| mean(&v.iter().map(|r| f(r)).collect::<Vec<_>>()))
-            .collect()
-    };
-    let a = avg(&|r| r.agree_masked);
-    md.push_str(&format!(
-        "\nPooled over every method and dataset ({} stitches): ρ = {:.2} with the retained score, \
-         {:.2} with the test agreement.\n\n",
-        a.len(),
-        common::spearman(&a, &avg(&|r| retained(r))),
-        common::spearman(&a, &avg(&|r| r.agree_test))
-    ));
+    md.push('\n');
     md.push_str(&format!(
         "Regenerate with `{}` ({:.0} min on {}).\n",
         common::command_line("stitch_robust"),

@@ -19,7 +19,7 @@ use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::error::CandleContext;
-use crate::space::projection::RelativeProjector;
+use crate::space::projection::{PreTransform, Projection, RelativeProjector};
 use crate::space::translation::{LatentTranslator, TranslationMethod};
 use crate::task::checkpoint::Space;
 use crate::task::decoder::Head;
@@ -188,15 +188,10 @@ fn neighbour_score(latents: &Tensor, labels: &[usize]) -> Result<f64> {
             ),
         ));
     }
-    let sims = latents
+    let sims = RelativeProjector::fit(latents, Projection::Cosine, PreTransform::CENTERED)?
+        .project(latents)?
         .to_device(&Device::Cpu)
-        .and_then(|x| x.to_dtype(candle_core::DType::F32))
-        .and_then(|x| x.broadcast_sub(&x.mean_keepdim(0)?))
-        .and_then(|x| {
-            let norm = x.sqr()?.sum_keepdim(1)?.sqrt()?.clamp(1e-12, f32::MAX)?;
-            x.broadcast_div(&norm)
-        })
-        .and_then(|x| x.matmul(&x.t()?))
+        .and_then(|s| s.to_dtype(candle_core::DType::F32))
         .and_then(|s| s.to_vec2::<f32>())
         .context(|| "comparing the anchors".into())?;
     let classes = labels.iter().max().map_or(0, |c| c + 1);
