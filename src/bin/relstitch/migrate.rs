@@ -121,7 +121,7 @@ pub struct FitArgs {
     /// Refinement rounds of --method unsupervised.
     #[arg(long, default_value_t = 10)]
     pub rounds: usize,
-    /// The map's family (default procrustes: within 0.8 points of the best in our study from 512
+    /// The map's family (default procrustes: within 1.2 points of the best in our study from 512
     /// anchors on, the most robust below, exact inverse; see docs/RESULTS.md).
     #[arg(long, value_enum)]
     pub method: Option<MethodArg>,
