@@ -50,7 +50,9 @@ pub use map::{
     FORMAT_VERSION,
 };
 pub use method::{AdapterTraining, MigrationMethod, MigrationOptions, MIN_TRAINED_ANCHORS};
-pub use plan::{plan, Budget, CurvePoint, MigrationPlan, PlanOptions};
+pub use plan::{
+    plan, predict_curve, Budget, CurvePoint, LearningCurve, MigrationPlan, PlanOptions,
+};
 
 /// Parses a share of rows: `10%`, `2.5 %` or a fraction such as `0.1`.
 ///
