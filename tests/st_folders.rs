@@ -70,7 +70,14 @@ fn st_folder(name: &str, dir: &Path) -> anyhow::Result<PathBuf> {
                 std::fs::create_dir_all(out.join(&rel))?;
                 stack.push(p);
             } else {
-                std::fs::copy(&p, out.join(&rel))?;
+                // The model's own files are hard links into the model cache: unlink first, so
+                // that the fixture's file replaces the link instead of writing through it into
+                // the cached model (which other tests read at the same time).
+                let dest = out.join(&rel);
+                if dest.exists() {
+                    std::fs::remove_file(&dest)?;
+                }
+                std::fs::copy(&p, dest)?;
             }
         }
     }

@@ -349,6 +349,7 @@ fn the_defaults_stitch_the_anisotropic_encoder() -> anyhow::Result<()> {
         pre_transform: PreTransform::WHITENED,
     };
     let mut kept = Vec::new();
+    let mut retained = Vec::new();
     let mut estimates = Vec::new();
     let mut spaces = Vec::new();
     for (space, o) in [
@@ -381,6 +382,7 @@ fn the_defaults_stitch_the_anisotropic_encoder() -> anyhow::Result<()> {
             // Printed before the measured scores.
             assert!(report.to_string().starts_with("predicted compatibility"));
             kept.push(report.stitched.weighted_f1 / weaker);
+            retained.push(report.stitched.weighted_f1 / report.decoder_checkpoint.weighted_f1);
             estimates.push(c);
             spaces.push(stitched.checkpoint().config.space.name());
         }
@@ -423,11 +425,18 @@ fn the_defaults_stitch_the_anisotropic_encoder() -> anyhow::Result<()> {
         estimates[0].predicted_retained > collapsed.predicted_retained + 0.15,
         "{estimates:?}"
     );
-    assert!(
-        !estimates[0].is_poor() && !estimates[1].is_poor(),
-        "{estimates:?}"
-    );
-    assert!(estimates[0].separability.is_some());
+    // For the default stitches, the prediction is the retained score to within 0.1 (sre is the
+    // weaker encoder on this small split: its stitch keeps what sre itself can, and the estimate
+    // says so).
+    for i in 0..2 {
+        assert!(
+            (estimates[i].predicted_retained - retained[i]).abs() < 0.1,
+            "predicted {} measured {}",
+            estimates[i].predicted_retained,
+            retained[i]
+        );
+        assert!(estimates[i].separability.is_some());
+    }
     Ok(())
 }
 

@@ -494,8 +494,9 @@ fn advice(space: Space, c: &Compatibility) -> Option<String> {
     }
     // The decoder's input arrives intact but the new encoder knows less of what it distinguishes:
     // no way of stitching repairs that.
-    let weaker =
-        c.agreement >= FAIR_BELOW && c.separability.is_some_and(|s| s.ratio() < FAIR_BELOW);
+    let weaker = c
+        .separability
+        .is_some_and(|s| s.ratio() < FAIR_BELOW && s.ratio() <= c.agreement);
     if weaker {
         return Some(
             "the new encoder's space carries less of what the decoder distinguishes than the \
