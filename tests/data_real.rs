@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use relstitch::data::{bible, fortunes, Builtin, Dataset, Split, SplitOptions};
+use relstitch::data::{bible, fortunes, wordnet, Builtin, Dataset, Split, SplitOptions};
 use relstitch::hub::fetch::Fetcher;
 use sha2::{Digest, Sha256};
 
@@ -119,6 +119,28 @@ fn fortunes_topics() -> anyhow::Result<()> {
         .contains("41d0551dc0ff52f875a2ecef7c39da2f672ab468c37e170119f7e0245a9d63c5"));
     let (s, _) = check_split(&d)?;
     assert_eq!((s.train.len(), s.test.len()), (2611, 654));
+    Ok(())
+}
+
+#[test]
+fn wordnet_definitions_by_class() -> anyhow::Result<()> {
+    let d = Dataset::builtin(Builtin::WordnetLexnames, &fetcher()?)?;
+    let names: Vec<&str> = wordnet::CLASSES.iter().map(|(_, n)| *n).collect();
+    assert_eq!(d.labels, names);
+    check_clean(&d);
+    // 600 per class, less the few definitions two classes share (dropped).
+    for (label, n) in counts(&d) {
+        assert!((590..=wordnet::PER_CLASS).contains(&n), "{label}: {n}");
+    }
+    assert_eq!(d.len(), 4793);
+    assert!(d.records.iter().all(|r| r.id.starts_with('n')
+        && r.text.chars().count() >= wordnet::MIN_CHARS
+        && !r.text.contains('"')));
+    assert!(d
+        .source
+        .contains("61060d960f9ada8fa120872312eccd3ecebfbab8c4579e4f5a74e1cf67620752"));
+    let (s, _) = check_split(&d)?;
+    assert_eq!((s.train.len(), s.test.len()), (3835, 958));
     Ok(())
 }
 
