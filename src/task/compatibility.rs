@@ -73,7 +73,8 @@ impl Verdict {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Compatibility {
     /// The stitch's score over the decoder's own score, predicted without labels (what the
-    /// verdict is made of): see [`Compatibility::predict`].
+    /// verdict is made of): for a stitch through a latent translation, the [`Separability`]
+    /// ratio; zero-shot, the agreement times that ratio; without a separability, the agreement.
     #[serde(default)]
     pub predicted_retained: f64,
     /// How well each encoder's anchors carry the decoder's labels, when both encoders' latents
