@@ -1,10 +1,19 @@
 //! How well will a stitch hold? A label-free estimate from the decoder's anchors alone.
 //!
-//! Both encoders embed the decoder's anchor texts. The decoder's head then labels every anchor
-//! twice: from the relative vector its own encoder gives (what it was trained on) and from the one
-//! the new encoder gives (what the stitch will feed it). The **agreement** is the fraction of
-//! anchors that get the same label both ways: the share of the decoder's decisions the stitch is
-//! expected to keep. No labels are needed, and nothing is evaluated on test data.
+//! Both encoders embed the decoder's anchor texts. Two things are measured, without any label:
+//!
+//! - the **agreement**: the decoder's head labels every anchor twice, from the input its own
+//!   encoder gives (what it was trained on) and from the input the stitch will give it, and the
+//!   agreement is the fraction of anchors labelled the same both ways;
+//! - the **separability** of each encoder ([`Separability`]): with the labels the head gives its
+//!   anchors, how well a nearest-neighbour vote among the anchors recovers them in that encoder's
+//!   own space, i.e. how much of what the decoder distinguishes the space carries.
+//!
+//! The **predicted retained score** (the stitch's score over the decoder's own) is the ratio of
+//! the two separabilities for a stitch through a latent translation (its input arrives intact, so
+//! it keeps about what the new encoder knows), and the agreement times that ratio for a zero-shot
+//! stitch (whose input can also be garbled, as anisotropic encoders do). The verdict and the
+//! advice follow from it.
 //!
 //! Each anchor is also a column of the relative vectors, where it meets itself (cosine 1 after any
 //! pre-transform); a fresh text has no such spike, so that entry is replaced by the mean of the
@@ -12,8 +21,9 @@
 //! translation, the anchors are translated by maps fitted on the other anchors (five folds), so
 //! that no anchor is scored by a map fitted on it.
 //!
-//! Measured against the retained weighted F1 of every ordered pair of catalog encoders on three
-//! datasets in `docs/RESULTS.md` (`stitch_robust`).
+//! Measured against the retained weighted F1 of every ordered pair of catalog encoders on four
+//! datasets in `docs/RESULTS.md` (`stitch_robust`): Spearman 0.78 over all pairs for the default
+//! stitch (0.73–0.89 per dataset; the agreement alone 0.47), mean absolute error 0.033.
 
 use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
