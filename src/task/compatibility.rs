@@ -254,11 +254,6 @@ impl Compatibility {
                 .context(|| "running the head on the anchors".into())
         };
         let (p, q) = (probs(own)?, probs(other)?);
-        let argmax = |row: &[f32]| {
-            row.iter()
-                .enumerate()
-                .fold(0, |b, (i, v)| if *v > row[b] { i } else { b })
-        };
         let same = p
             .iter()
             .zip(&q)

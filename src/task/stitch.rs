@@ -278,6 +278,7 @@ fn estimated(c: Result<Compatibility>) -> Option<Compatibility> {
     match c {
         Ok(c) => {
             tracing::info!(
+                predicted_retained = c.predicted_retained,
                 agreement = c.agreement,
                 verdict = c.verdict.name(),
                 "stitch compatibility"

@@ -133,11 +133,23 @@ pub fn run(args: StitchArgs) -> anyhow::Result<()> {
             }
         );
     }
-    if args.translation.is_some() && relative && args.zero_shot {
+    // Whitened decoders are stitched zero-shot unless --translate says otherwise.
+    let whitened = matches!(b.config.space, Space::Relative { pre_transform, .. } if pre_transform.whiten.is_some());
+    if args.translation.is_some() && relative && (args.zero_shot || (whitened && !args.translate)) {
         anyhow::bail!(
-            "--translation does not apply with --zero-shot: {} reads relative vectors, which a \
-             zero-shot stitch feeds without a translation (drop --zero-shot to stitch through one)",
-            args.decoder_from.display()
+            "--translation does not apply to a zero-shot stitch: {} reads relative vectors{}, \
+             which a zero-shot stitch feeds without a translation ({})",
+            args.decoder_from.display(),
+            if args.zero_shot {
+                ""
+            } else {
+                " after whitening, stitched zero-shot by default"
+            },
+            if args.zero_shot {
+                "drop --zero-shot to stitch through one"
+            } else {
+                "add --translate to stitch through one"
+            }
         );
     }
     let stitched = Pipeline::stitch(&a, &b, &options)?;
