@@ -921,6 +921,16 @@ fn read_folder(dir: &Path, kinds: &[(&str, Kind)]) -> anyhow::Result<Folder> {
 }
 
 fn checkpoint_seed(space: Space, kind: HeadKind, n_labels: usize) -> anyhow::Result<Folder> {
+    checkpoint_seed_with(space, kind, n_labels, false)
+}
+
+/// A checkpoint seed, with alignment texts when `alignment`.
+fn checkpoint_seed_with(
+    space: Space,
+    kind: HeadKind,
+    n_labels: usize,
+    alignment: bool,
+) -> anyhow::Result<Folder> {
     let anchors = AnchorSet::try_new(vec![
         AnchorSample::from_text("the cat sat").with_label("a"),
         AnchorSample {
@@ -1013,14 +1023,27 @@ fn checkpoint_seed(space: Space, kind: HeadKind, n_labels: usize) -> anyhow::Res
         seed: 1,
         anchor_encoder: matches!(space, Space::TranslatedRelative { .. })
             .then(|| identity("tiny-anchors", 4)),
+        alignment: None,
     };
-    let ckpt = Checkpoint {
+    let mut ckpt = Checkpoint {
         config,
         anchors,
         weights,
         translation,
+        alignment: None,
         dir: None,
     };
+    if alignment {
+        let set = AnchorSet::from_texts(&["a first alignment text", "a second one", "the third"])?;
+        ckpt.config.alignment = Some(AnchorsInfo {
+            file: "alignment.jsonl".into(),
+            count: set.len(),
+            sha256: set.hash(),
+            strategy: None,
+        });
+        ckpt.config.format_version = ckpt.config.minimum_format_version();
+        ckpt.alignment = Some(set);
+    }
     let tmp = tempfile::tempdir()?;
     let dir = tmp.path().join("ckpt");
     ckpt.save(&dir)?;
@@ -1032,8 +1055,26 @@ fn checkpoint_seed(space: Space, kind: HeadKind, n_labels: usize) -> anyhow::Res
             ("model.safetensors", Kind::Safetensors),
             ("anchors.jsonl", Kind::Lines),
             ("translation.safetensors", Kind::Safetensors),
+            ("alignment.jsonl", Kind::Lines),
         ],
     )
+}
+
+/// A relative checkpoint (centred cosine, the default) with alignment texts.
+fn aligned_checkpoint_seed() -> &'static Folder {
+    static SEED: OnceLock<Folder> = OnceLock::new();
+    SEED.get_or_init(|| {
+        checkpoint_seed_with(
+            Space::Relative {
+                projection: Projection::Cosine,
+                pre_transform: PreTransform::CENTERED,
+            },
+            HeadKind::Linear,
+            2,
+            true,
+        )
+        .unwrap_or_else(|e| panic!("building the aligned checkpoint seed: {e:#}"))
+    })
 }
 
 fn checkpoint_seeds() -> &'static Vec<Folder> {
@@ -1275,6 +1316,41 @@ proptest! {
     }
 }
 
+/// `Checkpoint::load` on `files` with `edits` applied: a typed error, or a checkpoint whose head
+/// runs (and whose alignment texts all carry text).
+fn checkpoint_case(files: &Folder, edits: &[(usize, FileMut)]) -> Result<(), TestCaseError> {
+    let tmp = tmpdir()?;
+    let dir = tmp.path().join("ckpt");
+    write_folder(&dir, files, edits)?;
+    let d = dir.clone();
+    run_case("Checkpoint::load", vec![display(&dir)], move || {
+        judge(Checkpoint::load(&d), |c| {
+            let head = c
+                .head(&Device::Cpu)
+                .map_err(|e| format!("loaded, but head: {e}"))?;
+            let x = Tensor::zeros((1, c.config.head.input_dim), DType::F32, &Device::Cpu)
+                .map_err(|e| e.to_string())?;
+            let y = head
+                .forward(&x)
+                .map_err(|e| format!("loaded, but forward: {e}"))?;
+            if y.dims() != [1, c.config.labels.len()] {
+                return Err(format!("logits of shape {:?}", y.dims()));
+            }
+            if let Some(a) = &c.alignment {
+                a.texts()
+                    .map_err(|e| format!("loaded, but alignment texts: {e}"))?;
+                if c.config.alignment.as_ref().map(|i| i.count) != Some(a.len()) {
+                    return Err("loaded, but the alignment count disagrees".into());
+                }
+            }
+            if let Some(t) = c.translation {
+                check_translator(t)?;
+            }
+            Ok(())
+        })
+    })
+}
+
 proptest! {
     #![proptest_config(config(1500))]
 
@@ -1284,27 +1360,21 @@ proptest! {
         seed in 0usize..3,
         m in folder_mut(vec![Kind::Json, Kind::Safetensors, Kind::Lines, Kind::Safetensors]),
     ) {
-        let files = &checkpoint_seeds()[seed];
         // The seed has 3 or 4 files; edits that pick a file past its end fold back.
-        let tmp = tmpdir()?;
-        let dir = tmp.path().join("ckpt");
-        write_folder(&dir, files, &m.edits)?;
-        let d = dir.clone();
-        run_case("Checkpoint::load", vec![display(&dir)], move || {
-            judge(Checkpoint::load(&d), |c| {
-                let head = c.head(&Device::Cpu).map_err(|e| format!("loaded, but head: {e}"))?;
-                let x = Tensor::zeros((1, c.config.head.input_dim), DType::F32, &Device::Cpu)
-                    .map_err(|e| e.to_string())?;
-                let y = head.forward(&x).map_err(|e| format!("loaded, but forward: {e}"))?;
-                if y.dims() != [1, c.config.labels.len()] {
-                    return Err(format!("logits of shape {:?}", y.dims()));
-                }
-                if let Some(t) = c.translation {
-                    check_translator(t)?;
-                }
-                Ok(())
-            })
-        })?;
+        checkpoint_case(&checkpoint_seeds()[seed], &m.edits)?;
+    }
+}
+
+proptest! {
+    #![proptest_config(config(800))]
+
+    /// `Checkpoint::load` on a checkpoint with alignment texts (config.json, model.safetensors,
+    /// anchors.jsonl, alignment.jsonl), one or two files mutated or removed.
+    #[test]
+    fn checkpoint_folders_with_alignment_texts(
+        m in folder_mut(vec![Kind::Json, Kind::Safetensors, Kind::Lines, Kind::Lines]),
+    ) {
+        checkpoint_case(aligned_checkpoint_seed(), &m.edits)?;
     }
 }
 

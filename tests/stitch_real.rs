@@ -536,3 +536,74 @@ fn checkpoints_in_folders_named_like_their_models_stitch_from_there() -> anyhow:
     assert!(zero.config.anchor_encoder.is_none());
     Ok(())
 }
+
+/// Issue 16: `fit` keeps training texts beyond the anchors (without labels) as alignment texts;
+/// a stitch fits its translation, and its compatibility estimate, on anchors and alignment texts
+/// together; `alignment_texts: 0` keeps none and writes the checkpoint in the oldest format.
+#[test]
+fn alignment_texts_are_kept_and_the_stitch_fits_on_them() -> anyhow::Result<()> {
+    let (train, _) = data();
+    let small = train.first_per_label(20);
+    let o = FitOptions {
+        anchors: AnchorChoice::Select {
+            count: 40,
+            strategy: AnchorStrategy::Stratified { seed: 0 },
+        },
+        train: TrainOptions {
+            epochs: 3,
+            ..TrainOptions::default()
+        },
+        ..FitOptions::default()
+    };
+    let b = fit("paraphrase-MiniLM-L3-v2", &small, &o)?;
+    let alignment = b
+        .alignment
+        .clone()
+        .ok_or_else(|| anyhow::anyhow!("no alignment texts"))?;
+    // Every training text that is not an anchor (the set is smaller than the default cap).
+    let anchors: std::collections::HashSet<String> = b.anchors.texts()?.into_iter().collect();
+    let mut rest: Vec<String> = small
+        .texts()
+        .into_iter()
+        .filter(|t| !anchors.contains(*t))
+        .map(str::to_string)
+        .collect();
+    rest.sort();
+    rest.dedup();
+    let mut kept = alignment.texts()?;
+    kept.sort();
+    assert_eq!(kept, rest);
+    assert_eq!(b.config.format_version, 3);
+    let dir = tempfile::tempdir()?;
+    b.save(&dir.path().join("b"))?;
+    let b = Checkpoint::load(&dir.path().join("b"))?;
+    assert_eq!(b.alignment.as_ref().map(|a| a.len()), Some(rest.len()));
+
+    let a = fit("all-MiniLM-L6-v2", &small, &o)?;
+    let stitched = Pipeline::stitch(&a, &b, &StitchOptions::default())?;
+    let c = stitched
+        .compatibility()
+        .ok_or_else(|| anyhow::anyhow!("no estimate"))?;
+    assert_eq!(c.anchors, 40 + rest.len());
+    // The stitched checkpoint carries the fitted translation, not the texts.
+    assert!(stitched.checkpoint().alignment.is_none());
+    assert!(stitched.checkpoint().config.alignment.is_none());
+
+    let none = fit(
+        "paraphrase-MiniLM-L3-v2",
+        &small,
+        &FitOptions {
+            alignment_texts: 0,
+            ..o.clone()
+        },
+    )?;
+    assert!(none.alignment.is_none() && none.config.alignment.is_none());
+    assert_eq!(none.config.format_version, 1);
+    none.save(&dir.path().join("none"))?;
+    assert!(!dir.path().join("none/alignment.jsonl").exists());
+    let c = Pipeline::stitch(&a, &none, &StitchOptions::default())?
+        .compatibility()
+        .map(|c| c.anchors);
+    assert_eq!(c, Some(40));
+    Ok(())
+}

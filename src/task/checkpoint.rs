@@ -6,6 +6,8 @@
 //!                      label names, training metrics, seed, relstitch version
 //!   model.safetensors  the head's weights (norm.*, fc0.*, ...)
 //!   anchors.jsonl      the anchor samples themselves, so any other encoder can embed them
+//!   alignment.jsonl    (optional) more training texts, without labels, on which a stitch fits
+//!                      its latent translation into this checkpoint's encoder's space
 //!   translation.safetensors  (translated stitches only) the latent map into the space of the
 //!                      encoder the head was trained on
 //! ```
@@ -31,9 +33,10 @@ use crate::{Error, Result};
 /// The `format` field of every checkpoint's config.json.
 pub const FORMAT: &str = "relstitch-checkpoint";
 /// The newest format version this relstitch reads and writes. Version 2 added whitening to the
-/// relative space and the `translated_relative` space; a checkpoint that uses neither is still
-/// written as version 1, which every earlier relstitch reads ([`required_format_version`]).
-pub const FORMAT_VERSION: u32 = 2;
+/// relative space and the `translated_relative` space; version 3 added alignment texts. A
+/// checkpoint that uses none of them is still written as version 1, which every earlier relstitch
+/// reads ([`CheckpointConfig::minimum_format_version`]).
+pub const FORMAT_VERSION: u32 = 3;
 
 /// The lowest format version that can hold a checkpoint of `space`: 2 when it whitens or is a
 /// `translated_relative` stitch, 1 otherwise (so that older relstitch versions refuse what they
@@ -145,6 +148,24 @@ pub struct CheckpointConfig {
     /// was trained with), found by its identity like `encoder`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub anchor_encoder: Option<ModelIdentity>,
+    /// Alignment texts (format version 3): training texts beyond the anchors, without their
+    /// labels, on which a stitch fits its latent translation into this checkpoint's encoder's
+    /// space (more pairs than the anchors alone make a steadier map).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alignment: Option<AnchorsInfo>,
+}
+
+impl CheckpointConfig {
+    /// The lowest format version that can hold this checkpoint: [`required_format_version`] of its
+    /// space, and 3 when it carries alignment texts.
+    pub fn minimum_format_version(&self) -> u32 {
+        let v = required_format_version(&self.space);
+        if self.alignment.is_some() {
+            v.max(3)
+        } else {
+            v
+        }
+    }
 }
 
 /// The two checkpoints a stitched checkpoint was made from.
@@ -170,6 +191,8 @@ pub struct Checkpoint {
     pub weights: HashMap<String, Tensor>,
     /// The latent map of a translated checkpoint.
     pub translation: Option<LatentTranslator>,
+    /// The alignment texts, when config.json names them.
+    pub alignment: Option<AnchorSet>,
     /// Where it was loaded from (None when built in memory).
     pub dir: Option<PathBuf>,
 }
@@ -266,6 +289,25 @@ impl Checkpoint {
         crate::io::write_atomic(&dir.join("config.json"), &json)?;
         self.anchors
             .save_jsonl(&dir.join(&self.config.anchors.file))?;
+        match (&self.config.alignment, &self.alignment) {
+            (Some(info), Some(set)) => {
+                check_file_name(&info.file, dir)?;
+                if info.file == self.config.anchors.file {
+                    return Err(Error::invalid(
+                        "checkpoint config",
+                        "the alignment texts and the anchors need different files",
+                    ));
+                }
+                set.save_jsonl(&dir.join(&info.file))?;
+            }
+            (None, None) => {}
+            _ => {
+                return Err(Error::invalid(
+                    "checkpoint",
+                    "config.json's `alignment` and the alignment texts must come together",
+                ))
+            }
+        }
         let translation_sha256 = match &self.translation {
             Some(t) => {
                 let path = dir.join(TRANSLATION_FILE);
@@ -363,6 +405,37 @@ impl Checkpoint {
                 config.anchors.sha256.chars().take(12).collect::<String>()
             )));
         }
+        let alignment = match &config.alignment {
+            Some(info) => {
+                check_file_name(&info.file, dir)?;
+                if info.file == config.anchors.file {
+                    return Err(bad(
+                        dir,
+                        "config.json",
+                        "alignment.file names the anchors file; they need different files",
+                    ));
+                }
+                let set = AnchorSet::load_jsonl(&dir.join(&info.file))?;
+                if set.len() != info.count || set.hash() != info.sha256 {
+                    return Err(bad(dir, &info.file, format!(
+                        "does not match config.json (count {} vs {}, hash {} vs {}); the checkpoint was modified or truncated: restore it, or re-run `relstitch fit`",
+                        set.len(),
+                        info.count,
+                        &set.hash()[..12],
+                        info.sha256.chars().take(12).collect::<String>()
+                    )));
+                }
+                if let Err(e) = set.texts() {
+                    return Err(bad(
+                        dir,
+                        &info.file,
+                        format!("{e}; alignment texts must carry their text"),
+                    ));
+                }
+                Some(set)
+            }
+            None => None,
+        };
         let expected_width = match config.space {
             Space::Relative { .. } | Space::TranslatedRelative { .. } => Some(anchors.len()),
             Space::Absolute => Some(config.encoder.dim),
@@ -439,6 +512,7 @@ impl Checkpoint {
             anchors,
             weights: weights_file,
             translation,
+            alignment,
             dir: Some(dir.to_path_buf()),
         };
         ckpt.head(&Device::Cpu)?; // shapes and names of every weight
@@ -454,6 +528,8 @@ const TRANSLATION_FILE: &str = "translation.safetensors";
 const TENSORS_SHA256: &str = "tensors_sha256";
 /// model.safetensors metadata: the sha256 of translation.safetensors.
 const TRANSLATION_SHA256: &str = "translation_sha256";
+/// model.safetensors metadata (and config.json key): the alignment texts' count and hash.
+const ALIGNMENT_KEY: &str = "alignment";
 
 /// The files a checkpoint folder may hold (besides config.json and its anchors file, named in
 /// config.json).
@@ -469,14 +545,19 @@ const FOLDER: crate::io::OwnedFolder<'static> = crate::io::OwnedFolder {
     declared: declared_anchors_file,
 };
 
-/// The anchors file a checkpoint's config.json names (`anchors.jsonl` by default).
+/// The samples files a checkpoint's config.json names: its anchors (`anchors.jsonl` by default)
+/// and its alignment texts, when it has some.
 fn declared_anchors_file(config: &serde_json::Value) -> Vec<String> {
-    let file = config
-        .get("anchors")
-        .and_then(|a| a.get("file"))
-        .and_then(serde_json::Value::as_str)
-        .unwrap_or("anchors.jsonl");
-    vec![file.to_string()]
+    let file = |key: &str| {
+        config
+            .get(key)
+            .and_then(|a| a.get("file"))
+            .and_then(serde_json::Value::as_str)
+            .map(str::to_string)
+    };
+    let mut files = vec![file("anchors").unwrap_or_else(|| "anchors.jsonl".into())];
+    files.extend(file("alignment"));
+    files
 }
 
 /// Fails unless `dir` may be replaced by a checkpoint save: absent, an empty folder, or a folder
@@ -494,7 +575,9 @@ fn check_file_name(name: &str, dir: &Path) -> Result<()> {
         _ => Err(bad(
             dir,
             "config.json",
-            format!("anchors.file `{name}` must be a plain file name inside the checkpoint folder"),
+            format!(
+                "the samples file `{name}` must be a plain file name inside the checkpoint folder"
+            ),
         )),
     }
 }
@@ -549,6 +632,12 @@ fn semantic_record(config: &CheckpointConfig) -> Result<Vec<(&'static str, Strin
             json(serde_json::json!({"weights_sha256": a.weights_sha256, "dim": a.dim})),
         ));
     }
+    if let Some(a) = &config.alignment {
+        record.push((
+            ALIGNMENT_KEY,
+            json(serde_json::json!({"count": a.count, "sha256": a.sha256})),
+        ));
+    }
     Ok(record)
 }
 
@@ -573,7 +662,19 @@ fn check_recorded(
             });
         }
     }
-    for (key, now) in semantic_record(config)? {
+    let now_record = semantic_record(config)?;
+    // Recorded only where there was one: removing it from config.json is an edit too.
+    for key in [ALIGNMENT_KEY, "anchor_encoder"] {
+        if recorded.contains_key(key) && !now_record.iter().any(|(k, _)| *k == key) {
+            return Err(Error::Integrity {
+                path: dir.join("config.json"),
+                reason: format!(
+                    "its `{key}` was removed after the checkpoint was saved (model.safetensors recorded one);                      restore config.json, or re-run `relstitch fit`"
+                ),
+            });
+        }
+    }
+    for (key, now) in now_record {
         let Some(saved) = recorded.get(key) else {
             continue;
         };
@@ -696,12 +797,14 @@ mod tests {
             stitched_from: None,
             seed: 0,
             anchor_encoder: None,
+            alignment: None,
         };
         Ok(Checkpoint {
             config,
             anchors,
             weights: trained.weights,
             translation: None,
+            alignment: None,
             dir: None,
         })
     }
@@ -916,6 +1019,72 @@ mod tests {
         let before: Vec<Vec<u8>> = before.into_iter().map(|(_, b)| b).collect();
         assert_eq!(after, before);
         Checkpoint::load(&target)?;
+        Ok(())
+    }
+
+    #[test]
+    fn alignment_texts_round_trip_and_tampering_is_detected() -> anyhow::Result<()> {
+        let mut ckpt = tiny()?;
+        let set = AnchorSet::from_texts(&["one more text", "and another", "a third"])?;
+        ckpt.config.alignment = Some(AnchorsInfo {
+            file: "alignment.jsonl".into(),
+            count: set.len(),
+            sha256: set.hash(),
+            strategy: Some(AnchorStrategy::Uniform { seed: 0 }),
+        });
+        ckpt.config.format_version = ckpt.config.minimum_format_version();
+        assert_eq!(ckpt.config.format_version, 3);
+        ckpt.alignment = Some(set.clone());
+        let root = tempfile::tempdir()?;
+        let dir = root.path().join("ckpt");
+        ckpt.save(&dir)?;
+        let back = Checkpoint::load(&dir)?;
+        assert_eq!(back.alignment.as_ref(), Some(&set));
+        assert_eq!(back.config, ckpt.config);
+        // Saving over it again is allowed: alignment.jsonl is one of its own files.
+        ckpt.save(&dir)?;
+
+        // A line dropped from the alignment texts.
+        let file = dir.join("alignment.jsonl");
+        let text = std::fs::read_to_string(&file)?;
+        std::fs::write(&file, text.lines().take(2).collect::<Vec<_>>().join("\n"))?;
+        let e = Checkpoint::load(&dir).err().map(|e| e.to_string());
+        assert!(
+            e.as_deref()
+                .is_some_and(|e| e.contains("alignment.jsonl") && e.contains("count 2 vs 3")),
+            "{e:?}"
+        );
+
+        // The alignment entry removed from config.json (or pointed elsewhere) is caught.
+        ckpt.save(&dir)?;
+        let cfg = dir.join("config.json");
+        let mut json: serde_json::Value = serde_json::from_slice(&std::fs::read(&cfg)?)?;
+        if let Some(o) = json.as_object_mut() {
+            o.remove("alignment");
+        }
+        std::fs::write(&cfg, serde_json::to_vec_pretty(&json)?)?;
+        assert!(matches!(
+            Checkpoint::load(&dir),
+            Err(Error::Integrity { .. })
+        ));
+        for bad_name in ["../elsewhere.jsonl", "anchors.jsonl"] {
+            // (config.json no longer names alignment.jsonl, so that folder is no longer provably
+            // a checkpoint's, and is not replaced.)
+            std::fs::remove_dir_all(&dir)?;
+            ckpt.save(&dir)?;
+            let mut json: serde_json::Value = serde_json::from_slice(&std::fs::read(&cfg)?)?;
+            json["alignment"]["file"] = serde_json::json!(bad_name);
+            std::fs::write(&cfg, serde_json::to_vec_pretty(&json)?)?;
+            assert!(
+                matches!(Checkpoint::load(&dir), Err(Error::Input { .. })),
+                "{bad_name}"
+            );
+        }
+
+        // A config that names alignment texts the checkpoint does not carry is not written.
+        let mut half = ckpt.clone();
+        half.alignment = None;
+        assert!(half.save(&root.path().join("half")).is_err());
         Ok(())
     }
 

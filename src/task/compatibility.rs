@@ -1,12 +1,15 @@
-//! How well will a stitch hold? A label-free estimate from the decoder's anchors alone.
+//! How well will a stitch hold? A label-free estimate from the decoder's texts alone.
 //!
-//! Both encoders embed the decoder's anchor texts. Two things are measured, without any label:
+//! Both encoders embed the decoder's anchor texts, and, for a stitch through a latent translation,
+//! its alignment texts (training texts beyond the anchors that `relstitch fit` keeps without their
+//! labels; the translation is fitted on the same texts). Two things are measured, without any
+//! label:
 //!
-//! - the **agreement**: the decoder's head labels every anchor twice, from the input its own
+//! - the **agreement**: the decoder's head labels every text twice, from the input its own
 //!   encoder gives (what it was trained on) and from the input the stitch will give it, and the
-//!   agreement is the fraction of anchors labelled the same both ways;
-//! - the **separability** of each encoder ([`Separability`]): with the labels the head gives its
-//!   anchors, how well a nearest-neighbour vote among the anchors recovers them in that encoder's
+//!   agreement is the fraction of texts labelled the same both ways;
+//! - the **separability** of each encoder ([`Separability`]): with the labels the head gives the
+//!   texts, how well a nearest-neighbour vote among them recovers those labels in that encoder's
 //!   own space, i.e. how much of what the decoder distinguishes the space carries.
 //!
 //! The **predicted retained score** (the stitch's score over the decoder's own) is the ratio of
@@ -18,12 +21,11 @@
 //! Each anchor is also a column of the relative vectors, where it meets itself (cosine 1 after any
 //! pre-transform); a fresh text has no such spike, so that entry is replaced by the mean of the
 //! anchor's other entries in both views before the head sees them. For a stitch through a latent
-//! translation, the anchors are translated by maps fitted on the other anchors (five folds), so
-//! that no anchor is scored by a map fitted on it.
+//! translation, the texts are translated by maps fitted on the other texts (five folds), so that
+//! no text is scored by a map fitted on it.
 //!
 //! Measured against the retained weighted F1 of every ordered pair of catalog encoders on four
-//! datasets in `docs/RESULTS.md` (`stitch_robust`): Spearman 0.78 over all pairs for the default
-//! stitch (0.73–0.89 per dataset; the agreement alone 0.47), mean absolute error 0.033.
+//! datasets in `docs/RESULTS.md` (`stitch_robust`, where the number of neighbours was chosen).
 
 use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
@@ -42,8 +44,9 @@ pub const POOR_BELOW: f64 = 0.8;
 /// be fair.
 pub const FAIR_BELOW: f64 = 0.9;
 
-/// Neighbours of each anchor in [`Separability`].
-pub const NEIGHBOURS: usize = 10;
+/// Neighbours of each text in [`Separability`] (chosen on three datasets in `docs/RESULTS.md`,
+/// `stitch_robust`: fewer neighbours predicted better, from 50 down to 3).
+pub const NEIGHBOURS: usize = 3;
 
 /// What the predicted retained score says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -97,7 +100,8 @@ pub struct Compatibility {
     /// One minus the mean total-variation distance between the two predicted distributions
     /// (1: identical probabilities on every anchor).
     pub soft_agreement: f64,
-    /// How many anchors were compared.
+    /// How many texts were compared: the decoder's anchors, and its alignment texts for a stitch
+    /// through a latent translation fitted on them.
     pub anchors: usize,
     /// What the agreement predicts.
     pub verdict: Verdict,
@@ -124,10 +128,10 @@ pub struct Alternative {
 
 /// How well two encoders' spaces carry what the decoder reads, without labels.
 ///
-/// The decoder's head labels its anchors from its own encoder's view (the labels it would give;
-/// no true label is used). In each encoder's absolute space, centred on the anchors and compared
-/// by cosine, every anchor's label is then guessed by a similarity-weighted vote of its
-/// [`NEIGHBOURS`] nearest other anchors. The separability is the share guessed right: near 1 when
+/// The decoder's head labels its texts (anchors, and alignment texts where there are some) from
+/// its own encoder's view (the labels it would give; no true label is used). In each encoder's
+/// absolute space, centred on the texts and compared by cosine, every text's label is then guessed
+/// by a similarity-weighted vote of its [`NEIGHBOURS`] nearest other texts. The separability is the share guessed right: near 1 when
 /// neighbourhoods are as the decoder sees them, near chance when they are unrelated to it.
 ///
 /// A stitch feeds the decoder what the new encoder knows; when the stitch is faithful, what it
@@ -188,14 +192,15 @@ fn argmax(row: &[f32]) -> usize {
 /// Leave-one-out accuracy of a similarity-weighted vote of each row's [`NEIGHBOURS`] nearest other
 /// rows (centred cosine) for `labels`.
 fn neighbour_score(latents: &Tensor, labels: &[usize]) -> Result<f64> {
+    let neighbours = NEIGHBOURS;
     let k = labels.len();
     let rows = latents.dim(0).context(|| "the anchors' latents".into())?;
-    if rows != k || k <= NEIGHBOURS {
+    if rows != k || k <= neighbours {
         return Err(Error::invalid(
             "compatibility",
             format!(
                 "{rows} rows of latents for {k} anchors: one row per anchor, and more than \
-                 {NEIGHBOURS} anchors, are needed"
+                 {neighbours} anchors, are needed"
             ),
         ));
     }
@@ -215,9 +220,9 @@ fn neighbour_score(latents: &Tensor, labels: &[usize]) -> Result<f64> {
             .filter(|(j, _)| *j != i)
             .map(|(j, s)| (*s, j))
             .collect();
-        others.select_nth_unstable_by(NEIGHBOURS - 1, |a, b| b.0.total_cmp(&a.0));
+        others.select_nth_unstable_by(neighbours - 1, |a, b| b.0.total_cmp(&a.0));
         votes.iter_mut().for_each(|v| *v = 0.0);
-        for &(s, j) in &others[..NEIGHBOURS] {
+        for &(s, j) in &others[..neighbours] {
             votes[labels[j]] += f64::from(s.max(0.0)) + 1e-9;
         }
         let best = votes
@@ -339,7 +344,9 @@ impl Compatibility {
     /// [`RelativeProjector::project`] and [`Compatibility::from_views`].
     ///
     /// # Shapes
-    /// - `source`: `[k, d_s]` (new encoder), `target`: `[k, d_t]` (decoder's encoder).
+    /// - `source`: `[n, d_s]` (new encoder), `target`: `[n, d_t]` (decoder's encoder), same text
+    ///   order: the decoder's anchors first, in `own`'s order, then any other texts both encoders
+    ///   embedded (a checkpoint's alignment texts), which make the estimate steadier.
     pub fn translated_relative(
         head: &Head,
         space: Space,
@@ -465,13 +472,14 @@ fn cross_fitted(source: &Tensor, target: &Tensor, method: TranslationMethod) -> 
         .context(|| "reordering the folds".into())
 }
 
-/// Replaces entry `(i, i)` of a square `[k, k]` matrix of relative vectors by the mean of row
-/// `i`'s other entries (an anchor meeting itself has no counterpart in a fresh text).
+/// Replaces entry `(i, i)` of `[rows, k]` relative vectors whose first `k` rows are the anchors
+/// themselves by the mean of row `i`'s other entries (an anchor meeting itself has no counterpart
+/// in a fresh text). Rows after the `k`th (other texts) are left as they are.
 fn mask_self_similarity(r: &Tensor) -> Result<Tensor> {
-    let (k, w) = r
+    let (rows, k) = r
         .dims2()
         .context(|| "the anchors' relative vectors".into())?;
-    if k != w || k < 2 {
+    if rows < k || k < 2 {
         return Ok(r.clone());
     }
     let mut v = r
@@ -489,7 +497,7 @@ fn mask_self_similarity(r: &Tensor) -> Result<Tensor> {
             .sum();
         v[i * k + i] = (others / (k - 1) as f64) as f32;
     }
-    Tensor::from_vec(v, (k, k), r.device()).context(|| "masking self-similarities".into())
+    Tensor::from_vec(v, (rows, k), r.device()).context(|| "masking self-similarities".into())
 }
 
 /// What to try instead of a fair or poor stitch, given the decoder's space (the stitched one) and
@@ -538,9 +546,8 @@ impl std::fmt::Display for Compatibility {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "predicted compatibility ({} anchors, no labels): the stitch is predicted to keep \
-             {:.0}% of the decoder's score: {}; the decoder keeps its label on {:.1}% of its \
-             anchors",
+            "predicted compatibility ({} texts, no labels): the stitch is predicted to keep \
+             {:.0}% of the decoder's score: {}; the decoder keeps its label on {:.1}% of them",
             self.anchors,
             100.0 * self.predicted_retained,
             self.verdict.name(),
@@ -658,7 +665,7 @@ mod tests {
             .as_deref()
             .is_some_and(|a| a.contains("--zero-shot")));
         let text = c.to_string();
-        assert!(text.starts_with("predicted compatibility (10 anchors, no labels)"));
+        assert!(text.starts_with("predicted compatibility (10 texts, no labels)"));
         assert!(text.contains("47%") && text.contains("50.0%"), "{text}");
         assert!(
             text.contains("\nwarning: a poor stitch is predicted"),
@@ -696,7 +703,9 @@ mod tests {
         let bad = neighbour_score(&scrambled, &labels)?;
         assert!(good > 0.99, "{good}");
         assert!(bad < 0.7, "{bad}");
-        assert!(neighbour_score(&clustered.narrow(0, 0, 5)?, &labels[..5]).is_err());
+        assert!(
+            neighbour_score(&clustered.narrow(0, 0, NEIGHBOURS)?, &labels[..NEIGHBOURS]).is_err()
+        );
         Ok(())
     }
 }

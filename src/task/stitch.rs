@@ -62,7 +62,15 @@ pub struct FitOptions {
     pub train: TrainOptions,
     /// Reuse and store embeddings in the cache (`$RELSTITCH_HOME/embeddings`).
     pub cache: bool,
+    /// How many training texts beyond the anchors the checkpoint keeps, without their labels, as
+    /// alignment texts (a seeded uniform sample): a stitch onto this decoder fits its latent
+    /// translation on the anchors and these, which makes the map steadier than on the anchors
+    /// alone. 0 keeps none (and the checkpoint readable by relstitch versions before format 3).
+    pub alignment_texts: usize,
 }
+
+/// The default of [`FitOptions::alignment_texts`].
+pub const ALIGNMENT_TEXTS: usize = 4096;
 
 impl Default for FitOptions {
     fn default() -> Self {
@@ -79,6 +87,7 @@ impl Default for FitOptions {
             head: HeadKind::Linear,
             train: TrainOptions::default(),
             cache: true,
+            alignment_texts: ALIGNMENT_TEXTS,
         }
     }
 }
@@ -171,7 +180,13 @@ pub fn fit(model: &str, train: &Dataset, options: &FitOptions) -> Result<Checkpo
         train.labels.len(),
         &options.train,
     )?;
-    let config = CheckpointConfig {
+    let alignment = alignment_texts(
+        &texts,
+        &anchors,
+        options.alignment_texts,
+        options.train.seed,
+    )?;
+    let mut config = CheckpointConfig {
         format: FORMAT.into(),
         format_version: required_format_version(&options.space),
         relstitch_version: env!("CARGO_PKG_VERSION").into(),
@@ -193,14 +208,53 @@ pub fn fit(model: &str, train: &Dataset, options: &FitOptions) -> Result<Checkpo
         stitched_from: None,
         seed: options.train.seed,
         anchor_encoder: None,
+        alignment: alignment.as_ref().map(|(set, strategy)| AnchorsInfo {
+            file: "alignment.jsonl".into(),
+            count: set.len(),
+            sha256: set.hash(),
+            strategy: Some(*strategy),
+        }),
     };
+    config.format_version = config.minimum_format_version();
     Ok(Checkpoint {
         config,
         anchors,
         weights: trained.weights,
         translation: None,
+        alignment: alignment.map(|(set, _)| set),
         dir: None,
     })
+}
+
+/// Up to `count` distinct training texts that are not anchor texts, as a seeded uniform sample
+/// ([`AnchorStrategy::Uniform`]), with the strategy; `None` when `count` is 0 or no text is left.
+fn alignment_texts(
+    texts: &[String],
+    anchors: &AnchorSet,
+    count: usize,
+    seed: u64,
+) -> Result<Option<(AnchorSet, AnchorStrategy)>> {
+    if count == 0 {
+        return Ok(None);
+    }
+    let taken: std::collections::HashSet<&str> = anchors
+        .samples()
+        .iter()
+        .filter_map(|s| s.text.as_deref())
+        .collect();
+    let mut seen = std::collections::HashSet::new();
+    let rest: Vec<String> = texts
+        .iter()
+        .filter(|t| !taken.contains(t.as_str()) && seen.insert(t.as_str()))
+        .cloned()
+        .collect();
+    if rest.is_empty() {
+        return Ok(None);
+    }
+    let strategy = AnchorStrategy::Uniform { seed };
+    let rows = strategy.select_rows(&AnchorPool::new(rest.len()), count.min(rest.len()))?;
+    let picked: Vec<&str> = rows.iter().map(|&r| rest[r].as_str()).collect();
+    Ok(Some((AnchorSet::from_texts(&picked)?, strategy)))
 }
 
 /// How the encoder's latents become the head's input.
@@ -334,6 +388,41 @@ fn anchor_texts(ckpt: &Checkpoint) -> Result<Vec<String>> {
     })
 }
 
+/// The texts on which a stitch onto `decoder` fits its latent translation, as latents of both
+/// encoders: the decoder's anchors (`source`, `target` already embedded) followed by its alignment
+/// texts, when it has some.
+///
+/// # Shapes
+/// - `source`: `[k, d_s]`, `target`: `[k, d_t]`; returns `[k + m, d_s]` and `[k + m, d_t]`.
+fn with_alignment(
+    decoder: &Checkpoint,
+    (encoder, source): (&Encoder, &Tensor),
+    (b_encoder, target): (&Encoder, &Tensor),
+    cache: bool,
+) -> Result<(Tensor, Tensor)> {
+    let Some(set) = &decoder.alignment else {
+        return Ok((source.clone(), target.clone()));
+    };
+    let texts = set.texts().map_err(|e| Error::Input {
+        path: decoder.dir.clone().unwrap_or_default().join(
+            decoder
+                .config
+                .alignment
+                .as_ref()
+                .map_or("alignment.jsonl", |a| a.file.as_str()),
+        ),
+        line: None,
+        reason: format!("{e}; alignment texts must carry their text"),
+    })?;
+    let join = |a: &Tensor, b: Tensor| {
+        Tensor::cat(&[a, &b], 0).context(|| "joining the anchors and the alignment texts".into())
+    };
+    Ok((
+        join(source, embed(encoder, &texts, cache)?)?,
+        join(target, embed(b_encoder, &texts, cache)?)?,
+    ))
+}
+
 impl Pipeline {
     /// Runs a checkpoint as it was trained (its own encoder).
     ///
@@ -462,9 +551,10 @@ impl Pipeline {
             (Space::Relative { projection, pre_transform }, Some(b_encoder)) => {
                 let target = embed(&b_encoder, &texts, options.cache)?;
                 let own = RelativeProjector::fit(&target, projection, pre_transform)?;
-                let t = LatentTranslator::fit(&source, &target, options.translation)?;
+                let (source_all, target_all) = with_alignment(decoder_from, (&encoder, &source), (&b_encoder, &target), options.cache)?;
+                let t = LatentTranslator::fit(&source_all, &target_all, options.translation)?;
                 let compatibility = estimated((|| {
-                    let mut c = Compatibility::translated_relative(&head, b.space, (&source, &target), &own, options.translation)?;
+                    let mut c = Compatibility::translated_relative(&head, b.space, (&source_all, &target_all), &own, options.translation)?;
                     if c.verdict != Verdict::Good {
                         // Would the zero-shot stitch keep more? Same head, same anchors.
                         let p = RelativeProjector::fit(&source, projection, pre_transform)?;
@@ -496,8 +586,9 @@ impl Pipeline {
                     let own = RelativeProjector::fit(&target, projection, pre_transform)?;
                     let mut c = Compatibility::relative(&head, b.space, (&own, &target), (&p, &source))?;
                     if c.verdict != Verdict::Good {
-                        // Would a stitch through a latent translation keep more? Same head, same anchors.
-                        let t = Compatibility::translated_relative(&head, b.space, (&source, &target), &own, options.translation)?;
+                        // Would a stitch through a latent translation keep more? Same head, same texts.
+                        let (source_all, target_all) = with_alignment(decoder_from, (&encoder, &source), (&b_encoder, &target), options.cache)?;
+                        let t = Compatibility::translated_relative(&head, b.space, (&source_all, &target_all), &own, options.translation)?;
                         c = c.with_alternative(Alternative {
                             method: format!("a stitch through a {} latent translation (`--translate`, RelativeStitch::Translated)", options.translation.name()),
                             agreement: t.agreement,
@@ -511,8 +602,9 @@ impl Pipeline {
             (Space::Absolute, _) => {
                 let b_encoder = load_encoder(&b.encoder, &options.encoder)?;
                 let target = embed(&b_encoder, &texts, options.cache)?;
-                let t = LatentTranslator::fit(&source, &target, options.translation)?;
-                let compatibility = estimated(Compatibility::translated(&head, &source, &target, options.translation));
+                let (source_all, target_all) = with_alignment(decoder_from, (&encoder, &source), (&b_encoder, &target), options.cache)?;
+                let t = LatentTranslator::fit(&source_all, &target_all, options.translation)?;
+                let compatibility = estimated(Compatibility::translated(&head, &source_all, &target_all, options.translation));
                 (Features::Translated(t.clone()), Space::Translated, Some(t), Some(options.translation.name().to_string()), compatibility)
             }
             (Space::Translated | Space::TranslatedRelative { .. }, _) => {
@@ -538,8 +630,10 @@ impl Pipeline {
                 translation: method,
             }),
             relstitch_version: env!("CARGO_PKG_VERSION").into(),
-            format_version: b.format_version.max(required_format_version(&space)),
+            format_version: required_format_version(&space),
             anchor_encoder,
+            // The translation is fitted: a stitched checkpoint needs no alignment texts.
+            alignment: None,
             ..b.clone()
         };
         let checkpoint = Checkpoint {
@@ -547,6 +641,7 @@ impl Pipeline {
             anchors: decoder_from.anchors.clone(),
             weights: decoder_from.weights.clone(),
             translation,
+            alignment: None,
             dir: None,
         };
         Ok(Self {

@@ -24,7 +24,11 @@ use crate::relative::{ProjectionArgs, SparseK};
 /// Embeds the training texts (cached per model and text, so a second fit does not re-embed),
 /// chooses anchors among them, projects onto the anchors, and trains the paper's head (LayerNorm,
 /// then Linear) with AdamW and early stopping on a validation split. Deterministic for a given
-/// --seed on CPU. The checkpoint is a directory: config.json, model.safetensors, anchors.jsonl.
+/// --seed on CPU. The checkpoint is a directory: config.json, model.safetensors, anchors.jsonl,
+/// and alignment.jsonl: up to --alignment-texts further training texts (without their labels) on
+/// which a stitch fits its latent translation into this encoder's space; more pairs than the
+/// anchors alone make that map steadier. They are the only training texts kept besides the
+/// anchors: `--alignment-texts 0` keeps none.
 ///
 /// Example: `relstitch fit --model all-MiniLM-L6-v2 --train train.jsonl --out ckpt-minilm`
 #[derive(Args, Debug)]
@@ -75,6 +79,10 @@ pub struct FitArgs {
     /// AdamW learning rate.
     #[arg(long, default_value_t = 1e-3)]
     pub lr: f64,
+    /// Training texts beyond the anchors kept in the checkpoint, without labels, for stitches
+    /// to fit their latent translation on (a seeded uniform sample; all when fewer). 0 keeps none.
+    #[arg(long, default_value_t = relstitch::task::stitch::ALIGNMENT_TEXTS)]
+    pub alignment_texts: usize,
     /// Do not read or write the embedding cache.
     #[arg(long)]
     pub no_cache: bool,
@@ -195,6 +203,7 @@ pub fn run(args: FitArgs) -> anyhow::Result<()> {
             ..TrainOptions::default()
         },
         cache: !args.no_cache,
+        alignment_texts: args.alignment_texts,
     };
     // Refuse absurd sizes and options before anything is embedded.
     options.head.validate()?;
@@ -203,10 +212,11 @@ pub fn run(args: FitArgs) -> anyhow::Result<()> {
     ckpt.save(&args.out)?;
     let report = ckpt.config.training.as_ref().map(|t| &t.report);
     eprintln!(
-        "trained on {} samples ({} labels, {} anchors, {} space); best epoch {}; validation weighted F1 {}",
+        "trained on {} samples ({} labels, {} anchors, {} alignment texts, {} space); best epoch {}; validation weighted F1 {}",
         train.len(),
         train.labels.len(),
         ckpt.anchors.len(),
+        ckpt.alignment.as_ref().map_or(0, |a| a.len()),
         ckpt.config.space.name(),
         report.map(|r| r.best_epoch).unwrap_or(0),
         report

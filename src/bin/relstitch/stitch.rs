@@ -22,7 +22,9 @@ retraining.
 
 If B reads relative vectors (the default of `relstitch fit`: centred cosine), A's embeddings are
 translated into B's encoder's space by a latent map (--translation, default Procrustes) fitted on
-B's anchors embedded by both encoders, then projected onto the anchors exactly as B was trained.
+B's anchors and its alignment texts (up to 4,096 further training texts that `relstitch fit` keeps,
+without labels) embedded by both encoders, then projected onto the anchors exactly as B was
+trained.
 This is the default because it is the most faithful stitch measured on every pair of catalog
 encoders, anisotropic ones included (docs/RESULTS.md, stitch_robust). B's encoder is found by the
 identity its checkpoint recorded (catalog name or Hub id and revision; its weights sha256 is
@@ -31,11 +33,12 @@ the stitch falls back to zero-shot with a warning. With --zero-shot, B's anchors
 A's encoder and A's relative vectors go straight into B's head (the paper's method: B's encoder is
 never needed); that is also the default for decoders fitted with --whiten, which stitch best that
 way. --translate forces the translation. If B reads absolute latents, a latent translation
-(--translation) is always fitted on B's anchors embedded by both encoders.
+(--translation) is always fitted on B's anchors and alignment texts embedded by both encoders.
 
-Before anything is evaluated, a label-free compatibility estimate made from B's anchors alone is
-printed (the share of its anchors B's head labels the same from both encoders), with a warning
-and advice when the stitch is predicted to be poor.
+Before anything is evaluated, a label-free compatibility estimate made from those texts alone is
+printed: the retained score it predicts (how well each encoder's neighbourhoods carry the labels
+B's head gives the texts) and the share of texts B's head labels the same from both encoders, with
+a warning and advice when the stitch is predicted to be poor.
 
 With --eval, prints accuracy, macro F1 and weighted F1 of A alone, B alone and the stitch on the
 same test set (--json: one object {\"encoder_checkpoint\", \"decoder_checkpoint\", \"stitched\"}).
