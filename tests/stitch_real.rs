@@ -607,3 +607,46 @@ fn alignment_texts_are_kept_and_the_stitch_fits_on_them() -> anyhow::Result<()> 
     assert_eq!(c, Some(40));
     Ok(())
 }
+
+/// `relstitch fit` with fewer training texts than its default 768 anchors makes every distinct
+/// training text an anchor (the count was an error before); an explicit larger count is still
+/// refused.
+#[test]
+fn default_anchors_fit_small_training_sets() -> anyhow::Result<()> {
+    let (train, _) = data();
+    let dir = tempfile::tempdir()?;
+    let small = train.first_per_label(6);
+    let file = dir.path().join("train.jsonl");
+    small.write_jsonl(&file)?;
+    let fit_cli = |extra: &[&str], out: &str| -> anyhow::Result<std::process::Output> {
+        Ok(std::process::Command::new(env!("CARGO_BIN_EXE_relstitch"))
+            .args([
+                "fit",
+                "--model",
+                "all-MiniLM-L6-v2",
+                "--epochs",
+                "2",
+                "--quiet",
+                "--train",
+            ])
+            .arg(&file)
+            .arg("--out")
+            .arg(dir.path().join(out))
+            .args(extra)
+            .output()?)
+    };
+    let out = fit_cli(&[], "ckpt")?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ckpt = Checkpoint::load(&dir.path().join("ckpt"))?;
+    let distinct: std::collections::HashSet<&str> = small.texts().into_iter().collect();
+    assert_eq!(ckpt.anchors.len(), distinct.len());
+    assert!(ckpt.alignment.is_none());
+    let out = fit_cli(&["--anchors", "768"], "explicit")?;
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("768 anchors"));
+    Ok(())
+}

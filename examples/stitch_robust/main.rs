@@ -917,12 +917,16 @@ fn report(
     md.push_str(&format!(
         "Issue 16. Every ordered pair of the five catalog encoders (20 pairs) on {}; decoders are the \
          paper's head (LayerNorm + Linear) trained on each encoder's space; {} anchors drawn \
-         class-stratified from the training split; {} seed(s). *kept* is the stitch's weighted F1 \
-         over the weaker of the two checkpoints' own (the issue's bar: ≥ 0.90 on the worst pair, \
-         ≥ 0.97 on average); *retained* is over the decoder's own (what `StitchReport` prints). \
-         Per-pair values are means over seeds before the worst pair is taken.\n\n",
+         class-stratified from the training split; the latent translations (`hyb_*`, \
+         `procrustes`) are fitted on the anchors and up to {} alignment texts (the other training \
+         texts, a seeded sample, as `relstitch fit` keeps them); {} seed(s). *kept* is the \
+         stitch's weighted F1 over the weaker of the two checkpoints' own (the issue's bar: ≥ 0.90 \
+         on the worst pair, ≥ 0.97 on average); *retained* is over the decoder's own (what \
+         `StitchReport` prints). Per-pair values are means over seeds before the worst pair is \
+         taken.\n\n",
         datasets.join(", "),
         args.anchors,
+        args.align,
         args.seeds
     ));
 
@@ -944,7 +948,8 @@ fn report(
         }
         md.push_str(&format!(
             "**The default** (`relstitch fit`'s centred cosine, stitched through a Procrustes \
-             translation into the decoder's encoder's space), kept mean / worst pair: {}. {}\n\n",
+             translation into the decoder's encoder's space fitted on its anchors and alignment \
+             texts), kept mean / worst pair: {}. {}\n\n",
             parts.join("; "),
             if met {
                 "Both of the issue's bars are met on every dataset."

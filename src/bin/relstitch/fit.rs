@@ -49,8 +49,9 @@ pub struct FitArgs {
     #[arg(long)]
     pub out: PathBuf,
     /// Number of anchors chosen from the training set, or an anchors .jsonl file (with texts).
-    #[arg(long, default_value = "768")]
-    pub anchors: String,
+    /// [default: 768, or every distinct training text when there are fewer]
+    #[arg(long)]
+    pub anchors: Option<String>,
     /// How anchors are chosen from the training set (not with an anchors file). [default: stratified]
     #[arg(long, value_enum)]
     pub anchor_strategy: Option<StrategyArg>,
@@ -127,6 +128,9 @@ pub enum HeadArg {
     Mlp,
 }
 
+/// Anchors chosen from the training set when `--anchors` is not given (the paper's text count).
+const DEFAULT_ANCHORS: usize = 768;
+
 /// Hidden width of `--head mlp` when `--hidden` is not given.
 const DEFAULT_HIDDEN: usize = 256;
 
@@ -164,14 +168,34 @@ pub fn run(args: FitArgs) -> anyhow::Result<()> {
             iterations: 20,
         },
     };
-    let anchors = match args.anchors.parse::<usize>() {
-        Ok(count) => AnchorChoice::Select { count, strategy },
-        Err(_) if args.anchor_strategy.is_some() => anyhow::bail!(
+    let anchors = match args.anchors.as_deref().map(str::parse::<usize>) {
+        None => {
+            let distinct = train
+                .records
+                .iter()
+                .map(|r| r.text.as_str())
+                .collect::<std::collections::HashSet<_>>()
+                .len();
+            if distinct < DEFAULT_ANCHORS {
+                tracing::info!(
+                    "{distinct} distinct training texts: every one is an anchor (the default is \
+                     {DEFAULT_ANCHORS})"
+                );
+            }
+            AnchorChoice::Select {
+                count: DEFAULT_ANCHORS.min(distinct),
+                strategy,
+            }
+        }
+        Some(Ok(count)) => AnchorChoice::Select { count, strategy },
+        Some(Err(_)) if args.anchor_strategy.is_some() => anyhow::bail!(
             "--anchor-strategy only applies when --anchors is a number (anchors chosen from the \
              training set); {} is read as an anchors file",
-            args.anchors
+            args.anchors.as_deref().unwrap_or_default()
         ),
-        Err(_) => AnchorChoice::File(PathBuf::from(&args.anchors)),
+        Some(Err(_)) => {
+            AnchorChoice::File(PathBuf::from(args.anchors.as_deref().unwrap_or_default()))
+        }
     };
     let space = match args.space {
         SpaceArg::Absolute => Space::Absolute,
