@@ -574,11 +574,13 @@ fn unsupervised_fits_a_map_from_two_unpaired_samples() -> anyhow::Result<()> {
         "unsupervised, {} pseudo-pairs: {e}\npaired Procrustes: {paired}",
         map.config().anchors.count
     );
-    // Honest state: on this data the unpaired matching does not find the alignment (retained
-    // recall@10 near chance, against 100 % for paired Procrustes); this pins that the method runs
-    // end to end, saves its pseudo-pairs as anchors and is measured, not that it works.
+    // Honest state: on these disjoint samples the Gromov–Wasserstein matching keeps about 45 % of
+    // re-embedded recall@10 (docs/results/migrate.md), against 100 % for paired Procrustes and
+    // 2 % for a random ranking. This pins that it runs end to end, saves its pseudo-pairs as
+    // anchors and is well above chance, not that it matches paired anchors.
     assert_eq!(map.method().name(), "unsupervised");
-    assert!(e.retained.is_some());
-    assert!(map.config().anchors.count >= 2);
+    assert!(map.config().anchors.count >= ANCHORS / 2);
+    let retained = e.retained.unwrap_or(0.0);
+    assert!(retained > 0.2, "retained {retained}");
     Ok(())
 }

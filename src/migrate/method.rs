@@ -34,9 +34,12 @@ pub enum MigrationMethod {
         hidden: usize,
     },
     /// No paired texts at all: two unrelated samples of the corpus, one embedded by each model, are
-    /// matched through their sorted relative similarities, then refined for `rounds` rounds of
-    /// Procrustes and CSLS mutual nearest neighbours ([`MigrationMap::fit_unpaired`]); the
-    /// result is a Procrustes map on the induced pseudo-pairs. Exact inverse.
+    /// matched by annealed entropic Gromov–Wasserstein transport between their intra-space cosine
+    /// similarities, then refined for `rounds` rounds of Procrustes and CSLS mutual nearest
+    /// neighbours ([`MigrationMap::fit_unpaired`]); the result is a Procrustes map on the induced
+    /// pseudo-pairs. Exact inverse. It recovers the pairing when both samples hold the same texts
+    /// and the encoders are close, but keeps far less than paired Procrustes on disjoint samples
+    /// (docs/results/migrate.md).
     ///
     /// [`MigrationMap::fit_unpaired`]: super::MigrationMap::fit_unpaired
     Unsupervised {

@@ -1,0 +1,21 @@
+import sys; sys.path.insert(0, __import__('os').path.dirname(__import__('os').path.abspath(__file__)) + '/..')
+from unsup_prototype import *
+mb=sys.argv[1]; n=int(sys.argv[2])
+xa,ha=load(__import__('os').environ.get('UNSUP_DATA', '/tmp/u2'),'all-MiniLM-L6-v2'); xb,hb=load(__import__('os').environ.get('UNSUP_DATA', '/tmp/u2'),mb)
+ua,ub,mua,mub,_=setup(xa,xb,n,False)
+ra,rb=unit(xa[:n]-xa[:n].mean(0)), unit(xb[:n]-xb[:n].mean(0))
+wt=procrustes(ra,rb)
+ev('paired',wt,ha,hb,xa[:n].mean(0),xb[:n].mean(0))
+ev('paired W on disjoint centring',wt,ha,hb,mua,mub)
+w,p=refine(ua,ub,mutual(csls_scores(unit(ua@wt)@ub.T)))
+print(len(p)); ev('oracle+refine',w,ha,hb,mua,mub)
+for eps in (0.05,0.02):
+  w2,t=wass_procrustes(ua,ub,wt,eps=eps); ev(f'oracle+WP eps{eps}',w2,ha,hb,mua,mub)
+c1,c2=ua@ua.T,ub@ub.T
+t0=sinkhorn(-(ua@wt)@ub.T,0.05)
+print('gw loss oracle plan', gw_loss(c1,c2,t0))
+t=egw(c1,c2,0.05,t0=t0)
+print('gw loss after gw', gw_loss(c1,c2,t))
+ev('oracle->gw->plan procrustes',procrustes_m(ua.T@t@ub),ha,hb,mua,mub)
+tu=egw(c1,c2,0.05)
+print('gw loss from uniform', gw_loss(c1,c2,tu))
