@@ -43,6 +43,14 @@ pub enum AnchorChoice {
         /// How to choose them.
         strategy: AnchorStrategy,
     },
+    /// Choose `count` training samples with `strategy`, or every distinct one when there are
+    /// fewer (the default: small training sets need no anchor count).
+    UpTo {
+        /// How many anchors at most.
+        count: usize,
+        /// How to choose them.
+        strategy: AnchorStrategy,
+    },
     /// Use the samples of an anchors `.jsonl` file (they must carry their text).
     File(std::path::PathBuf),
 }
@@ -76,7 +84,7 @@ impl Default for FitOptions {
     fn default() -> Self {
         Self {
             encoder: EncoderOptions::default(),
-            anchors: AnchorChoice::Select {
+            anchors: AnchorChoice::UpTo {
                 count: 768,
                 strategy: AnchorStrategy::Stratified { seed: 0 },
             },
@@ -142,16 +150,32 @@ pub fn fit(model: &str, train: &Dataset, options: &FitOptions) -> Result<Checkpo
     let labels: Vec<usize> = train.label_indices();
     let x = embed(&encoder, &texts, options.cache)?;
     let (anchors, strategy, anchor_latents) = match &options.anchors {
-        AnchorChoice::Select { count, strategy } => {
+        AnchorChoice::Select { count, strategy } | AnchorChoice::UpTo { count, strategy } => {
             let label_names: Vec<String> = train
                 .records
                 .iter()
                 .map(|r| train.labels[r.label].clone())
                 .collect();
+            // Texts the encoder cannot tell apart (e.g. the same first tokens of two long
+            // documents, past its maximum length) count as one: two such anchors would be one
+            // anchor twice.
+            let keys = same_latents_same_text(&texts, &x)?;
             let pool = AnchorPool::from_space(&x)
-                .with_texts(&texts)
+                .with_texts(&keys)
                 .with_labels(&label_names);
-            let set = AnchorSet::select(&pool, *count, strategy)?;
+            let count = match &options.anchors {
+                AnchorChoice::UpTo { .. } => {
+                    let distinct = keys.iter().collect::<std::collections::HashSet<_>>().len();
+                    if distinct < *count {
+                        tracing::info!(
+                            "{distinct} distinct training samples: every one is an anchor (at most {count} asked)"
+                        );
+                    }
+                    (*count).min(distinct)
+                }
+                _ => *count,
+            };
+            let set = AnchorSet::select(&pool, count, strategy)?;
             let lat = set.latents(&x)?;
             (set, Some(*strategy), lat)
         }
@@ -224,6 +248,31 @@ pub fn fit(model: &str, train: &Dataset, options: &FitOptions) -> Result<Checkpo
         alignment: alignment.map(|(set, _)| set),
         dir: None,
     })
+}
+
+/// `texts` with every text replaced by the first text of identical latents (row of `x`).
+fn same_latents_same_text(texts: &[String], x: &Tensor) -> Result<Vec<String>> {
+    let rows = x
+        .to_device(&Device::Cpu)
+        .and_then(|t| t.to_dtype(candle_core::DType::F32))
+        .and_then(|t| t.to_vec2::<f32>())
+        .context(|| "reading the training latents".into())?;
+    use std::hash::{Hash, Hasher};
+    // Rows by the hash of their bits; equal hashes are compared in full.
+    let mut seen: std::collections::HashMap<u64, Vec<usize>> = std::collections::HashMap::new();
+    let bits = |r: &[f32]| r.iter().map(|v| v.to_bits()).collect::<Vec<u32>>();
+    let mut out = Vec::with_capacity(texts.len());
+    for (i, r) in rows.iter().enumerate() {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        bits(r).hash(&mut h);
+        let same = seen.entry(h.finish()).or_default();
+        let first = same.iter().copied().find(|&j| bits(&rows[j]) == bits(r));
+        if first.is_none() {
+            same.push(i);
+        }
+        out.push(texts[first.unwrap_or(i)].clone());
+    }
+    Ok(out)
 }
 
 /// Up to `count` distinct training texts that are not anchor texts, as a seeded uniform sample
@@ -937,6 +986,26 @@ mod tests {
             decoder_checkpoint: s(0.9),
             stitched: s(0.81),
         }
+    }
+
+    #[test]
+    fn texts_with_identical_latents_share_the_first_text() -> Result<()> {
+        let texts: Vec<String> = ["a", "b", "c", "d", "e"].map(String::from).to_vec();
+        // Rows 0, 2 and 4 are the same vector; 1 differs from 3 only in the last bit of -0.0.
+        let x = Tensor::new(
+            &[
+                [1.0f32, 2.0],
+                [0.0, 1.0],
+                [1.0, 2.0],
+                [-0.0, 1.0],
+                [1.0, 2.0],
+            ],
+            &Device::Cpu,
+        )
+        .context(|| "test".into())?;
+        let keys = same_latents_same_text(&texts, &x)?;
+        assert_eq!(keys, ["a", "b", "a", "d", "a"]);
+        Ok(())
     }
 
     #[test]

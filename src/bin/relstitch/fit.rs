@@ -169,24 +169,10 @@ pub fn run(args: FitArgs) -> anyhow::Result<()> {
         },
     };
     let anchors = match args.anchors.as_deref().map(str::parse::<usize>) {
-        None => {
-            let distinct = train
-                .records
-                .iter()
-                .map(|r| r.text.as_str())
-                .collect::<std::collections::HashSet<_>>()
-                .len();
-            if distinct < DEFAULT_ANCHORS {
-                tracing::info!(
-                    "{distinct} distinct training texts: every one is an anchor (the default is \
-                     {DEFAULT_ANCHORS})"
-                );
-            }
-            AnchorChoice::Select {
-                count: DEFAULT_ANCHORS.min(distinct),
-                strategy,
-            }
-        }
+        None => AnchorChoice::UpTo {
+            count: DEFAULT_ANCHORS,
+            strategy,
+        },
         Some(Ok(count)) => AnchorChoice::Select { count, strategy },
         Some(Err(_)) if args.anchor_strategy.is_some() => anyhow::bail!(
             "--anchor-strategy only applies when --anchors is a number (anchors chosen from the \
