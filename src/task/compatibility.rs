@@ -31,7 +31,7 @@ use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::error::CandleContext;
-use crate::space::projection::{PreTransform, Projection, RelativeProjector};
+use crate::space::projection::RelativeProjector;
 use crate::space::translation::{LatentTranslator, TranslationMethod};
 use crate::task::checkpoint::Space;
 use crate::task::decoder::Head;
@@ -204,10 +204,18 @@ fn neighbour_score(latents: &Tensor, labels: &[usize]) -> Result<f64> {
             ),
         ));
     }
-    let sims = RelativeProjector::fit(latents, Projection::Cosine, PreTransform::CENTERED)?
-        .project(latents)?
-        .to_device(&Device::Cpu)
-        .and_then(|s| s.to_dtype(candle_core::DType::F32))
+    // Centred cosine similarities. (Not through a `RelativeProjector`, which refuses identical
+    // rows: texts the decoder's encoder tells apart can be one point for the new encoder, e.g.
+    // two long documents with the same first tokens past its shorter maximum length.)
+    let sims = latents
+        .to_dtype(candle_core::DType::F32)
+        .and_then(|x| x.broadcast_sub(&x.mean_keepdim(0)?))
+        .and_then(|c| {
+            let norms = c.sqr()?.sum_keepdim(1)?.sqrt()?.clamp(1e-12f32, f32::MAX)?;
+            let u = c.broadcast_div(&norms)?;
+            u.matmul(&u.t()?)
+        })
+        .and_then(|s| s.to_device(&Device::Cpu))
         .and_then(|s| s.to_vec2::<f32>())
         .context(|| "comparing the anchors".into())?;
     let classes = labels.iter().max().map_or(0, |c| c + 1);
@@ -577,6 +585,28 @@ impl std::fmt::Display for Compatibility {
 mod tests {
     use super::*;
     use crate::task::decoder::{train_head, HeadKind, TrainOptions};
+
+    #[test]
+    fn neighbour_votes_accept_identical_rows() -> anyhow::Result<()> {
+        // Two clusters; rows 0 and 1 are the same point (the new encoder sees two texts as one).
+        let x = Tensor::new(
+            &[
+                [1.0f32, 0.1],
+                [1.0, 0.1],
+                [0.9, 0.2],
+                [1.1, 0.0],
+                [0.95, 0.15],
+                [-1.0, 0.1],
+                [-0.9, -0.1],
+                [-1.1, 0.05],
+                [-1.0, -0.05],
+            ],
+            &Device::Cpu,
+        )?;
+        let labels = [0, 0, 0, 0, 0, 1, 1, 1, 1];
+        assert_eq!(neighbour_score(&x, &labels)?, 1.0);
+        Ok(())
+    }
 
     #[test]
     fn identical_views_agree_fully_and_opposite_ones_do_not() -> anyhow::Result<()> {

@@ -149,6 +149,10 @@ pub fn fit(model: &str, train: &Dataset, options: &FitOptions) -> Result<Checkpo
     let texts: Vec<String> = train.records.iter().map(|r| r.text.clone()).collect();
     let labels: Vec<usize> = train.label_indices();
     let x = embed(&encoder, &texts, options.cache)?;
+    // Texts the encoder cannot tell apart (e.g. the same first tokens of two long documents, past
+    // its maximum length) count as one: two such anchors would be one anchor twice, and such an
+    // alignment text would repeat an anchor.
+    let keys = same_latents_same_text(&texts, &x)?;
     let (anchors, strategy, anchor_latents) = match &options.anchors {
         AnchorChoice::Select { count, strategy } | AnchorChoice::UpTo { count, strategy } => {
             let label_names: Vec<String> = train
@@ -156,10 +160,6 @@ pub fn fit(model: &str, train: &Dataset, options: &FitOptions) -> Result<Checkpo
                 .iter()
                 .map(|r| train.labels[r.label].clone())
                 .collect();
-            // Texts the encoder cannot tell apart (e.g. the same first tokens of two long
-            // documents, past its maximum length) count as one: two such anchors would be one
-            // anchor twice.
-            let keys = same_latents_same_text(&texts, &x)?;
             let pool = AnchorPool::from_space(&x)
                 .with_texts(&keys)
                 .with_labels(&label_names);
@@ -204,12 +204,7 @@ pub fn fit(model: &str, train: &Dataset, options: &FitOptions) -> Result<Checkpo
         train.labels.len(),
         &options.train,
     )?;
-    let alignment = alignment_texts(
-        &texts,
-        &anchors,
-        options.alignment_texts,
-        options.train.seed,
-    )?;
+    let alignment = alignment_texts(&keys, &anchors, options.alignment_texts, options.train.seed)?;
     let mut config = CheckpointConfig {
         format: FORMAT.into(),
         format_version: required_format_version(&options.space),
@@ -250,32 +245,27 @@ pub fn fit(model: &str, train: &Dataset, options: &FitOptions) -> Result<Checkpo
     })
 }
 
-/// `texts` with every text replaced by the first text of identical latents (row of `x`).
+/// `texts` with every text replaced by the first text of identical latents (row of `x`; `+0.0`
+/// and `-0.0` are the same point).
 fn same_latents_same_text(texts: &[String], x: &Tensor) -> Result<Vec<String>> {
     let rows = x
         .to_device(&Device::Cpu)
         .and_then(|t| t.to_dtype(candle_core::DType::F32))
         .and_then(|t| t.to_vec2::<f32>())
         .context(|| "reading the training latents".into())?;
-    use std::hash::{Hash, Hasher};
-    // Rows by the hash of their bits; equal hashes are compared in full.
-    let mut seen: std::collections::HashMap<u64, Vec<usize>> = std::collections::HashMap::new();
-    let bits = |r: &[f32]| r.iter().map(|v| v.to_bits()).collect::<Vec<u32>>();
-    let mut out = Vec::with_capacity(texts.len());
-    for (i, r) in rows.iter().enumerate() {
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        bits(r).hash(&mut h);
-        let same = seen.entry(h.finish()).or_default();
-        let first = same.iter().copied().find(|&j| bits(&rows[j]) == bits(r));
-        if first.is_none() {
-            same.push(i);
-        }
-        out.push(texts[first.unwrap_or(i)].clone());
-    }
-    Ok(out)
+    let mut first: std::collections::HashMap<Vec<u32>, usize> = std::collections::HashMap::new();
+    Ok(rows
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let key = r.iter().map(|v| (v + 0.0).to_bits()).collect();
+            texts[*first.entry(key).or_insert(i)].clone()
+        })
+        .collect())
 }
 
-/// Up to `count` distinct training texts that are not anchor texts, as a seeded uniform sample
+/// Up to `count` distinct training texts (`texts` keyed so that texts of identical latents are one
+/// text) that are not anchor texts, as a seeded uniform sample
 /// ([`AnchorStrategy::Uniform`]), with the strategy; `None` when `count` is 0 or no text is left.
 fn alignment_texts(
     texts: &[String],
@@ -605,14 +595,20 @@ impl Pipeline {
                 let compatibility = estimated((|| {
                     let mut c = Compatibility::translated_relative(&head, b.space, (&source_all, &target_all), &own, options.translation)?;
                     if c.verdict != Verdict::Good {
-                        // Would the zero-shot stitch keep more? Same head, same anchors.
-                        let p = RelativeProjector::fit(&source, projection, pre_transform)?;
-                        let z = Compatibility::relative(&head, b.space, (&own, &target), (&p, &source))?;
-                        c = c.with_alternative(Alternative {
-                            method: "a zero-shot stitch (`--zero-shot`, RelativeStitch::ZeroShot)".into(),
-                            agreement: z.agreement,
-                            predicted_retained: z.predicted_retained,
-                        });
+                        // Would the zero-shot stitch keep more? Same head, same anchors. (Not
+                        // where it cannot be made: the new encoder may see two anchors as one.)
+                        let zero_shot = RelativeProjector::fit(&source, projection, pre_transform)
+                            .and_then(|p| Compatibility::relative(&head, b.space, (&own, &target), (&p, &source)));
+                        match zero_shot {
+                            Ok(z) => {
+                                c = c.with_alternative(Alternative {
+                                    method: "a zero-shot stitch (`--zero-shot`, RelativeStitch::ZeroShot)".into(),
+                                    agreement: z.agreement,
+                                    predicted_retained: z.predicted_retained,
+                                });
+                            }
+                            Err(e) => tracing::debug!("no zero-shot alternative to compare with: {e}"),
+                        }
                     }
                     Ok(c)
                 })());
@@ -991,7 +987,7 @@ mod tests {
     #[test]
     fn texts_with_identical_latents_share_the_first_text() -> Result<()> {
         let texts: Vec<String> = ["a", "b", "c", "d", "e"].map(String::from).to_vec();
-        // Rows 0, 2 and 4 are the same vector; 1 differs from 3 only in the last bit of -0.0.
+        // Rows 0, 2 and 4 are the same vector, and so are 1 and 3 (-0.0 is 0.0).
         let x = Tensor::new(
             &[
                 [1.0f32, 2.0],
@@ -1004,7 +1000,7 @@ mod tests {
         )
         .context(|| "test".into())?;
         let keys = same_latents_same_text(&texts, &x)?;
-        assert_eq!(keys, ["a", "b", "a", "d", "a"]);
+        assert_eq!(keys, ["a", "b", "a", "b", "a"]);
         Ok(())
     }
 
