@@ -584,3 +584,72 @@ fn unsupervised_fits_a_map_from_two_unpaired_samples() -> anyhow::Result<()> {
     assert!(retained > 0.2, "retained {retained}");
     Ok(())
 }
+
+#[test]
+fn cli_unsupervised_fits_from_two_unpaired_files_and_refuses_what_it_cannot_use(
+) -> anyhow::Result<()> {
+    let s = setup();
+    let dir = tempfile::tempdir()?;
+    let p = |n: &str| -> PathBuf { dir.path().join(n) };
+    // Two samples with no text in common: A's from the anchors, B's from the documents.
+    std::fs::write(p("old.txt"), s.anchor_texts[..256].join("\n"))?;
+    std::fs::write(p("new.txt"), s.docs[..256].join("\n"))?;
+    std::fs::write(p("few.txt"), s.docs[..100].join("\n"))?;
+    let fit = |extra: &[&str], out: &str| {
+        let mut c = relstitch();
+        c.args([
+            "migrate",
+            "fit",
+            "--from",
+            A,
+            "--to",
+            B,
+            "--method",
+            "unsupervised",
+            "--quiet",
+        ])
+        .arg("--anchors")
+        .arg(p("old.txt"))
+        .args(extra)
+        .arg("--out")
+        .arg(p(out));
+        c
+    };
+    let new = p("new.txt").display().to_string();
+    run(&mut fit(&["--to-corpus", &new], "map"))?;
+    let config: serde_json::Value = serde_json::from_slice(&std::fs::read(p("map/map.json"))?)?;
+    assert_eq!(config["method"]["kind"], "unsupervised");
+    assert!(
+        config["anchors"]["count"].as_u64().unwrap_or(0) >= 2,
+        "{config}"
+    );
+    // The map moves A's vectors like any other.
+    run(relstitch()
+        .args(["embed", "--model", A])
+        .arg("--input")
+        .arg(p("few.txt"))
+        .arg("--output")
+        .arg(p("index-a.safetensors")))?;
+    run(relstitch()
+        .args(["migrate", "apply"])
+        .arg("--map")
+        .arg(p("map"))
+        .arg("--embeddings")
+        .arg(p("index-a.safetensors"))
+        .arg("--output")
+        .arg(p("index-b.safetensors")))?;
+    let moved = relstitch::io::SafetensorsFile::read(&p("index-b.safetensors"), &Device::Cpu)?;
+    assert_eq!(moved.matrix("embeddings")?.dims(), &[100, 768]);
+    // Refusals: no sample for the new model; a sample too small to match. Nothing is written.
+    let few = p("few.txt").display().to_string();
+    for (extra, needle) in [
+        (vec![], "--to-corpus"),
+        (vec!["--to-corpus", few.as_str()], "128"),
+    ] {
+        let out = fit(&extra, "refused").output()?;
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && err.contains(needle), "{err}");
+        assert!(!p("refused").join("map.json").exists());
+    }
+    Ok(())
+}

@@ -56,7 +56,10 @@ pub enum MethodArg {
     /// No map: both sides become similarities to the anchors (the paper's zero-shot route).
     Relative,
     /// No paired texts: --anchors is a sample embedded by the old model only, --to-corpus another
-    /// sample embedded by the new model only; matched through their structure.
+    /// sample embedded by the new model only; matched through their structure (annealed
+    /// Gromov-Wasserstein transport, then Procrustes). Experimental: far below paired anchors on
+    /// disjoint samples (docs/RESULTS.md); at most 2,048 texts per side are used, about 4 minutes
+    /// on 2 cores at that size.
     Unsupervised,
 }
 
