@@ -582,6 +582,21 @@ fn unsupervised_fits_a_map_from_two_unpaired_samples() -> anyhow::Result<()> {
     assert!(map.config().anchors.count >= ANCHORS / 2);
     let retained = e.retained.unwrap_or(0.0);
     assert!(retained > 0.2, "retained {retained}");
+    // A NaN in either sample is refused up front, naming the side.
+    let poisoned = xb.slice_assign(&[0..1, 0..1], &Tensor::new(&[[f32::NAN]], &Device::Cpu)?)?;
+    match MigrationMap::fit_unpaired(
+        s.a.identity.clone(),
+        s.b.identity.clone(),
+        &s.anchor_texts,
+        &s.a.anchors,
+        &poisoned,
+        &options,
+    ) {
+        Err(e @ Error::InvalidArgument { .. }) => {
+            assert!(text(&e).contains("target corpus"), "{e}")
+        }
+        other => panic!("expected InvalidArgument, got {other:?}"),
+    }
     Ok(())
 }
 

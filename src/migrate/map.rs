@@ -408,8 +408,8 @@ impl MigrationMap {
     /// anchors).
     ///
     /// # Errors
-    /// [`Error::InvalidArgument`] for another method, fewer than 128 texts on a side, widths
-    /// that disagree with the identities, or no pairs found.
+    /// [`Error::InvalidArgument`] for another method, fewer than 128 texts on a side, NaN or
+    /// infinite values, widths that disagree with the identities, or no pairs found.
     ///
     /// # Shapes
     /// - `xa`: `[source_texts.len(), d_a]`, `xb`: `[m, d_b]`.
@@ -432,6 +432,8 @@ impl MigrationMap {
         };
         let xa = cpu_f32(xa, "source corpus")?;
         let xb = cpu_f32(xb, "target corpus")?;
+        crate::io::check_finite(&xa, "source corpus")?;
+        crate::io::check_finite(&xb, "target corpus")?;
         if xa.dim(0).context(|| "source corpus".into())? != source_texts.len() {
             return Err(Error::invalid(
                 "source corpus",
