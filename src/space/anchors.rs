@@ -630,7 +630,9 @@ impl<'a> DistinctTexts<'a> {
             return Err(Error::invalid(
                 "number of anchors",
                 format!(
-                    "{n} anchors asked from a pool with only {} distinct texts",
+                    "{n} anchors asked from a pool with only {} distinct texts (texts whose \
+                     embeddings are identical, e.g. long documents that agree up to the model's \
+                     maximum length, count as one); ask for fewer",
                     rows.len()
                 ),
             ));

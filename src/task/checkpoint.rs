@@ -377,6 +377,14 @@ impl Checkpoint {
                 config.format_version
             )));
         }
+        if config.format_version < config.minimum_format_version() {
+            return Err(bad(dir, "config.json", format!(
+                "format version {} cannot hold what config.json declares (its space or alignment texts need version {}); \
+                 config.json was edited or mixed with another checkpoint's: restore it, or re-run `relstitch fit`",
+                config.format_version,
+                config.minimum_format_version()
+            )));
+        }
         if config.labels.len() != config.head.num_classes || config.labels.len() < 2 {
             return Err(bad(
                 dir,
@@ -669,10 +677,24 @@ fn check_recorded(
             return Err(Error::Integrity {
                 path: dir.join("config.json"),
                 reason: format!(
-                    "its `{key}` was removed after the checkpoint was saved (model.safetensors recorded one);                      restore config.json, or re-run `relstitch fit`"
+                    "its `{key}` was removed after the checkpoint was saved (model.safetensors recorded one); \
+                     restore config.json, or re-run `relstitch fit`"
                 ),
             });
         }
+    }
+    // Alignment texts are recorded whenever a checkpoint has them; one whose record (digest and
+    // all) names none had none when it was saved.
+    if config.alignment.is_some()
+        && recorded.contains_key(TENSORS_SHA256)
+        && !recorded.contains_key(ALIGNMENT_KEY)
+    {
+        return Err(Error::Integrity {
+            path: dir.join("config.json"),
+            reason: "its `alignment` was added after the checkpoint was saved (model.safetensors recorded none); \
+                     remove it, or re-run `relstitch fit` to make a checkpoint with alignment texts"
+                .into(),
+        });
     }
     for (key, now) in now_record {
         let Some(saved) = recorded.get(key) else {
@@ -1085,6 +1107,33 @@ mod tests {
         let mut half = ckpt.clone();
         half.alignment = None;
         assert!(half.save(&root.path().join("half")).is_err());
+
+        // A format version too old for what config.json declares.
+        std::fs::remove_dir_all(&dir)?;
+        ckpt.save(&dir)?;
+        let mut json: serde_json::Value = serde_json::from_slice(&std::fs::read(&cfg)?)?;
+        json["format_version"] = serde_json::json!(1);
+        std::fs::write(&cfg, serde_json::to_vec_pretty(&json)?)?;
+        let e = Checkpoint::load(&dir).err().map(|e| e.to_string());
+        assert!(
+            e.as_deref().is_some_and(|e| e.contains("version 3")),
+            "{e:?}"
+        );
+
+        // Alignment texts added to a checkpoint saved without any.
+        let plain = root.path().join("plain");
+        tiny()?.save(&plain)?;
+        std::fs::copy(dir.join("alignment.jsonl"), plain.join("alignment.jsonl"))?;
+        let cfg = plain.join("config.json");
+        let mut json: serde_json::Value = serde_json::from_slice(&std::fs::read(&cfg)?)?;
+        json["alignment"] = serde_json::to_value(&ckpt.config.alignment)?;
+        json["format_version"] = serde_json::json!(3);
+        std::fs::write(&cfg, serde_json::to_vec_pretty(&json)?)?;
+        let e = Checkpoint::load(&plain).err();
+        assert!(
+            matches!(&e, Some(Error::Integrity { reason, .. }) if reason.contains("added")),
+            "{e:?}"
+        );
         Ok(())
     }
 

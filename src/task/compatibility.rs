@@ -82,7 +82,8 @@ impl Verdict {
     }
 }
 
-/// The label-free compatibility of a stitch, estimated on the decoder's anchors.
+/// The label-free compatibility of a stitch, estimated on the decoder's anchors (and its
+/// alignment texts, for a stitch through a translation).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Compatibility {
     /// The stitch's score over the decoder's own score, predicted without labels (what the
@@ -189,6 +190,9 @@ fn argmax(row: &[f32]) -> usize {
         .fold(0, |b, (i, v)| if *v > row[b] { i } else { b })
 }
 
+/// Most rows [`neighbour_score`] compares all with all (a `[n, n]` similarity matrix).
+const MAX_VOTERS: usize = 8192;
+
 /// Leave-one-out accuracy of a similarity-weighted vote of each row's [`NEIGHBOURS`] nearest other
 /// rows (centred cosine) for `labels`.
 fn neighbour_score(latents: &Tensor, labels: &[usize]) -> Result<f64> {
@@ -203,6 +207,18 @@ fn neighbour_score(latents: &Tensor, labels: &[usize]) -> Result<f64> {
                  {neighbours} anchors, are needed"
             ),
         ));
+    }
+    if k > MAX_VOTERS {
+        // The vote compares every row with every other: beyond MAX_VOTERS rows, an even
+        // subsample (the same rows for both encoders) keeps memory and time bounded.
+        let keep: Vec<u32> = (0..MAX_VOTERS)
+            .map(|i| (i * k / MAX_VOTERS) as u32)
+            .collect();
+        let sub_labels: Vec<usize> = keep.iter().map(|&i| labels[i as usize]).collect();
+        let sub = Tensor::from_vec(keep, MAX_VOTERS, latents.device())
+            .and_then(|i| latents.index_select(&i, 0))
+            .context(|| "subsampling the texts".into())?;
+        return neighbour_score(&sub, &sub_labels);
     }
     // Centred cosine similarities. (Not through a `RelativeProjector`, which refuses identical
     // rows: texts the decoder's encoder tells apart can be one point for the new encoder, e.g.
@@ -320,7 +336,8 @@ impl Compatibility {
     }
 
     /// The compatibility of a stitch through a latent translation into the decoder's absolute
-    /// space: each fifth of the anchors is translated by a map fitted on the other four fifths.
+    /// space: each fifth of the texts (anchors, then any alignment texts) is translated by a map
+    /// fitted on the other four fifths.
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] with fewer than 10 anchors; those of [`LatentTranslator::fit`]

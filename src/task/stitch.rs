@@ -248,20 +248,28 @@ pub fn fit(model: &str, train: &Dataset, options: &FitOptions) -> Result<Checkpo
 /// `texts` with every text replaced by the first text of identical latents (row of `x`; `+0.0`
 /// and `-0.0` are the same point).
 fn same_latents_same_text(texts: &[String], x: &Tensor) -> Result<Vec<String>> {
+    use std::hash::{Hash, Hasher};
     let rows = x
         .to_device(&Device::Cpu)
         .and_then(|t| t.to_dtype(candle_core::DType::F32))
         .and_then(|t| t.to_vec2::<f32>())
         .context(|| "reading the training latents".into())?;
-    let mut first: std::collections::HashMap<Vec<u32>, usize> = std::collections::HashMap::new();
-    Ok(rows
-        .iter()
-        .enumerate()
-        .map(|(i, r)| {
-            let key = r.iter().map(|v| (v + 0.0).to_bits()).collect();
-            texts[*first.entry(key).or_insert(i)].clone()
-        })
-        .collect())
+    let bits = |r: &[f32]| r.iter().map(|v| (v + 0.0).to_bits()).collect::<Vec<u32>>();
+    // Rows by the hash of their bits; rows of equal hashes are compared in full.
+    let mut by_hash: std::collections::HashMap<u64, Vec<usize>> = std::collections::HashMap::new();
+    let mut out = Vec::with_capacity(texts.len());
+    for (i, r) in rows.iter().enumerate() {
+        let key = bits(r);
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        key.hash(&mut h);
+        let same = by_hash.entry(h.finish()).or_default();
+        let first = same.iter().copied().find(|&j| bits(&rows[j]) == key);
+        if first.is_none() {
+            same.push(i);
+        }
+        out.push(texts[first.unwrap_or(i)].clone());
+    }
+    Ok(out)
 }
 
 /// Up to `count` distinct training texts (`texts` keyed so that texts of identical latents are one
@@ -325,8 +333,8 @@ pub enum RelativeStitch {
     /// one; docs/RESULTS.md, `stitch_robust`).
     ZeroShot,
     /// The new encoder's latents are mapped into the decoder's encoder's space by a latent
-    /// translation ([`StitchOptions::translation`]) fitted on the decoder's anchors
-    /// embedded by both encoders, then projected onto the anchors exactly as the decoder was
+    /// translation ([`StitchOptions::translation`]) fitted on the decoder's anchors and
+    /// alignment texts embedded by both encoders, then projected onto the anchors exactly as the decoder was
     /// trained. Needs the decoder's encoder at stitch and predict time (it is found by its
     /// recorded identity and its weights are verified). The most faithful stitch measured on
     /// every pair of catalog encoders for unwhitened decoders (docs/RESULTS.md, `stitch_robust`).
@@ -530,15 +538,17 @@ impl Pipeline {
     ///
     /// A relative decoder is stitched as [`StitchOptions::relative`] says: by default
     /// ([`RelativeStitch::Auto`]) an unwhitened decoder gets the new encoder's latents translated
-    /// into its encoder's space (a map fitted on the decoder's anchors embedded by both encoders)
+    /// into its encoder's space (a map fitted on the decoder's anchors and alignment texts
+    /// embedded by both encoders)
     /// and projected onto the anchors as it was trained ([`RelativeStitch::Translated`]), and a
     /// whitened one gets them zero-shot: the anchors are embedded by the new encoder and
     /// projected the same way ([`RelativeStitch::ZeroShot`], the paper's). An
     /// absolute decoder gets a latent translation (Procrustes by default) fitted on its anchors
-    /// embedded by both encoders.
+    /// and alignment texts embedded by both encoders.
     ///
     /// Before any evaluation, the stitch's label-free [`Compatibility`] is estimated on the
-    /// decoder's anchors (both encoders embed them; see [`Pipeline::compatibility`]). When the
+    /// decoder's anchors, and its alignment texts where a translation is fitted (both encoders
+    /// embed them; see [`Pipeline::compatibility`]). When the
     /// decoder's own encoder cannot be loaded here, the estimate is skipped with a warning and the
     /// stitch still runs.
     ///
@@ -700,7 +710,7 @@ impl Pipeline {
     }
 
     /// The label-free estimate of how well this stitch holds, computed from the decoder's anchors
-    /// before any evaluation (`None` for a checkpoint run as trained, or when the estimate could
+    /// (and alignment texts) before any evaluation (`None` for a checkpoint run as trained, or when the estimate could
     /// not be made).
     pub fn compatibility(&self) -> Option<&Compatibility> {
         self.compatibility.as_ref()
