@@ -4,18 +4,7 @@ import ot
 mb=sys.argv[1]; n=int(sys.argv[2]); k=int(sys.argv[3]); restarts=int(sys.argv[4])
 xa,ha=load(__import__('os').environ.get('UNSUP_DATA', '/tmp/u2'),'all-MiniLM-L6-v2'); xb,hb=load(__import__('os').environ.get('UNSUP_DATA', '/tmp/u2'),mb)
 
-def kmeans(u,k,seed,iters=50):
-    rng=np.random.default_rng(seed)
-    # k-means++
-    c=[u[rng.integers(len(u))]]
-    d=np.full(len(u),np.inf)
-    for _ in range(k-1):
-        d=np.minimum(d,((u-c[-1])**2).sum(1)); c.append(u[rng.choice(len(u),p=d/d.sum())])
-    c=np.array(c)
-    for _ in range(iters):
-        lab=((u[:,None,:]-c[None])**2).sum(-1).argmin(1) if False else (-(u@c.T)+0.5*(c**2).sum(1)).argmin(1)
-        c=np.array([u[lab==j].mean(0) if (lab==j).any() else c[j] for j in range(k)])
-    return c,lab
+exec(open(__import__('os').path.dirname(__import__('os').path.abspath(__file__)) + '/kmeans_def.py').read())
 
 for control in (True,False):
     ua,ub,mua,mub,truth=setup(xa,xb,n,control)
