@@ -650,3 +650,88 @@ fn default_anchors_fit_small_training_sets() -> anyhow::Result<()> {
     assert!(String::from_utf8_lossy(&out.stderr).contains("768 anchors"));
     Ok(())
 }
+
+/// Long texts that agree up to the encoder's maximum length are one point to it: `relstitch fit`
+/// counts them as one text when it chooses anchors (two such anchors would be one anchor twice),
+/// and never keeps as an alignment text a twin of an anchor, chosen or from a file.
+#[test]
+fn texts_the_encoder_cannot_tell_apart_count_as_one() -> anyhow::Result<()> {
+    let (train, _) = data();
+    let dir = tempfile::tempdir()?;
+    let small = train.first_per_label(6);
+    let file = dir.path().join("train.jsonl");
+    small.write_jsonl(&file)?;
+    // Twins: the same 300 words (past MiniLM-L3's 128 tokens), then a different ending.
+    let prefix = small
+        .texts()
+        .join(" ")
+        .split_whitespace()
+        .take(300)
+        .collect::<Vec<_>>()
+        .join(" ");
+    let twins = [
+        format!("{prefix} first ending"),
+        format!("{prefix} second ending"),
+    ];
+    let mut lines = std::fs::read_to_string(&file)?;
+    let template: serde_json::Value = serde_json::from_str(lines.lines().next().unwrap_or("{}"))?;
+    for (i, t) in twins.iter().enumerate() {
+        let mut r = template.clone();
+        r["text"] = serde_json::json!(t);
+        if r.get("id").is_some() {
+            r["id"] = serde_json::json!(format!("twin-{i}"));
+        }
+        lines.push_str(&format!("{r}\n"));
+    }
+    std::fs::write(&file, lines)?;
+    let fit_cli = |extra: &[&str], out: &str| -> anyhow::Result<()> {
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_relstitch"))
+            .args([
+                "fit",
+                "--model",
+                "paraphrase-MiniLM-L3-v2",
+                "--epochs",
+                "2",
+                "--quiet",
+                "--train",
+            ])
+            .arg(&file)
+            .arg("--out")
+            .arg(dir.path().join(out))
+            .args(extra)
+            .output()?;
+        anyhow::ensure!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        Ok(())
+    };
+    // Every distinct point is an anchor: the twins are one of them, and neither is left over as
+    // an alignment text.
+    fit_cli(&[], "ckpt")?;
+    let ckpt = Checkpoint::load(&dir.path().join("ckpt"))?;
+    let distinct: std::collections::HashSet<&str> = small.texts().into_iter().collect();
+    assert_eq!(ckpt.anchors.len(), distinct.len() + 1);
+    let anchor_texts = ckpt.anchors.texts()?;
+    assert_eq!(
+        anchor_texts.iter().filter(|t| twins.contains(*t)).count(),
+        1
+    );
+    assert!(ckpt.alignment.is_none());
+    // Anchors from a file holding the second twin: the first is no alignment text.
+    let anchors = dir.path().join("anchors.jsonl");
+    let picked: Vec<&str> = anchor_texts
+        .iter()
+        .filter(|t| !twins.contains(*t))
+        .take(20)
+        .map(String::as_str)
+        .chain([twins[1].as_str()])
+        .collect();
+    relstitch::space::anchors::AnchorSet::from_texts(&picked)?.save_jsonl(&anchors)?;
+    fit_cli(&["--anchors", &anchors.display().to_string()], "from-file")?;
+    let ckpt = Checkpoint::load(&dir.path().join("from-file"))?;
+    let kept = ckpt
+        .alignment
+        .ok_or_else(|| anyhow::anyhow!("no alignment texts"))?
+        .texts()?;
+    assert!(!kept.contains(&twins[0]) && !kept.contains(&twins[1]));
+    assert_eq!(kept.len(), distinct.len() - 20);
+    Ok(())
+}

@@ -152,7 +152,7 @@ pub fn fit(model: &str, train: &Dataset, options: &FitOptions) -> Result<Checkpo
     // Texts the encoder cannot tell apart (e.g. the same first tokens of two long documents, past
     // its maximum length) count as one: two such anchors would be one anchor twice, and such an
     // alignment text would repeat an anchor.
-    let keys = same_latents_same_text(&texts, &x)?;
+    let mut keys = same_latents_same_text(&texts, &x)?;
     let (anchors, strategy, anchor_latents) = match &options.anchors {
         AnchorChoice::Select { count, strategy } | AnchorChoice::UpTo { count, strategy } => {
             let label_names: Vec<String> = train
@@ -187,6 +187,11 @@ pub fn fit(model: &str, train: &Dataset, options: &FitOptions) -> Result<Checkpo
                 reason: format!("{e}; anchors for fitting must carry their text"),
             })?;
             let lat = embed(&encoder, &anchor_texts, options.cache)?;
+            // A training text the encoder cannot tell from a file anchor counts as that anchor.
+            let both = Tensor::cat(&[&lat, &x], 0)
+                .context(|| "joining the anchors' and the training texts' latents".into())?;
+            let all: Vec<String> = anchor_texts.iter().chain(&texts).cloned().collect();
+            keys = same_latents_same_text(&all, &both)?.split_off(anchor_texts.len());
             (set, None, lat)
         }
     };
