@@ -58,7 +58,7 @@ pub enum MethodArg {
     /// No paired texts: --anchors is a sample embedded by the old model only, --to-corpus another
     /// sample embedded by the new model only; matched through their structure (annealed
     /// Gromov-Wasserstein transport, then Procrustes). Experimental: far below paired anchors on
-    /// disjoint samples (docs/RESULTS.md); at most 2,048 texts per side are used, about 5 minutes
+    /// disjoint samples (docs/RESULTS.md); at most 2,048 texts per side are used, 2 to 5 minutes
     /// on 2 cores at that size.
     Unsupervised,
 }
