@@ -618,22 +618,8 @@ fn default_anchors_fit_small_training_sets() -> anyhow::Result<()> {
     let small = train.first_per_label(6);
     let file = dir.path().join("train.jsonl");
     small.write_jsonl(&file)?;
-    let fit_cli = |extra: &[&str], out: &str| -> anyhow::Result<std::process::Output> {
-        Ok(std::process::Command::new(env!("CARGO_BIN_EXE_relstitch"))
-            .args([
-                "fit",
-                "--model",
-                "all-MiniLM-L6-v2",
-                "--epochs",
-                "2",
-                "--quiet",
-                "--train",
-            ])
-            .arg(&file)
-            .arg("--out")
-            .arg(dir.path().join(out))
-            .args(extra)
-            .output()?)
+    let fit_cli = |extra: &[&str], out: &str| {
+        relstitch_fit("all-MiniLM-L6-v2", &file, &dir.path().join(out), extra)
     };
     let out = fit_cli(&[], "ckpt")?;
     assert!(
@@ -685,21 +671,12 @@ fn texts_the_encoder_cannot_tell_apart_count_as_one() -> anyhow::Result<()> {
     }
     std::fs::write(&file, lines)?;
     let fit_cli = |extra: &[&str], out: &str| -> anyhow::Result<()> {
-        let o = std::process::Command::new(env!("CARGO_BIN_EXE_relstitch"))
-            .args([
-                "fit",
-                "--model",
-                "paraphrase-MiniLM-L3-v2",
-                "--epochs",
-                "2",
-                "--quiet",
-                "--train",
-            ])
-            .arg(&file)
-            .arg("--out")
-            .arg(dir.path().join(out))
-            .args(extra)
-            .output()?;
+        let o = relstitch_fit(
+            "paraphrase-MiniLM-L3-v2",
+            &file,
+            &dir.path().join(out),
+            extra,
+        )?;
         anyhow::ensure!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         Ok(())
     };
@@ -734,4 +711,22 @@ fn texts_the_encoder_cannot_tell_apart_count_as_one() -> anyhow::Result<()> {
     assert!(!kept.contains(&twins[0]) && !kept.contains(&twins[1]));
     assert_eq!(kept.len(), distinct.len() - 20);
     Ok(())
+}
+
+/// `relstitch fit --model MODEL --epochs 2 --quiet --train TRAIN --out OUT EXTRA…`.
+fn relstitch_fit(
+    model: &str,
+    train: &std::path::Path,
+    out: &std::path::Path,
+    extra: &[&str],
+) -> anyhow::Result<std::process::Output> {
+    Ok(std::process::Command::new(env!("CARGO_BIN_EXE_relstitch"))
+        .args([
+            "fit", "--model", model, "--epochs", "2", "--quiet", "--train",
+        ])
+        .arg(train)
+        .arg("--out")
+        .arg(out)
+        .args(extra)
+        .output()?)
 }
