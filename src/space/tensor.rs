@@ -182,28 +182,54 @@ pub(crate) fn checked_sq_norms_vec(
     Ok((sq, v))
 }
 
+/// For every row of `a` (`[k, d]`), the index of the first row identical to it (itself when
+/// none comes before); `+0.0` and `-0.0` are the same point. Rows are keyed by a hash of their
+/// bits and compared in full only when hashes meet, so no copy of the rows is kept.
+pub(crate) fn first_identical_rows(a: &Tensor) -> Result<Vec<usize>> {
+    use std::hash::{Hash, Hasher};
+    let ctx = || "reading the rows".to_string();
+    let d = a.dim(1).context(ctx)?;
+    let v = a
+        .to_device(&Device::Cpu)
+        .and_then(|t| t.to_dtype(DType::F32))
+        .and_then(|t| t.flatten_all())
+        .and_then(|t| t.to_vec1::<f32>())
+        .context(ctx)?;
+    let bits = |row: &[f32]| {
+        row.iter()
+            .map(|x| (x + 0.0).to_bits())
+            .collect::<Vec<u32>>()
+    };
+    let rows: Vec<&[f32]> = v.chunks_exact(d.max(1)).collect();
+    let mut by_hash: HashMap<u64, Vec<usize>> = HashMap::new();
+    let mut first = Vec::with_capacity(rows.len());
+    for (i, row) in rows.iter().enumerate() {
+        let key = bits(row);
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        key.hash(&mut h);
+        let same = by_hash.entry(h.finish()).or_default();
+        match same.iter().copied().find(|&j| bits(rows[j]) == key) {
+            Some(j) => first.push(j),
+            None => {
+                same.push(i);
+                first.push(i);
+            }
+        }
+    }
+    Ok(first)
+}
+
 /// Fails when two rows of `a` (`[k, d]` f32) are identical.
 pub(crate) fn check_distinct_rows(a: &Tensor) -> Result<()> {
-    let d = a
-        .dim(1)
-        .map_err(|e| Error::candle("reading the anchors", e))?;
-    let v = a
-        .flatten_all()
-        .and_then(|t| t.to_vec1::<f32>())
-        .map_err(|e| Error::candle("reading the anchors", e))?;
-    let mut seen: HashMap<Vec<u32>, usize> = HashMap::new();
-    for (i, row) in v.chunks_exact(d.max(1)).enumerate() {
-        // +0.0 and -0.0 are the same point.
-        let key: Vec<u32> = row.iter().map(|x| (x + 0.0).to_bits()).collect();
-        if let Some(j) = seen.insert(key, i) {
-            return Err(Error::invalid(
-                "anchor latents",
-                format!(
-                    "anchors {j} and {i} are identical; duplicate anchors add nothing and make the \
-                     anchor matrix singular — deduplicate the anchor samples"
-                ),
-            ));
-        }
+    let first = first_identical_rows(a)?;
+    if let Some((i, &j)) = first.iter().enumerate().find(|(i, j)| *i != **j) {
+        return Err(Error::invalid(
+            "anchor latents",
+            format!(
+                "anchors {j} and {i} are identical; duplicate anchors add nothing and make the \
+                 anchor matrix singular — deduplicate the anchor samples"
+            ),
+        ));
     }
     Ok(())
 }
@@ -367,6 +393,36 @@ impl candle_core::InplaceOp1 for ScaleRows {
                 row.iter_mut().for_each(|x| *x *= s);
             }
         });
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identical_rows_point_to_their_first_and_are_refused_as_anchors() -> Result<()> {
+        let rows = Tensor::new(
+            &[
+                [1.0f32, 2.0],
+                [0.0, 1.0],
+                [1.0, 2.0],
+                [-0.0, 1.0],
+                [3.0, 1.0],
+            ],
+            &Device::Cpu,
+        )
+        .context(|| "test".into())?;
+        assert_eq!(first_identical_rows(&rows)?, [0, 1, 0, 1, 4]);
+        let e = check_distinct_rows(&rows).err().map(|e| e.to_string());
+        assert!(
+            e.as_deref()
+                .is_some_and(|e| e.contains("anchors 0 and 2 are identical")),
+            "{e:?}"
+        );
+        let distinct = rows.narrow(0, 0, 2).context(|| "test".into())?;
+        check_distinct_rows(&distinct)?;
         Ok(())
     }
 }

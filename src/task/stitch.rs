@@ -253,28 +253,14 @@ pub fn fit(model: &str, train: &Dataset, options: &FitOptions) -> Result<Checkpo
 /// `texts` with every text replaced by the first text of identical latents (row of `x`; `+0.0`
 /// and `-0.0` are the same point).
 fn same_latents_same_text(texts: &[String], x: &Tensor) -> Result<Vec<String>> {
-    use std::hash::{Hash, Hasher};
-    let rows = x
-        .to_device(&Device::Cpu)
-        .and_then(|t| t.to_dtype(candle_core::DType::F32))
-        .and_then(|t| t.to_vec2::<f32>())
-        .context(|| "reading the training latents".into())?;
-    let bits = |r: &[f32]| r.iter().map(|v| (v + 0.0).to_bits()).collect::<Vec<u32>>();
-    // Rows by the hash of their bits; rows of equal hashes are compared in full.
-    let mut by_hash: std::collections::HashMap<u64, Vec<usize>> = std::collections::HashMap::new();
-    let mut out = Vec::with_capacity(texts.len());
-    for (i, r) in rows.iter().enumerate() {
-        let key = bits(r);
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        key.hash(&mut h);
-        let same = by_hash.entry(h.finish()).or_default();
-        let first = same.iter().copied().find(|&j| bits(&rows[j]) == key);
-        if first.is_none() {
-            same.push(i);
-        }
-        out.push(texts[first.unwrap_or(i)].clone());
+    let first = crate::space::tensor::first_identical_rows(x)?;
+    if first.len() != texts.len() {
+        return Err(Error::invalid(
+            "training latents",
+            format!("{} rows for {} texts", first.len(), texts.len()),
+        ));
     }
-    Ok(out)
+    Ok(first.into_iter().map(|j| texts[j].clone()).collect())
 }
 
 /// Up to `count` distinct training texts (`texts` keyed so that texts of identical latents are one
