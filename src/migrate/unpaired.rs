@@ -25,6 +25,7 @@
 use candle_core::{Device, Tensor};
 
 use crate::error::CandleContext;
+use crate::space::tensor::evenly_spaced;
 use crate::space::translation::{LatentTranslator, TranslationMethod};
 use crate::{Error, Result};
 
@@ -62,9 +63,11 @@ fn unit_centred_t(x: &Tensor) -> Result<Tensor> {
 
 /// `x` centred and with unit rows, as row vectors.
 fn unit_centred(x: &Tensor) -> Result<Vec<Vec<f32>>> {
-    unit_centred_t(x)?
-        .to_vec2::<f32>()
-        .context(|| "normalising".to_string())
+    rows_of(&unit_centred_t(x)?)
+}
+
+fn rows_of(t: &Tensor) -> Result<Vec<Vec<f32>>> {
+    t.to_vec2::<f32>().context(|| "normalising".to_string())
 }
 
 fn sims(a: &[Vec<f32>], b: &[Vec<f32>]) -> Result<Vec<Vec<f32>>> {
@@ -255,15 +258,6 @@ fn gw_plan(ua: &Tensor, ub: &Tensor) -> Result<Vec<f64>> {
     Ok(plan)
 }
 
-/// Rows `0..n` thinned evenly to at most [`MAX_TEXTS`].
-fn thinned(n: usize) -> Vec<usize> {
-    if n <= MAX_TEXTS {
-        (0..n).collect()
-    } else {
-        (0..MAX_TEXTS).map(|i| i * n / MAX_TEXTS).collect()
-    }
-}
-
 /// Mutual nearest neighbours of a score matrix, with CSLS when `csls`.
 fn mutual_pairs(s: &[Vec<f32>], csls: bool) -> Vec<(usize, usize)> {
     let (na, nb) = (s.len(), s.first().map_or(0, Vec::len));
@@ -321,7 +315,7 @@ pub(crate) fn match_spaces(xa: &Tensor, xb: &Tensor, rounds: usize) -> Result<Ve
             ));
         }
     }
-    let (rows_a, rows_b) = (thinned(na), thinned(nb));
+    let (rows_a, rows_b) = (evenly_spaced(na, MAX_TEXTS), evenly_spaced(nb, MAX_TEXTS));
     let take = |t: &Tensor, rows: &[usize]| crate::space::anchors::gather_rows(t, rows, "corpus");
     let (xa, xb) = (take(xa, &rows_a)?, take(xb, &rows_b)?);
     let (ta, tb) = (unit_centred_t(&xa)?, unit_centred_t(&xb)?);
@@ -334,7 +328,7 @@ pub(crate) fn match_spaces(xa: &Tensor, xb: &Tensor, rounds: usize) -> Result<Ve
         .collect();
     let mut pairs = mutual_pairs(&plan, false);
     drop(plan);
-    let ub = ta_to_rows(&tb)?;
+    let ub = rows_of(&tb)?;
     for _ in 0..rounds {
         if pairs.len() < 2 {
             break;
@@ -357,10 +351,6 @@ pub(crate) fn match_spaces(xa: &Tensor, xb: &Tensor, rounds: usize) -> Result<Ve
         .into_iter()
         .map(|(i, j)| (rows_a[i], rows_b[j]))
         .collect())
-}
-
-fn ta_to_rows(t: &Tensor) -> Result<Vec<Vec<f32>>> {
-    t.to_vec2::<f32>().context(|| "normalising".to_string())
 }
 
 #[cfg(test)]
@@ -499,14 +489,6 @@ mod tests {
         for row in plan.chunks_exact(n) {
             assert!((row.iter().sum::<f64>() - 1.0 / n as f64).abs() < 1e-9);
         }
-    }
-
-    #[test]
-    fn thinning_keeps_at_most_the_cap_evenly() {
-        assert_eq!(thinned(10), (0..10).collect::<Vec<_>>());
-        let t = thinned(3 * MAX_TEXTS);
-        assert_eq!(t.len(), MAX_TEXTS);
-        assert_eq!((t[0], t[1], t[MAX_TEXTS - 1]), (0, 3, 3 * MAX_TEXTS - 3));
     }
 
     #[test]

@@ -182,6 +182,15 @@ pub(crate) fn checked_sq_norms_vec(
     Ok((sq, v))
 }
 
+/// `0..n`, or `cap` indices spread evenly over it when `n` is larger (first index 0).
+pub(crate) fn evenly_spaced(n: usize, cap: usize) -> Vec<usize> {
+    if n <= cap {
+        (0..n).collect()
+    } else {
+        (0..cap).map(|i| i * n / cap).collect()
+    }
+}
+
 /// For every row of `a` (`[k, d]`), the index of the first row identical to it (itself when
 /// none comes before); `+0.0` and `-0.0` are the same point. Rows are keyed by a hash of their
 /// bits and compared in full only when hashes meet, so no copy of the rows is kept.
@@ -400,6 +409,14 @@ impl candle_core::InplaceOp1 for ScaleRows {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn evenly_spaced_keeps_at_most_the_cap_evenly() {
+        assert_eq!(evenly_spaced(10, 2048), (0..10).collect::<Vec<_>>());
+        let t = evenly_spaced(3 * 2048, 2048);
+        assert_eq!(t.len(), 2048);
+        assert_eq!((t[0], t[1], t[2047]), (0, 3, 3 * 2048 - 3));
+    }
 
     #[test]
     fn identical_rows_point_to_their_first_and_are_refused_as_anchors() -> Result<()> {

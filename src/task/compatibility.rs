@@ -211,8 +211,9 @@ fn neighbour_score(latents: &Tensor, labels: &[usize]) -> Result<f64> {
     if k > MAX_VOTERS {
         // The vote compares every row with every other: beyond MAX_VOTERS rows, an even
         // subsample (the same rows for both encoders) keeps memory and time bounded.
-        let keep: Vec<u32> = (0..MAX_VOTERS)
-            .map(|i| (i * k / MAX_VOTERS) as u32)
+        let keep: Vec<u32> = crate::space::tensor::evenly_spaced(k, MAX_VOTERS)
+            .into_iter()
+            .map(|i| i as u32)
             .collect();
         let sub_labels: Vec<usize> = keep.iter().map(|&i| labels[i as usize]).collect();
         let sub = Tensor::from_vec(keep, MAX_VOTERS, latents.device())
