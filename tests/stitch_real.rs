@@ -40,6 +40,22 @@ fn data() -> &'static (Dataset, Dataset) {
     })
 }
 
+/// 40 stratified anchors and 3 epochs, the other options at their defaults: quick fits on
+/// `first_per_label(20)` for tests of the mechanics.
+fn quick_options() -> FitOptions {
+    FitOptions {
+        anchors: AnchorChoice::Select {
+            count: 40,
+            strategy: AnchorStrategy::Stratified { seed: 0 },
+        },
+        train: TrainOptions {
+            epochs: 3,
+            ..TrainOptions::default()
+        },
+        ..FitOptions::default()
+    }
+}
+
 fn options(space: Space) -> FitOptions {
     FitOptions {
         anchors: AnchorChoice::Select {
@@ -276,17 +292,7 @@ fn checkpoints_round_trip_and_training_is_deterministic() -> anyhow::Result<()> 
 fn checkpoints_find_their_encoder_by_identity_not_by_a_folder_of_that_name() -> anyhow::Result<()> {
     let (train, test) = data();
     let small = train.first_per_label(20);
-    let o = FitOptions {
-        anchors: AnchorChoice::Select {
-            count: 40,
-            strategy: AnchorStrategy::Stratified { seed: 0 },
-        },
-        train: TrainOptions {
-            epochs: 3,
-            ..TrainOptions::default()
-        },
-        ..FitOptions::default()
-    };
+    let o = quick_options();
     let a = fit("all-MiniLM-L6-v2", &small, &o)?;
     let dir = tempfile::tempdir()?;
     let ckpt = dir.path().join("ckpt");
@@ -447,17 +453,7 @@ fn the_defaults_stitch_the_anisotropic_encoder() -> anyhow::Result<()> {
 fn checkpoints_in_folders_named_like_their_models_stitch_from_there() -> anyhow::Result<()> {
     let (train, test) = data();
     let small = train.first_per_label(20);
-    let o = FitOptions {
-        anchors: AnchorChoice::Select {
-            count: 40,
-            strategy: AnchorStrategy::Stratified { seed: 0 },
-        },
-        train: TrainOptions {
-            epochs: 3,
-            ..TrainOptions::default()
-        },
-        ..FitOptions::default()
-    };
+    let o = quick_options();
     let dir = tempfile::tempdir()?;
     let work = dir.path();
     for model in ["all-MiniLM-L6-v2", "paraphrase-MiniLM-L3-v2"] {
@@ -544,17 +540,7 @@ fn checkpoints_in_folders_named_like_their_models_stitch_from_there() -> anyhow:
 fn alignment_texts_are_kept_and_the_stitch_fits_on_them() -> anyhow::Result<()> {
     let (train, _) = data();
     let small = train.first_per_label(20);
-    let o = FitOptions {
-        anchors: AnchorChoice::Select {
-            count: 40,
-            strategy: AnchorStrategy::Stratified { seed: 0 },
-        },
-        train: TrainOptions {
-            epochs: 3,
-            ..TrainOptions::default()
-        },
-        ..FitOptions::default()
-    };
+    let o = quick_options();
     let b = fit("paraphrase-MiniLM-L3-v2", &small, &o)?;
     let alignment = b
         .alignment
