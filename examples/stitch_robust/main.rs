@@ -880,6 +880,84 @@ fn pair_means(rs: &[&Record], f: impl Fn(&Record) -> f64) -> BTreeMap<(usize, us
     acc.into_iter().map(|(k, v)| (k, mean(&v))).collect()
 }
 
+/// How far a ranking of the pairs can go: for the default, per dataset, Spearman's ρ of the
+/// label-free prediction, of the two checkpoints' own-score ratio (which needs labelled test
+/// texts), and of the measured retained score of one seed against another's (its repeatability).
+fn ceiling_table(datasets: &[&str], rs: &[&Record]) -> String {
+    let mut md = String::from(
+        "How far can a ranking of the pairs go? For the default, per dataset: ρ of the label-free \
+         prediction; ρ of the *labelled* ratio of the two checkpoints' own scores (encoder's own \
+         weighted F1 over the decoder's, measured on the test texts: what the prediction tries to \
+         estimate without labels); and the repeatability of the measured retained score itself, \
+         ρ between the 20 pairs' retained scores of one seed and another's (mean over pairs of \
+         seeds; anchors, alignment texts and heads change with the seed, the test texts do not). \
+         Where the pairs' retained scores spread little, one seed's ranking barely predicts \
+         another's, and no estimate can rank them better than that.\n\n\
+         | dataset | ρ prediction | ρ own-score ratio (labelled) | ρ seed to seed | spread of retained (sd over pairs) |\n\
+         |---|---|---|---|---|\n",
+    );
+    let mut rows: Vec<(String, Vec<&Record>)> = datasets
+        .iter()
+        .map(|d| {
+            (
+                d.to_string(),
+                rs.iter().copied().filter(|r| r.dataset == *d).collect(),
+            )
+        })
+        .collect();
+    rows.push(("all datasets".into(), rs.to_vec()));
+    for (d, of) in rows {
+        let mut keys: BTreeMap<(&str, usize, usize), Vec<&Record>> = BTreeMap::new();
+        for r in &of {
+            keys.entry((r.dataset.as_str(), r.enc, r.dec))
+                .or_default()
+                .push(r);
+        }
+        let avg = |f: &dyn Fn(&Record) -> f64| -> Vec<f64> {
+            keys.values()
+                .map(|v| mean(&v.iter().map(|r| f(r)).collect::<Vec<_>>()))
+                .collect()
+        };
+        let ret = avg(&|r| retained(r));
+        let seeds: Vec<u64> = of
+            .iter()
+            .map(|r| r.seed)
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let of_seed = |s: u64| -> Vec<f64> {
+            keys.values()
+                .map(|v| {
+                    v.iter()
+                        .find(|r| r.seed == s)
+                        .map_or(f64::NAN, |r| retained(r))
+                })
+                .collect()
+        };
+        let mut between = Vec::new();
+        for (a, &s) in seeds.iter().enumerate() {
+            for &t in &seeds[a + 1..] {
+                between.push(common::spearman(&of_seed(s), &of_seed(t)));
+            }
+        }
+        let m = mean(&ret);
+        let sd =
+            (ret.iter().map(|v| (v - m).powi(2)).sum::<f64>() / ret.len().max(1) as f64).sqrt();
+        md.push_str(&format!(
+            "| {d} | {:.2} | {:.2} | {} | {sd:.3} |\n",
+            common::spearman(&avg(&|r| r.predicted), &ret),
+            common::spearman(&avg(&|r| r.own_enc / r.own_dec), &ret),
+            if between.is_empty() {
+                "— (one seed)".to_string()
+            } else {
+                format!("{:.2}", mean(&between))
+            },
+        ));
+    }
+    md.push('\n');
+    md
+}
+
 fn ratio(r: &Record) -> f64 {
     r.wf1 / r.own_enc.min(r.own_dec)
 }
@@ -1193,6 +1271,9 @@ fn report(
         md.push_str(&format!(" {a:.2} / {b:.2} | {e:.3} |\n"));
     }
     md.push('\n');
+    if methods.iter().any(|m| m == "hyb_cos_c") {
+        md.push_str(&ceiling_table(&datasets, &sel(None, "hyb_cos_c")));
+    }
     md.push_str(&format!(
         "Regenerate with `{}` ({:.0} min on {}).\n",
         common::command_line("stitch_robust"),
