@@ -95,6 +95,29 @@ struct Args {
     /// Write the per-pair records as JSON lines here.
     #[arg(long)]
     out: Option<std::path::PathBuf>,
+    /// Keep the first TRAIN and TEST texts per label of every dataset's split, e.g. `1000,300`,
+    /// instead of each dataset's own choice (all of fortunes; 250,100 spam-assassin; 500,100
+    /// bible-genre-en; 150,100 wordnet-lexnames). `all` keeps every text.
+    #[arg(long)]
+    per_label: Option<String>,
+}
+
+/// `--per-label`: `None` for each dataset's own choice, `Some(None)` for every text.
+fn per_label_override(arg: Option<&str>) -> anyhow::Result<Option<Option<(usize, usize)>>> {
+    let Some(a) = arg else { return Ok(None) };
+    if a == "all" {
+        return Ok(Some(None));
+    }
+    let parse = |v: Option<&str>| -> anyhow::Result<usize> {
+        let v = v.context("--per-label wants TRAIN,TEST (e.g. 1000,300) or all")?;
+        let n: usize = v.trim().parse().with_context(|| format!("--per-label: {v:?} is no count"))?;
+        anyhow::ensure!(n > 0, "--per-label: counts must be above 0");
+        Ok(n)
+    };
+    let mut parts = a.split(',');
+    let (train, test) = (parse(parts.next())?, parse(parts.next())?);
+    anyhow::ensure!(parts.next().is_none(), "--per-label wants two counts, TRAIN,TEST");
+    Ok(Some(Some((train, test))))
 }
 
 struct Task {
@@ -106,14 +129,15 @@ struct Task {
     spaces: Vec<(Tensor, Tensor)>,
 }
 
-fn load_task(name: &str) -> anyhow::Result<Task> {
-    let (which, per_label, max_length) = match name {
+fn load_task(name: &str, per_label_arg: Option<Option<(usize, usize)>>) -> anyhow::Result<Task> {
+    let (which, own_choice, max_length) = match name {
         "fortunes" => (Builtin::Fortunes, None, None),
         "spam-assassin" => (Builtin::SpamAssassin, Some((250, 100)), Some(128)),
         "bible-genre-en" => (Builtin::BibleGenreEn, Some((500, 100)), None),
         "wordnet-lexnames" => (Builtin::WordnetLexnames, Some((150, 100)), None),
         other => anyhow::bail!("unknown dataset {other}"),
     };
+    let per_label = per_label_arg.unwrap_or(own_choice);
     let split = Dataset::builtin(which, &Fetcher::new()?)?.split(&SplitOptions::default())?;
     let (train, test) = match per_label {
         Some((a, b)) => (
@@ -791,14 +815,24 @@ fn main() -> anyhow::Result<()> {
         None => ALL.iter().map(|(m, _)| m.to_string()).collect(),
     };
     let mut tasks = Vec::new();
+    let per_label = per_label_override(args.per_label.as_deref())?;
     for d in args.datasets.split(',') {
-        tasks.push(load_task(d).with_context(|| format!("dataset {d}"))?);
+        tasks.push(load_task(d, per_label).with_context(|| format!("dataset {d}"))?);
     }
     if args.embed_only {
         return Ok(());
     }
     let mut out_file = match &args.out {
-        Some(p) => Some(std::fs::File::create(p)?),
+        Some(p) => {
+            if let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("creating {} for --out", dir.display()))?;
+            }
+            Some(
+                std::fs::File::create(p)
+                    .with_context(|| format!("creating --out {}", p.display()))?,
+            )
+        }
         None => None,
     };
     let mut all: Vec<Record> = Vec::new();
@@ -880,6 +914,17 @@ fn pair_means(rs: &[&Record], f: impl Fn(&Record) -> f64) -> BTreeMap<(usize, us
     acc.into_iter().map(|(k, v)| (k, mean(&v))).collect()
 }
 
+/// Per (dataset, encoder, decoder), in that order: the mean of `f` over the seeds.
+fn per_pair(rs: &[&Record], f: impl Fn(&Record) -> f64) -> Vec<f64> {
+    let mut acc: BTreeMap<(&str, usize, usize), Vec<f64>> = BTreeMap::new();
+    for r in rs {
+        acc.entry((r.dataset.as_str(), r.enc, r.dec))
+            .or_default()
+            .push(f(r));
+    }
+    acc.into_values().map(|v| mean(&v)).collect()
+}
+
 /// How far a ranking of the pairs can go: for the default, per dataset, Spearman's ρ of the
 /// label-free prediction, of the two checkpoints' own-score ratio (which needs labelled test
 /// texts), and of the measured retained score of one seed against another's (its repeatability).
@@ -907,46 +952,24 @@ fn ceiling_table(datasets: &[&str], rs: &[&Record]) -> String {
         .collect();
     rows.push(("all datasets".into(), rs.to_vec()));
     for (d, of) in rows {
-        let mut keys: BTreeMap<(&str, usize, usize), Vec<&Record>> = BTreeMap::new();
-        for r in &of {
-            keys.entry((r.dataset.as_str(), r.enc, r.dec))
-                .or_default()
-                .push(r);
-        }
-        let avg = |f: &dyn Fn(&Record) -> f64| -> Vec<f64> {
-            keys.values()
-                .map(|v| mean(&v.iter().map(|r| f(r)).collect::<Vec<_>>()))
-                .collect()
-        };
-        let ret = avg(&|r| retained(r));
-        let seeds: Vec<u64> = of
-            .iter()
-            .map(|r| r.seed)
-            .collect::<std::collections::BTreeSet<_>>()
-            .into_iter()
-            .collect();
+        let ret = per_pair(&of, retained);
+        let seeds: std::collections::BTreeSet<u64> = of.iter().map(|r| r.seed).collect();
         let of_seed = |s: u64| -> Vec<f64> {
-            keys.values()
-                .map(|v| {
-                    v.iter()
-                        .find(|r| r.seed == s)
-                        .map_or(f64::NAN, |r| retained(r))
-                })
-                .collect()
+            let one: Vec<&Record> = of.iter().copied().filter(|r| r.seed == s).collect();
+            per_pair(&one, retained)
         };
+        let seeds: Vec<u64> = seeds.into_iter().collect();
         let mut between = Vec::new();
         for (a, &s) in seeds.iter().enumerate() {
             for &t in &seeds[a + 1..] {
                 between.push(common::spearman(&of_seed(s), &of_seed(t)));
             }
         }
-        let m = mean(&ret);
-        let sd =
-            (ret.iter().map(|v| (v - m).powi(2)).sum::<f64>() / ret.len().max(1) as f64).sqrt();
+        let (_, sd) = common::mean_std(&ret);
         md.push_str(&format!(
             "| {d} | {:.2} | {:.2} | {} | {sd:.3} |\n",
-            common::spearman(&avg(&|r| r.predicted), &ret),
-            common::spearman(&avg(&|r| r.own_enc / r.own_dec), &ret),
+            common::spearman(&per_pair(&of, |r| r.predicted), &ret),
+            common::spearman(&per_pair(&of, |r| r.own_enc / r.own_dec), &ret),
             if between.is_empty() {
                 "— (one seed)".to_string()
             } else {
@@ -1236,19 +1259,8 @@ fn report(
     md.push_str(&"---|".repeat(datasets.len() + 2));
     md.push('\n');
     let rho = |rs: &[&Record]| -> (f64, f64, f64) {
-        let mut keys: BTreeMap<(String, usize, usize), Vec<&Record>> = BTreeMap::new();
-        for r in rs {
-            keys.entry((r.dataset.clone(), r.enc, r.dec))
-                .or_default()
-                .push(r);
-        }
-        let avg = |f: &dyn Fn(&Record) -> f64| -> Vec<f64> {
-            keys.values()
-                .map(|v| mean(&v.iter().map(|r| f(r)).collect::<Vec<_>>()))
-                .collect()
-        };
-        let p = avg(&|r| r.predicted);
-        let ret = avg(&|r| retained(r));
+        let p = per_pair(rs, |r| r.predicted);
+        let ret = per_pair(rs, retained);
         let mae = mean(
             &p.iter()
                 .zip(&ret)
@@ -1257,7 +1269,7 @@ fn report(
         );
         (
             common::spearman(&p, &ret),
-            common::spearman(&avg(&|r| r.agree_masked), &ret),
+            common::spearman(&per_pair(rs, |r| r.agree_masked), &ret),
             mae,
         )
     };
