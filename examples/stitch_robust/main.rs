@@ -110,13 +110,19 @@ fn per_label_override(arg: Option<&str>) -> anyhow::Result<Option<Option<(usize,
     }
     let parse = |v: Option<&str>| -> anyhow::Result<usize> {
         let v = v.context("--per-label wants TRAIN,TEST (e.g. 1000,300) or all")?;
-        let n: usize = v.trim().parse().with_context(|| format!("--per-label: {v:?} is no count"))?;
+        let n: usize = v
+            .trim()
+            .parse()
+            .with_context(|| format!("--per-label: {v:?} is no count"))?;
         anyhow::ensure!(n > 0, "--per-label: counts must be above 0");
         Ok(n)
     };
     let mut parts = a.split(',');
     let (train, test) = (parse(parts.next())?, parse(parts.next())?);
-    anyhow::ensure!(parts.next().is_none(), "--per-label wants two counts, TRAIN,TEST");
+    anyhow::ensure!(
+        parts.next().is_none(),
+        "--per-label wants two counts, TRAIN,TEST"
+    );
     Ok(Some(Some((train, test))))
 }
 

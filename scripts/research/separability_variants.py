@@ -7,6 +7,8 @@ Usage (from the repository root, on the commit the patch was made for):
         --datasets fortunes,spam-assassin,bible-genre-en,wordnet-lexnames \
         --methods hyb_cos_c --seeds 3 --out /tmp/variants.jsonl
     git checkout -- src examples
+    (the published table's spam-assassin column: a separate run with
+     --datasets spam-assassin --per-label 250,100)
     python3 scripts/research/separability_variants.py /tmp/variants.jsonl
 
 For every variant: Spearman's rho of its separability ratio (new encoder / decoder's encoder)
@@ -19,7 +21,7 @@ import json
 import statistics as st
 import sys
 
-NAMES = ["knn3", "knn3_white", "centroid", "centroid_white", "knn3_relative"]
+NAMES = ["knn3", "knn3_white", "centroid", "centroid_white", "knn3_relative", "ridge_loo"]
 
 
 def ranks(v):
