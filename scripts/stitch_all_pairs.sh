@@ -68,24 +68,8 @@ kept = {k: v / min(own[k[0]], own[k[1]]) for k, v in cell.items()}
 worst = min(kept, key=kept.get)
 print(f"\nkept (stitched / weaker own): mean {sum(kept.values()) / len(kept):.3f}, "
       f"worst {kept[worst]:.3f} ({worst[0]} → {worst[1]})")
-def ranks(v):
-    order = sorted(range(len(v)), key=lambda i: v[i])
-    r = [0.0] * len(v)
-    i = 0
-    while i < len(v):
-        j = i
-        while j + 1 < len(v) and v[order[j + 1]] == v[order[i]]:
-            j += 1
-        for k in range(i, j + 1):
-            r[order[k]] = (i + j) / 2
-        i = j + 1
-    return r
-def spearman(x, y):
-    rx, ry = ranks(x), ranks(y)
-    mx, my = sum(rx) / len(rx), sum(ry) / len(ry)
-    num = sum((a - mx) * (b - my) for a, b in zip(rx, ry))
-    den = (sum((a - mx) ** 2 for a in rx) * sum((b - my) ** 2 for b in ry)) ** 0.5
-    return num / den if den else float("nan")
+sys.path.insert(0, "scripts")
+from spearman import spearman
 pred = [r["compatibility"]["predicted_retained"] for r in rows if r.get("compatibility")]
 ret = [r["stitched"]["weighted_f1"] / r["decoder_checkpoint"]["weighted_f1"] for r in rows if r.get("compatibility")]
 print(f"label-free prediction vs measured retained score over {len(pred)} pairs: Spearman "

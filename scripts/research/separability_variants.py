@@ -18,32 +18,14 @@ fourth). Pure Python, no numpy.
 """
 import collections
 import json
+import os
 import statistics as st
 import sys
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from spearman import spearman  # noqa: E402
+
 NAMES = ["knn3", "knn3_white", "centroid", "centroid_white", "knn3_relative", "ridge_loo"]
-
-
-def ranks(v):
-    order = sorted(range(len(v)), key=lambda i: v[i])
-    r = [0.0] * len(v)
-    i = 0
-    while i < len(v):
-        j = i
-        while j + 1 < len(v) and v[order[j + 1]] == v[order[i]]:
-            j += 1
-        for k in range(i, j + 1):
-            r[order[k]] = (i + j) / 2
-        i = j + 1
-    return r
-
-
-def spearman(a, b):
-    ra, rb = ranks(a), ranks(b)
-    ma, mb = st.mean(ra), st.mean(rb)
-    num = sum((x - ma) * (y - mb) for x, y in zip(ra, rb))
-    den = (sum((x - ma) ** 2 for x in ra) * sum((y - mb) ** 2 for y in rb)) ** 0.5
-    return num / den
 
 
 recs = [json.loads(line) for line in open(sys.argv[1])]
