@@ -962,12 +962,16 @@ fn ceiling_table(datasets: &[&str], rs: &[&Record]) -> String {
     rows.push(("all datasets".into(), rs.to_vec()));
     for (d, of) in rows {
         let ret = per_pair(&of, retained);
-        let seeds: std::collections::BTreeSet<u64> = of.iter().map(|r| r.seed).collect();
+        let seeds: Vec<u64> = of
+            .iter()
+            .map(|r| r.seed)
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
         let of_seed = |s: u64| -> Vec<f64> {
             let one: Vec<&Record> = of.iter().copied().filter(|r| r.seed == s).collect();
             per_pair(&one, retained)
         };
-        let seeds: Vec<u64> = seeds.into_iter().collect();
         let mut between = Vec::new();
         for (a, &s) in seeds.iter().enumerate() {
             for &t in &seeds[a + 1..] {
