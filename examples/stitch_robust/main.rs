@@ -66,7 +66,7 @@ use common::{mean, short, ENCODERS};
 
 #[derive(Parser, Debug)]
 struct Args {
-    /// Datasets (comma separated): fortunes, spam-assassin, bible-genre-en.
+    /// Datasets (comma separated): fortunes, spam-assassin, bible-genre-en, wordnet-lexnames.
     #[arg(long, default_value = "fortunes,spam-assassin,bible-genre-en")]
     datasets: String,
     /// Methods (comma separated; default: all).
